@@ -1,0 +1,141 @@
+//! The agent protocol: an agent registers its inventory, then heartbeats. Each
+//! heartbeat carries what happened on the agent (lease parts started and exited,
+//! log output) and its answer carries what the agent must do (start or stop parts).
+//!
+//! Every instruction is repeated until the agent reports it done, so the protocol
+//! survives lost requests and restarts of either side: an agent ignores a start for
+//! a part it already runs and a stop for a part it no longer runs.
+
+use std::collections::BTreeMap;
+
+use agora_types::{AgentId, GpuModel, JobId, LeaseId, Micros, NodeId};
+use serde::{Deserialize, Serialize};
+
+/// Where an agent's inventory came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InventorySource {
+    /// Discovered through NVML (a driver is present).
+    Nvml,
+    /// Declared in the agent's configuration (no driver, or discovery disabled).
+    Declared,
+}
+
+/// `POST /api/v1/agent/register`, with a provider token.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterAgent {
+    /// Stable name of this agent within its provider; registering again with the
+    /// same name returns the same agent id (an agent restart is not a new agent).
+    pub name: String,
+    pub inventory_source: InventorySource,
+    pub nodes: Vec<NodeReport>,
+}
+
+/// One node as its agent reports it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeReport {
+    /// Unique within the agent.
+    pub name: String,
+    pub gpu_model: GpuModel,
+    pub gpus: u32,
+    /// Host name or address other nodes of a gang use to reach this node (`MASTER_ADDR`).
+    pub address: String,
+    /// The ask: price per GPU-hour for this node's GPUs, in micros.
+    pub ask_micros_per_gpu_hour: Micros,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RegisterResponse {
+    pub agent_id: AgentId,
+    /// Node name → node id, for every reported node.
+    pub nodes: BTreeMap<String, NodeId>,
+    /// How often the agent must heartbeat; silence past the server's timeout
+    /// marks its leases lost.
+    pub heartbeat_interval_ms: u64,
+}
+
+/// Which output stream a log chunk came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// A lease part is what one node runs of a lease: rank `rank` of a gang, or the only part.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PartRef {
+    pub lease: LeaseId,
+    pub rank: u32,
+}
+
+/// Something that happened to a part on the agent, reported once (and again
+/// until a heartbeat carrying it is acknowledged).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum PartEvent {
+    Started { part: PartRef },
+    /// The process ended. `exit_code` is absent when a signal ended it.
+    Exited { part: PartRef, exit_code: Option<i32>, signal: Option<i32> },
+    /// The process could not be started (command not found, bad working dir, …).
+    StartFailed { part: PartRef, error: String },
+}
+
+/// Output of a part, in order. The agent splits output into chunks of at most
+/// [`MAX_LOG_CHUNK_BYTES`] and never drops the middle of a stream silently: when
+/// its buffer overflows it sends a marker saying how many bytes were dropped.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LogChunk {
+    pub part: PartRef,
+    pub stream: Stream,
+    pub data: String,
+}
+
+pub const MAX_LOG_CHUNK_BYTES: usize = 64 * 1024;
+/// Upper bound on the log bytes carried by one heartbeat.
+pub const MAX_LOG_BYTES_PER_HEARTBEAT: usize = 1024 * 1024;
+
+/// `POST /api/v1/agent/heartbeat`, with a provider token.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    pub agent_id: AgentId,
+    /// Every part the agent is running now.
+    pub running: Vec<PartRef>,
+    pub events: Vec<PartEvent>,
+    pub logs: Vec<LogChunk>,
+}
+
+/// What the server asks of the agent.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct HeartbeatResponse {
+    pub start: Vec<LaunchSpec>,
+    pub stop: Vec<StopOrder>,
+}
+
+/// Everything needed to start one part; the server composes the environment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LaunchSpec {
+    pub part: PartRef,
+    pub job: JobId,
+    pub node: NodeId,
+    /// GPU indices on the node, also given as `CUDA_VISIBLE_DEVICES` in `env`.
+    pub gpu_indices: Vec<u32>,
+    pub command: String,
+    pub args: Vec<String>,
+    /// Complete environment additions: the manifest's env plus `CUDA_VISIBLE_DEVICES`,
+    /// `AGORA_JOB_ID`, `AGORA_LEASE_ID` and, for gangs, the torchrun variables.
+    pub env: BTreeMap<String, String>,
+    pub workdir: Option<String>,
+}
+
+/// Stop a part: SIGTERM to its process group now, SIGKILL after `grace_ms`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StopOrder {
+    pub part: PartRef,
+    pub grace_ms: u64,
+    /// Why, for the agent's log: `cancelled`, `preempted`, `insufficient_funds`, `lost`.
+    pub reason: String,
+}

@@ -1,0 +1,4 @@
+//! The job manifest (placeholder: being written).
+pub struct Manifest;
+#[derive(Debug)]
+pub struct ManifestError;
