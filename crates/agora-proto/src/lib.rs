@@ -4,6 +4,7 @@
 //! field is a breaking change for clients, agents and stored events.
 
 pub mod agent;
+pub mod api;
 pub mod manifest;
 
 pub use manifest::{Manifest, ManifestError};

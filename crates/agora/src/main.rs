@@ -1,1 +1,214 @@
-fn main() {}
+//! `agora`: the one binary — the exchange server, the provider agent and the CLI.
+
+mod client;
+mod commands;
+mod table;
+mod up;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Exit codes, documented in the README.
+pub(crate) const EXIT_ERROR: u8 = 1;
+pub(crate) const EXIT_JOB_FAILED: u8 = 3;
+
+#[derive(Parser, Debug)]
+#[command(name = "agora", version, about = "An open exchange for AI compute", propagate_version = true)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Output {
+    Table,
+    Json,
+}
+
+/// How the CLI reaches an exchange.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct Conn {
+    /// The exchange's URL.
+    #[arg(long, env = "AGORA_URL", default_value = "http://127.0.0.1:7070", global = true)]
+    pub(crate) url: String,
+    /// A bearer token (tenant, provider or admin).
+    #[arg(long, env = "AGORA_TOKEN", hide_env_values = true, global = true)]
+    pub(crate) token: Option<String>,
+    /// Print tables for people or JSON documents for programs.
+    #[arg(long, short = 'o', value_enum, default_value = "table", global = true)]
+    pub(crate) output: Output,
+}
+
+#[derive(Args, Debug, Clone)]
+pub(crate) struct ServerArgs {
+    /// Where the exchange keeps its database.
+    #[arg(long, env = "AGORA_DATA", default_value = "./agora-data")]
+    pub(crate) data_dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    pub(crate) listen: std::net::SocketAddr,
+    /// Milliseconds between clearing rounds.
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) round_interval_ms: u64,
+    /// Milliseconds between agent heartbeats.
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) heartbeat_interval_ms: u64,
+    /// An agent silent this long (ms) is lost and its leases requeued.
+    #[arg(long, default_value_t = 30_000)]
+    pub(crate) agent_timeout_ms: u64,
+    /// Grace (ms) between SIGTERM and SIGKILL when a lease is stopped or preempted.
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) stop_grace_ms: u64,
+    /// How long (ms) a lease runs, warned, once its tenant's funds run out.
+    #[arg(long, default_value_t = 60_000)]
+    pub(crate) funds_grace_ms: u64,
+    /// Running leases are settled at least this often (ms).
+    #[arg(long, default_value_t = 60_000)]
+    pub(crate) settle_interval_ms: u64,
+    /// The exchange's take rate, in basis points of every charge.
+    #[arg(long, default_value_t = 500)]
+    pub(crate) fee_bps: u32,
+    /// Times lost work is requeued before it fails.
+    #[arg(long, default_value_t = 3)]
+    pub(crate) max_retries: u32,
+    /// Escrow horizon (s) for jobs without a duration estimate.
+    #[arg(long, default_value_t = 3600)]
+    pub(crate) hold_horizon_s: u64,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Start a whole exchange on this machine: server, database, a local agent.
+    ///
+    /// Example: agora up --gpus 8 --gpu-model H100-80GB-SXM --price 2.50
+    Up(up::UpArgs),
+    /// Run the exchange server.
+    ///
+    /// Example: agora serve --data-dir /var/lib/agora --listen 0.0.0.0:7070
+    Serve(ServerArgs),
+    /// Run a provider agent.
+    ///
+    /// Example: AGORA_TOKEN=agora_... agora agent --config agent.yaml
+    Agent {
+        /// The agent's YAML configuration (server, name, inventory).
+        #[arg(long)]
+        config: PathBuf,
+        /// Overrides `server` of the configuration.
+        #[arg(long)]
+        server: Option<String>,
+        /// Provider token (else `token` of the configuration, else AGORA_TOKEN).
+        #[arg(long, env = "AGORA_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
+    /// Submit a job manifest (YAML) and print its id.
+    ///
+    /// Example: agora submit job.yaml --wait
+    Submit {
+        file: PathBuf,
+        /// Follow the job until it ends; exit 3 if it fails.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// List your jobs.
+    Jobs {
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Show one job: state, tasks, leases, pending reason, cost.
+    Job {
+        id: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Print a job's output.
+    ///
+    /// Example: agora logs 7 --follow
+    Logs {
+        id: String,
+        /// Keep printing new output until the job ends.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Cancel a job: pending tasks are withdrawn, running ones stopped.
+    Cancel {
+        id: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Show your balance.
+    Balance {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Show asks and recent clearing prices per GPU model.
+    Market {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Provider commands.
+    Provider {
+        #[command(subcommand)]
+        command: commands::ProviderCommand,
+    },
+    /// Operator commands (admin token).
+    Admin {
+        #[command(subcommand)]
+        command: commands::AdminCommand,
+    },
+}
+
+fn init_logs(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AGORA_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Up(args) => {
+                init_logs("warn,agora=info");
+                up::run(args).await
+            }
+            Command::Serve(args) => {
+                init_logs("info");
+                commands::serve(args).await
+            }
+            Command::Agent { config, server, token } => {
+                init_logs("info");
+                commands::agent(config, server, token).await
+            }
+            Command::Submit { file, wait, conn } => commands::submit(&conn, &file, wait).await,
+            Command::Jobs { limit, conn } => commands::jobs(&conn, limit).await,
+            Command::Job { id, conn } => commands::job(&conn, &id).await,
+            Command::Logs { id, follow, conn } => commands::logs(&conn, &id, follow).await,
+            Command::Cancel { id, conn } => commands::cancel(&conn, &id).await,
+            Command::Balance { conn } => commands::balance(&conn).await,
+            Command::Market { conn } => commands::market(&conn).await,
+            Command::Provider { command } => commands::provider(command).await,
+            Command::Admin { command } => commands::admin(command).await,
+        }
+    });
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! Why an order stayed pending: typed reasons that the API returns as data and
+//! the CLI prints as one sentence.
+
+use std::fmt;
+
+use agora_types::{GpuModel, LeaseId, PricePerGpuHour};
+use serde::{Deserialize, Serialize};
+
+use super::OrderSpec;
+
+/// What an order asked for, repeated in its reasons so each reason reads on its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Demand {
+    pub nodes: u32,
+    pub gpus_per_node: u32,
+    /// Empty: any model.
+    pub models: Vec<GpuModel>,
+    pub min_vram_mib: u32,
+    pub max_price: PricePerGpuHour,
+}
+
+impl Demand {
+    pub fn of(order: &OrderSpec) -> Demand {
+        Demand {
+            nodes: order.nodes,
+            gpus_per_node: order.gpus_per_node,
+            models: order.models.clone(),
+            min_vram_mib: order.min_vram_mib,
+            max_price: order.max_price,
+        }
+    }
+}
+
+/// Why a pending order was not placed in a round. The checks run in the order
+/// of the variants: the first that applies is the reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+// Externally tagged: an internally tagged enum buffers its fields, and serde_json
+// cannot read an i128 (money) back through that buffer.
+#[serde(rename_all = "snake_case")]
+pub enum Unplaced {
+    /// No online node of an accepted model has enough VRAM, at any price.
+    NoMatchingNode { models: Vec<GpuModel>, min_vram_mib: u32 },
+    /// Matching nodes exist but none has `gpus_per_node` GPUs, even empty.
+    NodeTooSmall { demand: Demand, largest_node_gpus: u32 },
+    /// Every matching node asks more than the order's max price.
+    AskAboveMaxPrice { demand: Demand, cheapest_ask: PricePerGpuHour },
+    /// Single-node order: no node within price has enough free GPUs now.
+    NotEnoughFree { demand: Demand, most_free_on_one_node: u32 },
+    /// Gang: fewer nodes within price have `gpus_per_node` free GPUs than it needs.
+    TooFewNodes { demand: Demand, nodes_with_room: u32 },
+    /// Gang: enough nodes have room, but not inside one pool (provider, model, ask).
+    GangSplit { demand: Demand, nodes_with_room: u32, most_in_one_pool: u32 },
+    /// Preemption signals were sent (this round or earlier) and the order waits
+    /// for these leases to end; it will be placed in a later round.
+    WaitingForPreemption { leases: Vec<LeaseId> },
+}
+
+/// `H100-80GB-SXM`, `H100-80GB-SXM or A100-80GB`, or `GPUs` for any model.
+struct Models<'a>(&'a [GpuModel], u32);
+
+impl fmt::Display for Models<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Models(models, min_vram_mib) = *self;
+        if models.is_empty() {
+            f.write_str("GPUs")?;
+            if min_vram_mib > 0 {
+                write!(f, " with ≥ {min_vram_mib} MiB")?;
+            }
+            return Ok(());
+        }
+        for (i, m) in models.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" or ")?;
+            }
+            f.write_str(m.name())?;
+        }
+        Ok(())
+    }
+}
+
+impl Demand {
+    fn models(&self) -> Models<'_> {
+        Models(&self.models, self.min_vram_mib)
+    }
+}
+
+/// `no provider with 16 free H100-80GB-SXM at ≤ 2.50/GPU-h` or, for a gang,
+/// `no provider with 2 nodes × 8 free H100-80GB-SXM at ≤ 2.50/GPU-h`.
+impl fmt::Display for Demand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("no provider with ")?;
+        if self.nodes > 1 {
+            write!(f, "{} nodes × ", self.nodes)?;
+        }
+        write!(f, "{} free {} at ≤ {}", self.gpus_per_node, self.models(), self.max_price)
+    }
+}
+
+impl fmt::Display for Unplaced {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Unplaced::NoMatchingNode { models, min_vram_mib } => {
+                f.write_str("no online node")?;
+                if !models.is_empty() {
+                    write!(f, " of model {}", Models(models, 0))?;
+                }
+                if *min_vram_mib > 0 {
+                    write!(f, " with ≥ {min_vram_mib} MiB VRAM")?;
+                }
+                Ok(())
+            }
+            Unplaced::NodeTooSmall { demand, largest_node_gpus } => write!(
+                f,
+                "no node has {} {}; the largest has {largest_node_gpus}",
+                demand.gpus_per_node,
+                demand.models()
+            ),
+            Unplaced::AskAboveMaxPrice { demand, cheapest_ask } => write!(f, "{demand}; cheapest ask {}", cheapest_ask.0),
+            Unplaced::NotEnoughFree { demand, most_free_on_one_node: 0 } => {
+                write!(f, "{demand}; none free at that price")
+            }
+            Unplaced::NotEnoughFree { demand, most_free_on_one_node } => {
+                write!(f, "{demand}; at most {most_free_on_one_node} free on one node at that price")
+            }
+            Unplaced::TooFewNodes { demand, nodes_with_room } => match nodes_with_room {
+                0 => write!(f, "{demand}; no node has room at that price"),
+                1 => write!(f, "{demand}; only 1 node has room at that price"),
+                n => write!(f, "{demand}; only {n} nodes have room at that price"),
+            },
+            Unplaced::GangSplit { demand, nodes_with_room, most_in_one_pool } => write!(
+                f,
+                "{demand}; {nodes_with_room} nodes have room but at most {most_in_one_pool} in one pool \
+                 (a gang needs one provider, model and ask)"
+            ),
+            Unplaced::WaitingForPreemption { leases } => {
+                let ids: Vec<String> = leases.iter().map(ToString::to_string).collect();
+                let noun = if leases.len() == 1 { "lease" } else { "leases" };
+                write!(f, "waiting for {noun} {} to stop", ids.join(", "))
+            }
+        }
+    }
+}

@@ -1,0 +1,450 @@
+//! Snapshot-style tests of clearing rounds: each case is a small market
+//! written as lines of text and the plan it must produce, rendered as text.
+
+use agora_engine::market::{Allocation, Market, NodeSpec, OrderSpec, Placement, RoundPlan};
+use agora_types::{AgentId, GpuModel, JobId, LeaseId, Micros, NodeId, OrderId, PricePerGpuHour, ProviderId, TenantId, Tier};
+
+fn price(text: &str) -> PricePerGpuHour {
+    PricePerGpuHour(Micros::parse_decimal(text).unwrap())
+}
+
+fn tier(text: &str) -> Tier {
+    match text {
+        "on-demand" => Tier::OnDemand,
+        "spot" => Tier::Spot,
+        other => panic!("unknown tier {other}"),
+    }
+}
+
+/// Builds a market from lines:
+///
+/// - `node <id> p<provider> <model> x<gpus> @<ask> [offline]`
+/// - `order <id> <tier> ≤<max price> <nodes>x<gpus per node> [models=A,B] [vram=<MiB>]`
+/// - `lease <id> <tier> <node>:<first>-<last> ...` (a lease held by order 1000+id at the first node's ask)
+/// - `stopping <lease id>`
+fn market(setup: &str) -> Market {
+    let mut m = Market::new();
+    for line in setup.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words[0] {
+            "node" => {
+                let id = NodeId(words[1].parse().unwrap());
+                m.upsert_node(NodeSpec {
+                    id,
+                    provider: ProviderId(words[2].strip_prefix('p').unwrap().parse().unwrap()),
+                    agent: AgentId(1),
+                    model: GpuModel::resolve(words[3]).unwrap(),
+                    gpus: words[4].strip_prefix('x').unwrap().parse().unwrap(),
+                    ask: price(words[5].strip_prefix('@').unwrap()),
+                });
+                if words.get(6) == Some(&"offline") {
+                    m.set_node_online(id, false);
+                }
+            }
+            "order" => {
+                let (nodes, gpus_per_node) = words[4].split_once('x').unwrap();
+                let mut order = OrderSpec {
+                    id: OrderId(words[1].parse().unwrap()),
+                    job: JobId(1),
+                    tenant: TenantId(1),
+                    tier: tier(words[2]),
+                    max_price: price(words[3].strip_prefix('≤').unwrap()),
+                    models: Vec::new(),
+                    min_vram_mib: 0,
+                    nodes: nodes.parse().unwrap(),
+                    gpus_per_node: gpus_per_node.parse().unwrap(),
+                };
+                for option in &words[5..] {
+                    match option.split_once('=').unwrap() {
+                        ("models", list) => {
+                            order.models = list.split(',').map(|n| GpuModel::resolve(n).unwrap()).collect()
+                        }
+                        ("vram", mib) => order.min_vram_mib = mib.parse().unwrap(),
+                        other => panic!("unknown order option {other:?}"),
+                    }
+                }
+                m.add_order(order);
+            }
+            "lease" => {
+                let id: u64 = words[1].parse().unwrap();
+                let allocations: Vec<Allocation> = words[3..]
+                    .iter()
+                    .map(|part| {
+                        let (node, range) = part.split_once(':').unwrap();
+                        let (first, last) = range.split_once('-').unwrap();
+                        Allocation {
+                            node: NodeId(node.parse().unwrap()),
+                            gpu_indices: (first.parse().unwrap()..=last.parse().unwrap()).collect(),
+                        }
+                    })
+                    .collect();
+                let first = m.node(allocations[0].node).unwrap().spec().clone();
+                let placement =
+                    Placement { order: OrderId(1000 + id), provider: first.provider, price: first.ask, allocations };
+                m.start_lease(LeaseId(id), tier(words[2]), &placement);
+            }
+            "stopping" => assert!(m.mark_stopping(LeaseId(words[1].parse().unwrap()))),
+            other => panic!("unknown setup line {other}"),
+        }
+    }
+    m
+}
+
+fn render(plan: &RoundPlan) -> String {
+    let mut out = Vec::new();
+    for p in &plan.placements {
+        let allocs: Vec<String> = p
+            .allocations
+            .iter()
+            .map(|a| {
+                let gpus: Vec<String> = a.gpu_indices.iter().map(ToString::to_string).collect();
+                format!("node {} [{}]", a.node, gpus.join(" "))
+            })
+            .collect();
+        out.push(format!("place order {} at {} on provider {}: {}", p.order, p.price.0, p.provider, allocs.join(", ")));
+    }
+    for p in &plan.preemptions {
+        out.push(format!("preempt lease {} for order {}", p.lease, p.for_order));
+    }
+    for (order, reason) in &plan.unplaced {
+        out.push(format!("unplaced order {order}: {reason}"));
+    }
+    out.join("\n")
+}
+
+/// Clears the market built from `setup` and compares the rendered plan with `expected`.
+fn check(setup: &str, expected: &str) {
+    let m = market(setup);
+    let plan = m.clear();
+    let expected: Vec<&str> = expected.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    assert_eq!(render(&plan), expected.join("\n"), "setup:\n{setup}");
+    assert_eq!(m.clear(), plan, "clearing twice gives the same plan");
+}
+
+#[test]
+fn cheapest_node_wins() {
+    check(
+        "node 1 p1 H100 x8 @2.00
+         node 2 p2 H100 x8 @1.50
+         node 3 p3 H100 x8 @1.75
+         order 1 on-demand ≤2.50 1x4",
+        "place order 1 at 1.50 on provider 2: node 2 [0 1 2 3]",
+    );
+}
+
+#[test]
+fn best_fit_among_equal_asks() {
+    check(
+        "node 1 p1 H100 x8 @2.00
+         node 2 p1 H100 x8 @2.00
+         node 3 p1 H100 x8 @2.00
+         lease 9 on-demand 2:0-5
+         lease 8 on-demand 3:0-3
+         order 1 on-demand ≤2.00 1x2",
+        "place order 1 at 2.00 on provider 1: node 2 [6 7]",
+    );
+    // Same free count: lowest node id.
+    check(
+        "node 5 p1 H100 x8 @2.00
+         node 4 p2 H100 x8 @2.00
+         order 1 spot ≤2.00 1x8",
+        "place order 1 at 2.00 on provider 2: node 4 [0 1 2 3 4 5 6 7]",
+    );
+}
+
+#[test]
+fn lowest_free_indices_are_taken() {
+    check(
+        "node 1 p1 H100 x8 @2.00
+         lease 9 on-demand 1:0-1
+         lease 8 on-demand 1:4-4
+         order 1 on-demand ≤2.00 1x3",
+        "place order 1 at 2.00 on provider 1: node 1 [2 3 5]",
+    );
+}
+
+#[test]
+fn price_above_bid_is_never_taken() {
+    check(
+        "node 1 p1 H100 x16 @3.10
+         node 2 p2 H100 x16 @2.60
+         order 1 on-demand ≤2.50 1x16 models=H100",
+        "unplaced order 1: no provider with 16 free H100-80GB-SXM at ≤ 2.50/GPU-h; cheapest ask 2.60",
+    );
+    check(
+        "node 1 p1 H100 x8 @2.50
+         node 2 p1 H100 x8 @2.51
+         order 1 on-demand ≤2.50 1x8
+         order 2 on-demand ≤2.50 1x8",
+        "place order 1 at 2.50 on provider 1: node 1 [0 1 2 3 4 5 6 7]
+         unplaced order 2: no provider with 8 free GPUs at ≤ 2.50/GPU-h; none free at that price",
+    );
+}
+
+#[test]
+fn model_and_vram_filters() {
+    check(
+        "node 1 p1 T4 x8 @0.20
+         node 2 p1 A100-40GB x8 @1.00
+         node 3 p1 A100-80GB x8 @1.20
+         node 4 p1 H100 x8 @2.00
+         order 1 on-demand ≤5.00 1x1 models=T4,A100-40GB,H100 vram=80000
+         order 2 on-demand ≤5.00 1x1 vram=40000
+         order 3 on-demand ≤5.00 1x1 models=T4",
+        "place order 1 at 2.00 on provider 1: node 4 [0]
+         place order 2 at 1.00 on provider 1: node 2 [0]
+         place order 3 at 0.20 on provider 1: node 1 [0]",
+    );
+}
+
+#[test]
+fn offline_nodes_take_no_placement() {
+    check(
+        "node 1 p1 H100 x8 @1.00 offline
+         node 2 p1 H100 x8 @2.00
+         order 1 on-demand ≤2.50 1x8",
+        "place order 1 at 2.00 on provider 1: node 2 [0 1 2 3 4 5 6 7]",
+    );
+}
+
+#[test]
+fn gang_takes_distinct_nodes_of_one_pool_in_rank_order() {
+    check(
+        "node 7 p1 H100 x8 @2.00
+         node 3 p1 H100 x8 @2.00
+         node 5 p1 H100 x8 @2.00
+         node 9 p2 H100 x8 @1.00
+         lease 1 on-demand 5:0-3
+         order 1 on-demand ≤2.50 2x8",
+        "place order 1 at 2.00 on provider 1: node 3 [0 1 2 3 4 5 6 7], node 7 [0 1 2 3 4 5 6 7]",
+    );
+    // Best fit inside the pool: the half-used node takes a rank when 4 GPUs per node suffice.
+    check(
+        "node 7 p1 H100 x8 @2.00
+         node 3 p1 H100 x8 @2.00
+         node 5 p1 H100 x8 @2.00
+         lease 1 on-demand 5:0-3
+         order 1 on-demand ≤2.50 2x4",
+        "place order 1 at 2.00 on provider 1: node 3 [0 1 2 3], node 5 [4 5 6 7]",
+    );
+}
+
+#[test]
+fn gang_refused_when_only_split_across_providers() {
+    check(
+        "node 1 p1 H100 x8 @2.00
+         node 2 p2 H100 x8 @2.00
+         order 1 on-demand ≤2.50 2x8 models=H100",
+        "unplaced order 1: no provider with 2 nodes × 8 free H100-80GB-SXM at ≤ 2.50/GPU-h; 2 nodes have room \
+         but at most 1 in one pool (a gang needs one provider, model and ask)",
+    );
+    // Same provider, different asks: still two pools.
+    check(
+        "node 1 p1 H100 x8 @2.00
+         node 2 p1 H100 x8 @2.10
+         order 1 spot ≤2.50 2x8",
+        "unplaced order 1: no provider with 2 nodes × 8 free GPUs at ≤ 2.50/GPU-h; 2 nodes have room \
+         but at most 1 in one pool (a gang needs one provider, model and ask)",
+    );
+}
+
+#[test]
+fn on_demand_is_served_before_spot() {
+    check(
+        "node 1 p1 H100 x8 @1.00
+         order 1 spot ≤9.00 1x8
+         order 2 on-demand ≤1.00 1x8",
+        "place order 2 at 1.00 on provider 1: node 1 [0 1 2 3 4 5 6 7]
+         unplaced order 1: no provider with 8 free GPUs at ≤ 9.00/GPU-h; none free at that price",
+    );
+}
+
+#[test]
+fn higher_bid_is_served_before_lower_then_older() {
+    check(
+        "node 1 p1 H100 x8 @1.00
+         order 1 spot ≤1.50 1x8
+         order 2 spot ≤2.00 1x8",
+        "place order 2 at 1.00 on provider 1: node 1 [0 1 2 3 4 5 6 7]
+         unplaced order 1: no provider with 8 free GPUs at ≤ 1.50/GPU-h; none free at that price",
+    );
+    check(
+        "node 1 p1 H100 x8 @1.00
+         order 4 spot ≤2.00 1x8
+         order 3 spot ≤2.00 1x8",
+        "place order 3 at 1.00 on provider 1: node 1 [0 1 2 3 4 5 6 7]
+         unplaced order 4: no provider with 8 free GPUs at ≤ 2.00/GPU-h; none free at that price",
+    );
+}
+
+#[test]
+fn on_demand_preempts_a_spot_lease() {
+    check(
+        "node 1 p1 H100 x8 @1.00
+         lease 9 spot 1:0-7
+         order 1 on-demand ≤1.00 1x8",
+        "preempt lease 9 for order 1
+         unplaced order 1: waiting for lease 9 to stop",
+    );
+}
+
+#[test]
+fn spot_never_preempts_spot_and_on_demand_leases_are_never_victims() {
+    check(
+        "node 1 p1 H100 x8 @1.00
+         lease 9 spot 1:0-7
+         order 1 spot ≤9.00 1x8",
+        "unplaced order 1: no provider with 8 free GPUs at ≤ 9.00/GPU-h; none free at that price",
+    );
+    check(
+        "node 1 p1 H100 x8 @1.00
+         lease 9 on-demand 1:0-7
+         order 1 on-demand ≤9.00 1x8",
+        "unplaced order 1: no provider with 8 free GPUs at ≤ 9.00/GPU-h; none free at that price",
+    );
+}
+
+#[test]
+fn preemption_prefers_fewest_victims_then_fewest_gpus() {
+    // Node 1 needs two victims, node 2 one of 8 GPUs, node 3 one of 6 GPUs: node 3, despite its higher ask.
+    check(
+        "node 1 p1 H100 x8 @1.00
+         node 2 p1 H100 x8 @1.00
+         node 3 p1 H100 x8 @1.50
+         lease 11 spot 1:0-3
+         lease 12 spot 1:4-7
+         lease 21 spot 2:0-7
+         lease 31 on-demand 3:0-1
+         lease 32 spot 3:2-7
+         order 1 on-demand ≤2.00 1x6",
+        "preempt lease 32 for order 1
+         unplaced order 1: waiting for lease 32 to stop",
+    );
+    // Free GPUs count: 2 free + a 2-GPU victim beats a 4-GPU victim.
+    check(
+        "node 1 p1 H100 x4 @1.00
+         node 2 p1 H100 x4 @1.00
+         lease 11 spot 1:0-3
+         lease 21 spot 2:0-1
+         order 1 on-demand ≤2.00 1x4",
+        "preempt lease 21 for order 1
+         unplaced order 1: waiting for lease 21 to stop",
+    );
+}
+
+#[test]
+fn a_preempted_gang_lease_is_preempted_whole() {
+    check(
+        "node 1 p1 H100 x8 @1.00
+         node 2 p1 H100 x8 @1.00
+         lease 9 spot 1:0-7 2:0-7
+         order 1 on-demand ≤1.00 1x8
+         order 2 on-demand ≤1.00 1x8",
+        "preempt lease 9 for order 1
+         unplaced order 1: waiting for lease 9 to stop
+         unplaced order 2: no provider with 8 free GPUs at ≤ 1.00/GPU-h; none free at that price",
+    );
+}
+
+#[test]
+fn a_stopping_lease_is_never_a_victim_twice() {
+    // The order that already caused the stop waits for it and preempts nothing new.
+    check(
+        "node 1 p1 H100 x8 @1.00
+         lease 9 spot 1:0-7
+         stopping 9
+         order 1 on-demand ≤1.00 1x8",
+        "unplaced order 1: waiting for lease 9 to stop",
+    );
+    // Two on-demand orders, one spot lease: only the first counts on it.
+    check(
+        "node 1 p1 H100 x8 @1.00
+         lease 9 spot 1:0-7
+         order 1 on-demand ≤1.00 1x8
+         order 2 on-demand ≤1.00 1x8",
+        "preempt lease 9 for order 1
+         unplaced order 1: waiting for lease 9 to stop
+         unplaced order 2: no provider with 8 free GPUs at ≤ 1.00/GPU-h; none free at that price",
+    );
+}
+
+#[test]
+fn gpus_kept_for_a_waiting_order_are_not_given_to_spot() {
+    check(
+        "node 1 p1 H100 x8 @1.00
+         lease 9 spot 1:0-3
+         order 1 on-demand ≤1.00 1x8
+         order 2 spot ≤5.00 1x4",
+        "preempt lease 9 for order 1
+         unplaced order 1: waiting for lease 9 to stop
+         unplaced order 2: no provider with 4 free GPUs at ≤ 5.00/GPU-h; none free at that price",
+    );
+}
+
+#[test]
+fn gang_preemption_takes_one_pool() {
+    check(
+        "node 1 p1 H100 x8 @1.00
+         node 2 p1 H100 x8 @1.00
+         node 3 p2 H100 x8 @1.00
+         lease 11 spot 1:0-7
+         lease 21 spot 2:0-3
+         lease 31 spot 3:0-0
+         order 1 on-demand ≤1.00 2x8",
+        "preempt lease 11 for order 1
+         preempt lease 21 for order 1
+         unplaced order 1: waiting for leases 11, 21 to stop",
+    );
+}
+
+#[test]
+fn unplaced_reason_texts() {
+    check(
+        "node 1 p1 T4 x4 @0.50
+         node 2 p1 H100 x8 @2.00
+         node 3 p1 A100-80GB x8 @1.00 offline
+         order 1 on-demand ≤5.00 1x1 models=A100-80GB
+         order 2 on-demand ≤5.00 1x1 models=T4 vram=20000
+         order 3 on-demand ≤5.00 1x1 vram=200000
+         order 4 on-demand ≤5.00 1x16 models=H100
+         order 5 on-demand ≤5.00 1x16
+         order 6 on-demand ≤1.00 1x8 models=H100
+         order 7 on-demand ≤1.00 1x2 vram=40000",
+        "unplaced order 1: no online node of model A100-80GB
+         unplaced order 2: no online node of model T4 with ≥ 20000 MiB VRAM
+         unplaced order 3: no online node with ≥ 200000 MiB VRAM
+         unplaced order 4: no node has 16 H100-80GB-SXM; the largest has 8
+         unplaced order 5: no node has 16 GPUs; the largest has 8
+         unplaced order 6: no provider with 8 free H100-80GB-SXM at ≤ 1.00/GPU-h; cheapest ask 2.00
+         unplaced order 7: no provider with 2 free GPUs with ≥ 40000 MiB at ≤ 1.00/GPU-h; cheapest ask 2.00",
+    );
+    check(
+        "node 1 p1 H100 x8 @2.00
+         node 2 p1 H100 x8 @2.00
+         node 3 p1 H100 x8 @3.00
+         lease 9 on-demand 1:0-5
+         lease 8 on-demand 2:0-6
+         order 1 on-demand ≤2.50 1x4 models=H100,A100-80GB",
+        "unplaced order 1: no provider with 4 free H100-80GB-SXM or A100-80GB at ≤ 2.50/GPU-h; \
+         at most 2 free on one node at that price",
+    );
+    check(
+        "node 1 p1 H100 x8 @2.00
+         node 2 p1 H100 x8 @2.00
+         node 3 p1 H100 x8 @2.00
+         lease 9 on-demand 1:0-5
+         order 1 on-demand ≤2.50 3x8
+         order 2 on-demand ≤2.50 4x2",
+        "unplaced order 1: no provider with 3 nodes × 8 free GPUs at ≤ 2.50/GPU-h; only 2 nodes have room at that price
+         unplaced order 2: no provider with 4 nodes × 2 free GPUs at ≤ 2.50/GPU-h; only 3 nodes have room at that price",
+    );
+}
+
+#[test]
+fn the_issue_example_reads_as_written() {
+    check(
+        "node 1 p1 H100 x16 @3.10
+         order 1 on-demand ≤2.50 1x16 models=H100",
+        "unplaced order 1: no provider with 16 free H100-80GB-SXM at ≤ 2.50/GPU-h; cheapest ask 3.10",
+    );
+}

@@ -1,0 +1,244 @@
+//! Documents of the HTTP API (`/api/v1/...`). Field names are stable: the CLI's
+//! `--output json` prints these documents as they are.
+
+use std::collections::BTreeMap;
+
+use agora_types::{AgentId, GpuModel, JobId, JobKind, LeaseId, Micros, NodeId, OrderId, ProviderId, TenantId, Tier, UnixMs};
+use serde::{Deserialize, Serialize};
+
+/// Every error response: `{"error": {...}}` with a stable `code`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable: `invalid_request`, `invalid_manifest`, `unauthorized`,
+    /// `forbidden`, `not_found`, `conflict`, `insufficient_funds`, `payload_too_large`,
+    /// `unsupported`, `internal`.
+    pub code: String,
+    pub message: String,
+    /// The offending field, dotted (`resources.gpus_per_node`), on 4xx where one applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// The manifest line, when the error comes from a YAML document.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SubmitResponse {
+    pub job_id: JobId,
+}
+
+/// One job as its tenant (or an admin) sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobView {
+    pub id: JobId,
+    pub tenant: TenantId,
+    pub name: String,
+    pub kind: JobKind,
+    pub tier: Tier,
+    /// `pending`, `running`, `succeeded`, `failed`, `cancelled`.
+    pub state: String,
+    pub gpus: u32,
+    pub max_price_per_gpu_hour: Micros,
+    pub submitted_at: UnixMs,
+    pub ended_at: Option<UnixMs>,
+    pub cancel_requested: bool,
+    /// First non-zero exit code of a failed job.
+    pub exit_code: Option<i32>,
+    /// Why the job failed or is still pending, in words.
+    pub reason: Option<String>,
+    /// Money charged so far for this job, all leases together.
+    pub cost: Micros,
+    pub tasks: Vec<TaskView>,
+}
+
+/// One order of a job: the whole gang of a training job, or one task of a batch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskView {
+    pub order: OrderId,
+    /// `pending`, `leased`, `done`, `failed`, `cancelled`.
+    pub state: String,
+    pub attempts: u32,
+    /// Why it is not placed yet (from the latest clearing round).
+    pub pending_reason: Option<String>,
+    pub leases: Vec<LeaseView>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LeaseView {
+    pub id: LeaseId,
+    pub job: JobId,
+    pub provider: ProviderId,
+    /// `assigned`, `running`, `stopping`, `succeeded`, `failed`, `cancelled`, `preempted`, `lost`.
+    pub state: String,
+    pub price_per_gpu_hour: Micros,
+    pub gpus: u32,
+    pub parts: Vec<PartView>,
+    pub assigned_at: UnixMs,
+    pub running_at: Option<UnixMs>,
+    pub ended_at: Option<UnixMs>,
+    pub exit_code: Option<i32>,
+    /// Why it was stopped: `cancelled`, `preempted`, `insufficient_funds`, `peer_failed`, `lost`.
+    pub stop_reason: Option<String>,
+    pub charged: Micros,
+    pub funds_short_since: Option<UnixMs>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PartView {
+    pub rank: u32,
+    pub node: NodeId,
+    pub gpu_indices: Vec<u32>,
+    pub started_at: Option<UnixMs>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub seq: u64,
+    pub lease: LeaseId,
+    pub rank: u32,
+    pub stream: crate::agent::Stream,
+    pub data: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LogsResponse {
+    pub job: JobId,
+    pub lines: Vec<LogLine>,
+    /// Pass as `after` to get what comes next.
+    pub next: u64,
+    /// True when the job has ended and everything it printed has been returned.
+    pub complete: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BalanceView {
+    pub tenant: TenantId,
+    pub available: Micros,
+    pub held: Micros,
+}
+
+/// `GET /api/v1/market`: what is on offer and what recently cleared, per GPU model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MarketView {
+    pub models: Vec<ModelMarket>,
+    pub fee_bps: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelMarket {
+    pub model: GpuModel,
+    pub nodes: u32,
+    pub gpus_total: u32,
+    pub gpus_free: u32,
+    pub ask_min: Option<Micros>,
+    pub ask_max: Option<Micros>,
+    /// Prices of the most recent placements of this model, newest first.
+    pub recent_prices: Vec<Micros>,
+    pub pending_orders: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    pub name: String,
+    /// Initial balance, decimal (e.g. "100.00").
+    #[serde(default)]
+    pub initial_balance: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateProvider {
+    pub name: String,
+}
+
+/// A principal just created, with its first token. The token is shown once.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CreatedPrincipal {
+    pub id: u64,
+    pub name: String,
+    pub role: String,
+    pub token: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssueToken {
+    /// `admin`, `tenant` or `provider`.
+    pub role: String,
+    /// The tenant or provider id; absent for admin.
+    #[serde(default)]
+    pub id: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IssuedToken {
+    pub role: String,
+    pub id: Option<u64>,
+    pub token: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopUp {
+    /// Decimal amount, e.g. "250.00".
+    pub amount: String,
+    /// Idempotency key: the same key tops up once.
+    pub idempotency_key: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TenantView {
+    pub id: TenantId,
+    pub name: String,
+    pub available: Micros,
+    pub held: Micros,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProviderView {
+    pub id: ProviderId,
+    pub name: String,
+    pub earnings: Micros,
+    pub agents: u32,
+    pub nodes: u32,
+    pub gpus: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeView {
+    pub id: NodeId,
+    pub provider: ProviderId,
+    pub agent: AgentId,
+    pub name: String,
+    pub gpu_model: GpuModel,
+    pub gpus: u32,
+    pub gpus_free: u32,
+    pub ask: Micros,
+    pub online: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LedgerVerifyView {
+    pub ok: bool,
+    pub transfers: u64,
+    pub accounts: u64,
+    pub head: String,
+    /// Sum of all balances; zero when money is conserved.
+    pub sum: Micros,
+    pub problems: Vec<String>,
+    pub balances: BTreeMap<String, Micros>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WhoAmI {
+    pub role: String,
+    pub id: Option<u64>,
+}

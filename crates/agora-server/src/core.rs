@@ -1,0 +1,164 @@
+//! The control loop: one thread owns the [`Exchange`] and the store. API handlers
+//! send it closures; it runs a batch of them, runs the periodic work (clearing
+//! rounds, settlement, timeouts) when due, commits every event the batch emitted
+//! in ONE durable transaction, and only then answers the callers.
+//!
+//! Group commit is what lets the server acknowledge thousands of submissions per
+//! second while never acknowledging anything that is not on disk: if the commit
+//! fails the process exits, because its memory is ahead of its log.
+//!
+//! This is a std thread and not a Tokio task because every step (SQLite, the
+//! engine) is synchronous CPU or disk work that must not stall the async runtime.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use agora_store::Store;
+use agora_types::{AgentId, JobId, OrderId, UnixMs};
+use tokio::sync::oneshot;
+
+use crate::config::ServerConfig;
+use crate::error::ApiError;
+use crate::events::Event;
+use crate::state::Exchange;
+
+/// Most closures run in one batch (one commit).
+const MAX_BATCH: usize = 4096;
+
+type Reply = Box<dyn FnOnce() + Send>;
+type Work = Box<dyn FnOnce(&mut Txn<'_>) -> Reply + Send>;
+
+/// What the control loop knows that is not part of the durable state: it is
+/// rebuilt from scratch after a restart.
+#[derive(Debug, Default)]
+pub struct Volatile {
+    /// Why each pending order was not placed in the latest round.
+    pub pending_reasons: BTreeMap<OrderId, String>,
+    pub agent_last_seen: HashMap<AgentId, UnixMs>,
+    /// Log bytes stored per job, to enforce retention.
+    pub log_bytes: HashMap<JobId, u64>,
+    /// Leases already warned that their tenant's funds ran out.
+    pub warned: BTreeSet<agora_types::LeaseId>,
+    pub rounds: u64,
+    pub last_round_us: u64,
+}
+
+/// One step of the control loop's view: the state, the events emitted so far in
+/// this batch, the time of the batch.
+pub struct Txn<'a> {
+    pub ex: &'a mut Exchange,
+    pub store: &'a mut dyn Store,
+    pub cfg: &'a ServerConfig,
+    pub vol: &'a mut Volatile,
+    pub now: UnixMs,
+    events: &'a mut Vec<Vec<u8>>,
+}
+
+impl Txn<'_> {
+    /// Applies an event to the state now and queues it for this batch's commit.
+    pub fn emit(&mut self, event: Event) {
+        let bytes = serde_json::to_vec(&event).expect("events serialize");
+        self.events.push(bytes);
+        self.ex.apply(&event);
+    }
+}
+
+/// A handle API handlers use to reach the control loop.
+#[derive(Clone)]
+pub struct CoreHandle {
+    tx: mpsc::Sender<Work>,
+}
+
+impl CoreHandle {
+    /// Runs `f` on the control loop and returns its result once the events it
+    /// emitted are durable.
+    pub async fn call<R: Send + 'static>(&self, f: impl FnOnce(&mut Txn<'_>) -> R + Send + 'static) -> Result<R, ApiError> {
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let work: Work = Box::new(move |txn| {
+            let r = f(txn);
+            Box::new(move || {
+                let _ = reply_tx.send(r);
+            })
+        });
+        self.tx.send(work).map_err(|_| ApiError::unavailable())?;
+        reply_rx.await.map_err(|_| ApiError::unavailable())
+    }
+}
+
+pub fn now_ms() -> UnixMs {
+    UnixMs(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64))
+}
+
+/// Rebuilds the state from the store's log.
+pub fn recover(store: &dyn Store) -> anyhow::Result<Exchange> {
+    let mut ex = Exchange::new();
+    let mut after = 0;
+    loop {
+        let batch = store.read_events(after, 10_000)?;
+        if batch.is_empty() {
+            break;
+        }
+        for (seq, bytes) in batch {
+            let event: Event = serde_json::from_slice(&bytes).map_err(|e| anyhow::anyhow!("event {seq} is not readable: {e}"))?;
+            ex.apply(&event);
+            after = seq;
+        }
+    }
+    Ok(ex)
+}
+
+/// Starts the control loop on its own thread.
+pub fn spawn(mut ex: Exchange, mut store: Box<dyn Store>, cfg: ServerConfig) -> (CoreHandle, std::thread::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel::<Work>();
+    let handle = std::thread::Builder::new()
+        .name("agora-core".into())
+        .spawn(move || {
+            let mut vol = Volatile::default();
+            let start = now_ms();
+            // Every known agent gets a full timeout from now to reconnect.
+            for id in ex.agents.keys() {
+                vol.agent_last_seen.insert(*id, start);
+            }
+            let round = Duration::from_millis(cfg.round_interval_ms.max(10));
+            let mut next_round = Instant::now();
+            let mut batch: Vec<Work> = Vec::new();
+            let mut events: Vec<Vec<u8>> = Vec::new();
+            loop {
+                let wait = next_round.saturating_duration_since(Instant::now());
+                match rx.recv_timeout(wait) {
+                    Ok(w) => {
+                        batch.push(w);
+                        while batch.len() < MAX_BATCH {
+                            match rx.try_recv() {
+                                Ok(w) => batch.push(w),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+                let mut txn = Txn { ex: &mut ex, store: store.as_mut(), cfg: &cfg, vol: &mut vol, now: now_ms(), events: &mut events };
+                let replies: Vec<Reply> = batch.drain(..).map(|w| w(&mut txn)).collect();
+                if Instant::now() >= next_round {
+                    crate::ops::tick(&mut txn);
+                    next_round = Instant::now() + round;
+                }
+                if !events.is_empty() {
+                    if let Err(e) = store.append(&events) {
+                        // Memory is now ahead of the log: nothing more may be acknowledged.
+                        tracing::error!(error = %e, "cannot commit events; stopping");
+                        std::process::exit(70);
+                    }
+                    events.clear();
+                }
+                for reply in replies {
+                    reply();
+                }
+            }
+            tracing::info!("control loop stopped");
+        })
+        .expect("spawn the control loop thread");
+    (CoreHandle { tx }, handle)
+}

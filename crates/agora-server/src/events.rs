@@ -1,0 +1,106 @@
+//! The exchange's events: every state change is one of these, appended to the
+//! durable log before the API acknowledges it. Events are facts ("part 0 of lease
+//! 7 exited with code 3 at t"); their consequences (the lease ends, the job fails,
+//! the ledger settles) are derived by [`crate::state::Exchange::apply`], so a replay
+//! reproduces them exactly.
+//!
+//! Architecture invariant: events carry every input their application needs —
+//! times, amounts, placements — and never refer to the clock or configuration
+//! outside the state.
+
+use agora_engine::market::Placement;
+use agora_proto::Manifest;
+use agora_proto::agent::InventorySource;
+use agora_types::{AgentId, GpuModel, JobId, LeaseId, Micros, NodeId, OrderId, PricePerGpuHour, ProviderId, TenantId, UnixMs};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Principal;
+
+/// Why a running lease is asked to stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    Cancelled,
+    Preempted,
+    InsufficientFunds,
+    /// Another part of the same gang failed, so the gang cannot go on.
+    PeerFailed,
+}
+
+impl StopReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopReason::Cancelled => "cancelled",
+            StopReason::Preempted => "preempted",
+            StopReason::InsufficientFunds => "insufficient_funds",
+            StopReason::PeerFailed => "peer_failed",
+        }
+    }
+}
+
+/// Settings that change what applying an event does; they are state, set by an
+/// event, so a replay uses the values that were in force at the time.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MarketRules {
+    /// The exchange's take rate in basis points of every charge.
+    pub fee_bps: u32,
+    /// How many times lost or preempted work is requeued before it fails.
+    pub max_retries: u32,
+}
+
+impl Default for MarketRules {
+    fn default() -> Self {
+        MarketRules { fee_bps: 500, max_retries: 3 }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    RulesSet { rules: MarketRules, at: UnixMs },
+    TenantCreated { tenant: TenantId, name: String, at: UnixMs },
+    ProviderCreated { provider: ProviderId, name: String, at: UnixMs },
+    /// Only the SHA-256 of a token is ever stored.
+    TokenIssued { token_sha256: String, principal: Principal, at: UnixMs },
+    ToppedUp { tenant: TenantId, amount: Micros, idempotency_key: String, at: UnixMs },
+    AgentRegistered { agent: AgentId, provider: ProviderId, name: String, source: InventorySource, at: UnixMs },
+    NodeReported { node: NodeId, agent: AgentId, provider: ProviderId, name: String, model: GpuModel, gpus: u32, address: String, ask: PricePerGpuHour, at: UnixMs },
+    JobSubmitted { job: JobId, tenant: TenantId, manifest: Box<Manifest>, first_order: OrderId, at: UnixMs },
+    CancelRequested { job: JobId, at: UnixMs },
+    /// A clearing round placed an order; `hold` is escrowed from the tenant.
+    LeaseStarted { lease: LeaseId, placement: Placement, hold: Micros, at: UnixMs },
+    StopRequested { lease: LeaseId, reason: StopReason, at: UnixMs },
+    PartStarted { lease: LeaseId, rank: u32, at: UnixMs },
+    PartExited { lease: LeaseId, rank: u32, exit_code: Option<i32>, signal: Option<i32>, at: UnixMs },
+    PartStartFailed { lease: LeaseId, rank: u32, error: String, at: UnixMs },
+    /// The agent no longer runs a part it had started, and reported no exit.
+    PartVanished { lease: LeaseId, rank: u32, at: UnixMs },
+    /// Periodic settlement of a running lease's usage up to `at`.
+    Settled { lease: LeaseId, at: UnixMs },
+    /// An agent was silent past the timeout; its nodes go offline and their leases are lost.
+    AgentLost { agent: AgentId, at: UnixMs },
+}
+
+impl Event {
+    pub fn at(&self) -> UnixMs {
+        match self {
+            Event::RulesSet { at, .. }
+            | Event::TenantCreated { at, .. }
+            | Event::ProviderCreated { at, .. }
+            | Event::TokenIssued { at, .. }
+            | Event::ToppedUp { at, .. }
+            | Event::AgentRegistered { at, .. }
+            | Event::NodeReported { at, .. }
+            | Event::JobSubmitted { at, .. }
+            | Event::CancelRequested { at, .. }
+            | Event::LeaseStarted { at, .. }
+            | Event::StopRequested { at, .. }
+            | Event::PartStarted { at, .. }
+            | Event::PartExited { at, .. }
+            | Event::PartStartFailed { at, .. }
+            | Event::PartVanished { at, .. }
+            | Event::Settled { at, .. }
+            | Event::AgentLost { at, .. } => *at,
+        }
+    }
+}

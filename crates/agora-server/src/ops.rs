@@ -1,0 +1,691 @@
+//! What the control loop does for each request and each round: validate against
+//! the state, then emit events. Reads build API documents from the state.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use agora_engine::lifecycle::{LeaseState, OrderState};
+use agora_ledger::Account;
+use agora_proto::Manifest;
+use agora_proto::agent::{Heartbeat, HeartbeatResponse, LaunchSpec, PartEvent, PartRef, RegisterAgent, RegisterResponse, StopOrder};
+use agora_proto::api::{
+    BalanceView, JobView, LeaseView, LedgerVerifyView, LogLine, LogsResponse, MarketView, ModelMarket, NodeView, PartView, ProviderView, TaskView, TenantView,
+};
+use agora_store::{LogRecord, LogStream};
+use agora_types::{JobId, JobKind, LeaseId, Micros, PricePerGpuHour, ProviderId, TenantId, UnixMs};
+
+use crate::auth::{Principal, new_token, token_sha256};
+use crate::core::Txn;
+use crate::error::ApiError;
+use crate::events::{Event, StopReason};
+use crate::state::{Job, Lease};
+
+/// Limits on names and counts, so no request can grow the state without bound.
+pub const MAX_NAME_LEN: usize = 64;
+pub const MAX_NODES_PER_AGENT: usize = 1024;
+pub const MAX_GPUS_PER_NODE: u32 = 64;
+pub const MAX_LOG_PAGE: usize = 5000;
+
+/// The port gang members rendezvous on is derived from the lease id, so two
+/// gangs sharing a master node do not collide (within 1,000 concurrent leases).
+const MASTER_PORT_BASE: u64 = 29_500;
+
+pub fn authenticate(txn: &Txn<'_>, token: Option<&str>) -> Result<Principal, ApiError> {
+    let token = token.ok_or_else(ApiError::unauthorized)?;
+    txn.ex.principal_for(&token_sha256(token)).ok_or_else(ApiError::unauthorized)
+}
+
+pub fn validate_name(field: &str, name: &str) -> Result<(), ApiError> {
+    if name.is_empty() || name.len() > MAX_NAME_LEN || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+        return Err(ApiError::invalid(field, format!("must be 1..={MAX_NAME_LEN} characters of A-Z a-z 0-9 . _ -")));
+    }
+    Ok(())
+}
+
+/// Issues a fresh token for `principal` and returns it (shown once).
+pub fn issue_token(txn: &mut Txn<'_>, principal: Principal) -> String {
+    let token = new_token();
+    txn.emit(Event::TokenIssued { token_sha256: token_sha256(&token), principal, at: txn.now });
+    token
+}
+
+pub fn create_tenant(txn: &mut Txn<'_>, name: &str, initial: Micros) -> Result<(TenantId, String), ApiError> {
+    validate_name("name", name)?;
+    if txn.ex.tenants.values().any(|t| t.name == name) {
+        return Err(ApiError::conflict(format!("a tenant named `{name}` exists")));
+    }
+    if initial.is_negative() {
+        return Err(ApiError::invalid("initial_balance", "must not be negative"));
+    }
+    let id = txn.ex.next_tenant_id();
+    txn.emit(Event::TenantCreated { tenant: id, name: name.to_string(), at: txn.now });
+    let token = issue_token(txn, Principal::Tenant(id));
+    if initial > Micros::ZERO {
+        txn.emit(Event::ToppedUp { tenant: id, amount: initial, idempotency_key: "initial".into(), at: txn.now });
+    }
+    Ok((id, token))
+}
+
+pub fn create_provider(txn: &mut Txn<'_>, name: &str) -> Result<(ProviderId, String), ApiError> {
+    validate_name("name", name)?;
+    if txn.ex.providers.values().any(|p| p.name == name) {
+        return Err(ApiError::conflict(format!("a provider named `{name}` exists")));
+    }
+    let id = txn.ex.next_provider_id();
+    txn.emit(Event::ProviderCreated { provider: id, name: name.to_string(), at: txn.now });
+    let token = issue_token(txn, Principal::Provider(id));
+    Ok((id, token))
+}
+
+pub fn top_up(txn: &mut Txn<'_>, tenant: TenantId, amount: Micros, key: &str) -> Result<BalanceView, ApiError> {
+    if !txn.ex.tenants.contains_key(&tenant) {
+        return Err(ApiError::not_found(format!("tenant {tenant}")));
+    }
+    if amount <= Micros::ZERO {
+        return Err(ApiError::invalid("amount", "must be greater than zero"));
+    }
+    if amount > Micros::from_units(1_000_000_000) {
+        return Err(ApiError::invalid("amount", "must be at most 1,000,000,000"));
+    }
+    if key.is_empty() || key.len() > 128 {
+        return Err(ApiError::invalid("idempotency_key", "must be 1..=128 characters"));
+    }
+    if txn.ex.ledger.transfer_by_id(&agora_ledger::TransferId::new(format!("topup:{tenant}:{key}"))).is_none() {
+        txn.emit(Event::ToppedUp { tenant, amount, idempotency_key: key.to_string(), at: txn.now });
+    }
+    Ok(balance(txn, tenant))
+}
+
+pub fn balance(txn: &Txn<'_>, tenant: TenantId) -> BalanceView {
+    let (available, held) = txn.ex.tenant_funds(tenant);
+    BalanceView { tenant, available, held }
+}
+
+/// Escrow for a lease: price × GPUs × the duration estimate, or the horizon.
+fn hold_for(txn: &Txn<'_>, manifest: &Manifest, price: PricePerGpuHour, gpus: u32) -> Micros {
+    let secs = manifest.duration_estimate_s.unwrap_or(txn.cfg.hold_horizon_s);
+    price.cost(gpus, secs.min(i64::MAX as u64) as i64)
+}
+
+/// The least a tenant must have to place (or submit) work: one minute of it.
+fn minimum_funds(price: PricePerGpuHour, gpus: u32) -> Micros {
+    price.cost(gpus, 60)
+}
+
+pub fn submit(txn: &mut Txn<'_>, tenant: TenantId, manifest: Manifest) -> Result<JobId, ApiError> {
+    manifest.validate().map_err(ApiError::manifest)?;
+    if manifest.kind == JobKind::Service {
+        return Err(ApiError::unsupported("kind", "service workloads are not yet supported"));
+    }
+    let (available, _) = txn.ex.tenant_funds(tenant);
+    let per_order_gpus = manifest.resources.gpus_per_node * if manifest.kind == JobKind::Training { manifest.resources.nodes } else { 1 };
+    let needed = minimum_funds(manifest.max_price_per_gpu_hour, per_order_gpus);
+    if available < needed || available <= Micros::ZERO {
+        return Err(ApiError::insufficient_funds(format!(
+            "available balance {available} is below one minute of this job at its max price ({needed}); top up first"
+        )));
+    }
+    let job = txn.ex.next_job_id();
+    let first_order = txn.ex.next_order_id();
+    txn.emit(Event::JobSubmitted { job, tenant, manifest: Box::new(manifest), first_order, at: txn.now });
+    Ok(job)
+}
+
+/// The job if `who` may see it. Another tenant's job is "not found", never "forbidden",
+/// so ids leak nothing.
+pub fn visible_job<'a>(txn: &'a Txn<'_>, who: Principal, job: JobId) -> Result<&'a Job, ApiError> {
+    let j = txn.ex.jobs.get(&job).ok_or_else(|| ApiError::not_found(format!("job {job}")))?;
+    match who {
+        Principal::Admin => Ok(j),
+        Principal::Tenant(t) if t == j.tenant => Ok(j),
+        _ => Err(ApiError::not_found(format!("job {job}"))),
+    }
+}
+
+pub fn cancel(txn: &mut Txn<'_>, who: Principal, job: JobId) -> Result<JobView, ApiError> {
+    let j = visible_job(txn, who, job)?;
+    if !j.state.is_terminal() && !j.cancel_requested {
+        txn.emit(Event::CancelRequested { job, at: txn.now });
+    }
+    Ok(job_view(txn, job))
+}
+
+pub fn jobs(txn: &Txn<'_>, who: Principal, limit: usize) -> Vec<JobView> {
+    let ids: Vec<JobId> = txn
+        .ex
+        .jobs
+        .values()
+        .rev()
+        .filter(|j| match who {
+            Principal::Admin => true,
+            Principal::Tenant(t) => j.tenant == t,
+            Principal::Provider(_) => false,
+        })
+        .take(limit)
+        .map(|j| j.id)
+        .collect();
+    ids.into_iter().map(|id| job_view(txn, id)).collect()
+}
+
+pub fn job_view(txn: &Txn<'_>, id: JobId) -> JobView {
+    let j = &txn.ex.jobs[&id];
+    let m = &j.manifest;
+    let mut cost = Micros::ZERO;
+    let mut exit_code = None;
+    let mut reason = None;
+    let tasks: Vec<TaskView> = j
+        .orders
+        .iter()
+        .map(|oid| {
+            let o = &txn.ex.orders[oid];
+            let leases: Vec<LeaseView> = o.leases.iter().map(|l| lease_view(txn, &txn.ex.leases[l])).collect();
+            for l in &leases {
+                cost += l.charged;
+                if exit_code.is_none() {
+                    exit_code = l.exit_code;
+                }
+            }
+            let pending_reason = (o.state == OrderState::Pending).then(|| txn.vol.pending_reasons.get(oid).cloned()).flatten();
+            if reason.is_none() {
+                reason = o.failure.clone().or_else(|| pending_reason.clone());
+            }
+            TaskView { order: *oid, state: o.state.as_str().to_string(), attempts: o.leases.len() as u32, pending_reason, leases }
+        })
+        .collect();
+    JobView {
+        id,
+        tenant: j.tenant,
+        name: m.name.clone(),
+        kind: m.kind,
+        tier: m.tier,
+        state: j.state.as_str().to_string(),
+        gpus: m.total_gpus(),
+        max_price_per_gpu_hour: m.max_price_per_gpu_hour.0,
+        submitted_at: j.submitted_at,
+        ended_at: j.ended_at,
+        cancel_requested: j.cancel_requested,
+        exit_code,
+        reason,
+        cost,
+        tasks,
+    }
+}
+
+pub fn lease_view(txn: &Txn<'_>, l: &Lease) -> LeaseView {
+    LeaseView {
+        id: l.id,
+        job: l.job,
+        provider: l.provider,
+        state: l.state.as_str().to_string(),
+        price_per_gpu_hour: l.price.0,
+        gpus: l.gpus,
+        parts: l
+            .parts
+            .iter()
+            .map(|p| PartView { rank: p.rank, node: p.node, gpu_indices: p.gpu_indices.clone(), started_at: p.started_at, exit_code: p.exit_code, signal: p.signal })
+            .collect(),
+        assigned_at: l.assigned_at,
+        running_at: l.running_at,
+        ended_at: l.ended_at,
+        exit_code: l.exit_code,
+        stop_reason: l.stop_reason.map(|r| r.as_str().to_string()),
+        charged: txn.ex.lease_charged(l.id),
+        funds_short_since: l.funds_short_since,
+    }
+}
+
+pub fn logs(txn: &Txn<'_>, who: Principal, job: JobId, after: u64, limit: usize) -> Result<LogsResponse, ApiError> {
+    let j = visible_job(txn, who, job)?;
+    let ended = j.state.is_terminal() && j.orders.iter().all(|o| txn.ex.orders[o].leases.iter().all(|l| txn.ex.leases[l].is_terminal()));
+    let limit = limit.clamp(1, MAX_LOG_PAGE);
+    let rows = txn.store.read_logs(job, after, limit).map_err(|e| ApiError { ..internal(e) })?;
+    let next = rows.last().map_or(after, |r| r.seq);
+    let complete = ended && rows.len() < limit;
+    let lines = rows
+        .into_iter()
+        .map(|r| LogLine {
+            seq: r.seq,
+            lease: r.lease,
+            rank: r.rank,
+            stream: match r.stream {
+                LogStream::Stdout => agora_proto::agent::Stream::Stdout,
+                LogStream::Stderr => agora_proto::agent::Stream::Stderr,
+            },
+            data: r.data,
+        })
+        .collect();
+    Ok(LogsResponse { job, lines, next, complete })
+}
+
+pub fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError { status: axum::http::StatusCode::INTERNAL_SERVER_ERROR, code: "internal", message: e.to_string(), field: None, line: None }
+}
+
+pub fn market(txn: &Txn<'_>) -> MarketView {
+    let mut models: BTreeMap<_, ModelMarket> = BTreeMap::new();
+    for n in txn.ex.nodes.values().filter(|n| n.online) {
+        let m = models.entry(n.model).or_insert_with(|| ModelMarket {
+            model: n.model,
+            nodes: 0,
+            gpus_total: 0,
+            gpus_free: 0,
+            ask_min: None,
+            ask_max: None,
+            recent_prices: Vec::new(),
+            pending_orders: 0,
+        });
+        m.nodes += 1;
+        m.gpus_total += n.gpus;
+        m.gpus_free += txn.ex.market.free_gpus(n.id).unwrap_or(0);
+        m.ask_min = Some(m.ask_min.map_or(n.ask.0, |a| a.min(n.ask.0)));
+        m.ask_max = Some(m.ask_max.map_or(n.ask.0, |a| a.max(n.ask.0)));
+    }
+    for (model, prices) in &txn.ex.recent_prices {
+        if let Some(m) = models.get_mut(model) {
+            m.recent_prices = prices.iter().copied().collect();
+        }
+    }
+    for o in txn.ex.orders.values().filter(|o| o.state == OrderState::Pending) {
+        for model in &o.spec.models {
+            if let Some(m) = models.get_mut(model) {
+                m.pending_orders += 1;
+            }
+        }
+    }
+    MarketView { models: models.into_values().collect(), fee_bps: txn.ex.rules.fee_bps }
+}
+
+pub fn tenants(txn: &Txn<'_>) -> Vec<TenantView> {
+    txn.ex
+        .tenants
+        .values()
+        .map(|t| {
+            let (available, held) = txn.ex.tenant_funds(t.id);
+            TenantView { id: t.id, name: t.name.clone(), available, held }
+        })
+        .collect()
+}
+
+pub fn providers(txn: &Txn<'_>) -> Vec<ProviderView> {
+    txn.ex
+        .providers
+        .values()
+        .map(|p| {
+            let nodes: Vec<_> = txn.ex.nodes.values().filter(|n| n.provider == p.id).collect();
+            ProviderView {
+                id: p.id,
+                name: p.name.clone(),
+                earnings: txn.ex.ledger.balance(&Account::ProviderEarnings(p.id)),
+                agents: txn.ex.agents.values().filter(|a| a.provider == p.id).count() as u32,
+                nodes: nodes.len() as u32,
+                gpus: nodes.iter().map(|n| n.gpus).sum(),
+            }
+        })
+        .collect()
+}
+
+pub fn nodes(txn: &Txn<'_>, provider: Option<ProviderId>) -> Vec<NodeView> {
+    txn.ex
+        .nodes
+        .values()
+        .filter(|n| provider.is_none_or(|p| p == n.provider))
+        .map(|n| NodeView {
+            id: n.id,
+            provider: n.provider,
+            agent: n.agent,
+            name: n.name.clone(),
+            gpu_model: n.model,
+            gpus: n.gpus,
+            gpus_free: txn.ex.market.free_gpus(n.id).unwrap_or(0),
+            ask: n.ask.0,
+            online: n.online,
+        })
+        .collect()
+}
+
+pub fn provider_leases(txn: &Txn<'_>, provider: ProviderId, limit: usize) -> Vec<LeaseView> {
+    txn.ex.leases.values().rev().filter(|l| l.provider == provider).take(limit).map(|l| lease_view(txn, l)).collect()
+}
+
+pub fn verify_ledger(txn: &Txn<'_>) -> LedgerVerifyView {
+    let balances: BTreeMap<String, Micros> = txn.ex.ledger.accounts().map(|(a, b)| (a.to_string(), b)).collect();
+    let sum = balances.values().fold(Micros::ZERO, |acc, b| acc + *b);
+    match txn.ex.ledger.verify() {
+        Ok(report) => LedgerVerifyView {
+            ok: sum == Micros::ZERO,
+            transfers: report.transfers as u64,
+            accounts: balances.len() as u64,
+            head: hex::encode(txn.ex.ledger.head()),
+            sum,
+            problems: Vec::new(),
+            balances,
+        },
+        Err(e) => LedgerVerifyView {
+            ok: false,
+            transfers: txn.ex.ledger.len() as u64,
+            accounts: balances.len() as u64,
+            head: hex::encode(txn.ex.ledger.head()),
+            sum,
+            problems: vec![e.to_string()],
+            balances,
+        },
+    }
+}
+
+pub fn register_agent(txn: &mut Txn<'_>, provider: ProviderId, req: RegisterAgent) -> Result<RegisterResponse, ApiError> {
+    validate_name("name", &req.name)?;
+    if req.nodes.is_empty() {
+        return Err(ApiError::invalid("nodes", "an agent must report at least one node"));
+    }
+    if req.nodes.len() > MAX_NODES_PER_AGENT {
+        return Err(ApiError::invalid("nodes", format!("at most {MAX_NODES_PER_AGENT} nodes per agent")));
+    }
+    let mut names = BTreeSet::new();
+    for (i, n) in req.nodes.iter().enumerate() {
+        validate_name(&format!("nodes[{i}].name"), &n.name)?;
+        if !names.insert(n.name.as_str()) {
+            return Err(ApiError::invalid(format!("nodes[{i}].name"), format!("duplicate node name `{}`", n.name)));
+        }
+        if n.gpus == 0 || n.gpus > MAX_GPUS_PER_NODE {
+            return Err(ApiError::invalid(format!("nodes[{i}].gpus"), format!("must be 1..={MAX_GPUS_PER_NODE}")));
+        }
+        if n.ask_micros_per_gpu_hour <= Micros::ZERO || n.ask_micros_per_gpu_hour > Micros::from_units(1_000_000) {
+            return Err(ApiError::invalid(format!("nodes[{i}].ask_micros_per_gpu_hour"), "must be greater than zero and at most 1,000,000.00"));
+        }
+        if n.address.is_empty() || n.address.len() > 253 {
+            return Err(ApiError::invalid(format!("nodes[{i}].address"), "must be 1..=253 characters"));
+        }
+    }
+    let agent = txn.ex.agent_named(provider, &req.name).unwrap_or_else(|| txn.ex.next_agent_id());
+    txn.emit(Event::AgentRegistered { agent, provider, name: req.name.clone(), source: req.inventory_source, at: txn.now });
+    let mut ids = BTreeMap::new();
+    for n in req.nodes {
+        let existing = txn.ex.node_named(agent, &n.name);
+        let node = existing.unwrap_or_else(|| txn.ex.next_node_id());
+        let ask = PricePerGpuHour(n.ask_micros_per_gpu_hour);
+        let unchanged = existing.is_some_and(|id| {
+            let cur = &txn.ex.nodes[&id];
+            cur.model == n.gpu_model && cur.gpus == n.gpus && cur.address == n.address && cur.ask == ask
+        });
+        if !unchanged {
+            if let Some(id) = existing
+                && txn.ex.market.node(id).is_some_and(|m| m.gpu_owners().len() as u32 - m.free_gpus() > n.gpus)
+            {
+                return Err(ApiError::conflict(format!("node `{}` has leases on more GPUs than it now reports", n.name)));
+            }
+            txn.emit(Event::NodeReported { node, agent, provider, name: n.name.clone(), model: n.gpu_model, gpus: n.gpus, address: n.address, ask, at: txn.now });
+        }
+        ids.insert(n.name, node);
+    }
+    txn.vol.agent_last_seen.insert(agent, txn.now);
+    tracing::info!(%agent, %provider, nodes = ids.len(), "agent registered");
+    Ok(RegisterResponse { agent_id: agent, nodes: ids, heartbeat_interval_ms: txn.cfg.heartbeat_interval_ms })
+}
+
+/// Bytes of log data one heartbeat may carry, all chunks together.
+const MAX_HEARTBEAT_LOG_BYTES: usize = 2 * agora_proto::agent::MAX_LOG_BYTES_PER_HEARTBEAT;
+
+pub fn heartbeat(txn: &mut Txn<'_>, provider: ProviderId, hb: Heartbeat) -> Result<HeartbeatResponse, ApiError> {
+    let agent = hb.agent_id;
+    match txn.ex.agents.get(&agent) {
+        Some(a) if a.provider == provider => {}
+        _ => return Err(ApiError::not_found(format!("agent {agent}"))),
+    }
+    if hb.events.len() > 10_000 || hb.running.len() > 100_000 {
+        return Err(ApiError::invalid("events", "too many entries in one heartbeat"));
+    }
+    if hb.logs.iter().map(|c| c.data.len()).sum::<usize>() > MAX_HEARTBEAT_LOG_BYTES {
+        return Err(ApiError::too_large("log data in one heartbeat exceeds the limit"));
+    }
+    if !txn.ex.agents[&agent].online {
+        // A lost agent came back: its nodes are offered again.
+        let a = &txn.ex.agents[&agent];
+        txn.emit(Event::AgentRegistered { agent, provider, name: a.name.clone(), source: a.source, at: txn.now });
+    }
+    txn.vol.agent_last_seen.insert(agent, txn.now);
+    let now = txn.now;
+    // Only parts this agent owns are accepted.
+    let owns = |txn: &Txn<'_>, part: &PartRef| -> bool {
+        txn.ex.leases.get(&part.lease).and_then(|l| l.parts.get(part.rank as usize)).is_some_and(|p| p.agent == agent)
+    };
+    for ev in &hb.events {
+        match ev {
+            PartEvent::Started { part } if owns(txn, part) => {
+                let l = &txn.ex.leases[&part.lease];
+                if !l.is_terminal() && l.parts[part.rank as usize].started_at.is_none() && !l.parts[part.rank as usize].exited {
+                    txn.emit(Event::PartStarted { lease: part.lease, rank: part.rank, at: now });
+                }
+            }
+            PartEvent::Exited { part, exit_code, signal } if owns(txn, part) => {
+                let l = &txn.ex.leases[&part.lease];
+                if !l.is_terminal() && !l.parts[part.rank as usize].exited {
+                    txn.emit(Event::PartExited { lease: part.lease, rank: part.rank, exit_code: *exit_code, signal: *signal, at: now });
+                }
+            }
+            PartEvent::StartFailed { part, error } if owns(txn, part) => {
+                let l = &txn.ex.leases[&part.lease];
+                if !l.is_terminal() && !l.parts[part.rank as usize].exited {
+                    let error: String = error.chars().take(1000).collect();
+                    txn.emit(Event::PartStartFailed { lease: part.lease, rank: part.rank, error, at: now });
+                }
+            }
+            _ => tracing::warn!(%agent, "ignoring an event for a part this agent does not own"),
+        }
+    }
+    // Parts the state says run here, started, but the agent neither runs nor reported ended, vanished.
+    let running: BTreeSet<PartRef> = hb.running.iter().copied().collect();
+    let vanished: Vec<PartRef> = txn
+        .ex
+        .live_leases
+        .iter()
+        .flat_map(|id| {
+            let l = &txn.ex.leases[id];
+            l.parts
+                .iter()
+                .filter(|p| p.agent == agent && p.started_at.is_some() && !p.exited)
+                .map(move |p| PartRef { lease: l.id, rank: p.rank })
+        })
+        .filter(|p| !running.contains(p))
+        .collect();
+    for p in vanished {
+        tracing::warn!(lease = %p.lease, rank = p.rank, %agent, "part vanished from its agent");
+        txn.emit(Event::PartVanished { lease: p.lease, rank: p.rank, at: now });
+    }
+    store_logs(txn, &hb)?;
+    Ok(instructions(txn, agent, &running))
+}
+
+fn store_logs(txn: &mut Txn<'_>, hb: &Heartbeat) -> Result<(), ApiError> {
+    let mut records = Vec::new();
+    for c in &hb.logs {
+        let Some(l) = txn.ex.leases.get(&c.part.lease) else { continue };
+        if l.parts.get(c.part.rank as usize).is_none_or(|p| p.agent != hb.agent_id) {
+            continue;
+        }
+        records.push(LogRecord {
+            job: l.job,
+            lease: l.id,
+            rank: c.part.rank,
+            stream: match c.stream {
+                agora_proto::agent::Stream::Stdout => LogStream::Stdout,
+                agora_proto::agent::Stream::Stderr => LogStream::Stderr,
+            },
+            data: c.data.clone(),
+        });
+    }
+    if records.is_empty() {
+        return Ok(());
+    }
+    txn.store.append_logs(&records).map_err(internal)?;
+    let mut over = BTreeSet::new();
+    for r in &records {
+        let bytes = txn.vol.log_bytes.entry(r.job).or_insert(0);
+        *bytes += r.data.len() as u64;
+        if *bytes > txn.cfg.log_retention_bytes_per_job {
+            over.insert(r.job);
+        }
+    }
+    for job in over {
+        let keep = txn.cfg.log_retention_bytes_per_job;
+        txn.store.prune_logs(job, keep).map_err(internal)?;
+        txn.vol.log_bytes.insert(job, keep);
+    }
+    Ok(())
+}
+
+/// What the agent must start and stop now.
+fn instructions(txn: &Txn<'_>, agent: agora_types::AgentId, running: &BTreeSet<PartRef>) -> HeartbeatResponse {
+    let mut resp = HeartbeatResponse::default();
+    let grace_ms = txn.cfg.stop_grace_ms;
+    for id in &txn.ex.live_leases {
+        let l = &txn.ex.leases[id];
+        for p in l.parts.iter().filter(|p| p.agent == agent && !p.exited) {
+            let part = PartRef { lease: l.id, rank: p.rank };
+            if l.state == LeaseState::Stopping {
+                if running.contains(&part) || p.started_at.is_some() {
+                    let reason = l.stop_reason.map_or("stopped", |r| r.as_str()).to_string();
+                    resp.stop.push(StopOrder { part, grace_ms, reason });
+                }
+            } else if p.started_at.is_none() && !running.contains(&part) {
+                resp.start.push(launch_spec(txn, l, p.rank));
+            }
+        }
+    }
+    // Anything the agent runs that the exchange no longer wants is stopped.
+    for part in running {
+        let wanted = txn.ex.leases.get(&part.lease).is_some_and(|l| !l.is_terminal() && l.parts.get(part.rank as usize).is_some_and(|p| p.agent == agent && !p.exited));
+        if !wanted {
+            resp.stop.push(StopOrder { part: *part, grace_ms, reason: "ended".into() });
+        }
+    }
+    resp
+}
+
+fn launch_spec(txn: &Txn<'_>, l: &Lease, rank: u32) -> LaunchSpec {
+    let job = &txn.ex.jobs[&l.job];
+    let m = &job.manifest;
+    let part = &l.parts[rank as usize];
+    let mut env = m.env.clone();
+    let devices: Vec<String> = part.gpu_indices.iter().map(|i| i.to_string()).collect();
+    env.insert("CUDA_VISIBLE_DEVICES".into(), devices.join(","));
+    env.insert("AGORA_JOB_ID".into(), l.job.to_string());
+    env.insert("AGORA_LEASE_ID".into(), l.id.to_string());
+    env.insert("AGORA_TASK_INDEX".into(), txn.ex.orders[&l.order].task_index.to_string());
+    if l.parts.len() > 1 {
+        // torchrun's conventions: one launcher per node, `LOCAL_WORLD_SIZE` workers each.
+        let per_node = part.gpu_indices.len() as u32;
+        let master = &txn.ex.nodes[&l.parts[0].node];
+        env.insert("MASTER_ADDR".into(), master.address.clone());
+        env.insert("MASTER_PORT".into(), (MASTER_PORT_BASE + l.id.0 % 1000).to_string());
+        env.insert("WORLD_SIZE".into(), (per_node * l.parts.len() as u32).to_string());
+        env.insert("RANK".into(), (rank * per_node).to_string());
+        env.insert("NODE_RANK".into(), rank.to_string());
+        env.insert("LOCAL_WORLD_SIZE".into(), per_node.to_string());
+        env.insert("AGORA_NNODES".into(), l.parts.len().to_string());
+    }
+    LaunchSpec {
+        part: PartRef { lease: l.id, rank },
+        job: l.job,
+        node: part.node,
+        gpu_indices: part.gpu_indices.clone(),
+        command: m.command.clone(),
+        args: m.args.clone(),
+        env,
+        workdir: m.workdir.clone(),
+    }
+}
+
+/// The periodic work of the control loop: a clearing round, settlements,
+/// funds checks and agent timeouts.
+pub fn tick(txn: &mut Txn<'_>) {
+    let started = std::time::Instant::now();
+    clearing_round(txn);
+    settle_and_check_funds(txn);
+    expire_agents(txn);
+    txn.vol.rounds += 1;
+    txn.vol.last_round_us = started.elapsed().as_micros() as u64;
+}
+
+fn clearing_round(txn: &mut Txn<'_>) {
+    let plan = txn.ex.market.clear();
+    let mut reasons: BTreeMap<_, String> = plan.unplaced.iter().map(|(o, r)| (*o, r.to_string())).collect();
+    for p in plan.placements {
+        let o = &txn.ex.orders[&p.order];
+        let job = &txn.ex.jobs[&o.spec.job];
+        let gpus: u32 = p.allocations.iter().map(|a| a.gpu_indices.len() as u32).sum();
+        let (available, _) = txn.ex.tenant_funds(o.spec.tenant);
+        let minimum = minimum_funds(p.price, gpus);
+        if available < minimum {
+            reasons.insert(p.order, format!("insufficient funds: placing it needs at least {minimum} (one minute), available {available}"));
+            continue;
+        }
+        let hold = hold_for(txn, &job.manifest, p.price, gpus).min(available);
+        let lease = txn.ex.next_lease_id();
+        tracing::info!(%lease, order = %p.order, provider = %p.provider, price = %p.price, gpus, "placed");
+        txn.emit(Event::LeaseStarted { lease, placement: p, hold, at: txn.now });
+    }
+    for pre in plan.preemptions {
+        tracing::info!(lease = %pre.lease, for_order = %pre.for_order, "preempting spot lease");
+        txn.emit(Event::StopRequested { lease: pre.lease, reason: StopReason::Preempted, at: txn.now });
+    }
+    txn.vol.pending_reasons = reasons;
+}
+
+fn settle_and_check_funds(txn: &mut Txn<'_>) {
+    let now = txn.now;
+    let settle_every = txn.cfg.settle_interval_ms as i64;
+    let grace = txn.cfg.funds_grace_ms as i64;
+    let live: Vec<LeaseId> = txn.ex.live_leases.iter().copied().collect();
+    for id in live {
+        let l = &txn.ex.leases[&id];
+        if l.running_at.is_some() && l.last_settled_at.is_some_and(|t| now.0 - t.0 >= settle_every) {
+            txn.emit(Event::Settled { lease: id, at: now });
+        }
+        let l = &txn.ex.leases[&id];
+        if let Some(since) = l.funds_short_since {
+            if l.state != LeaseState::Stopping && now.0 - since.0 >= grace {
+                tracing::warn!(lease = %id, "ending lease: insufficient funds");
+                txn.emit(Event::StopRequested { lease: id, reason: StopReason::InsufficientFunds, at: now });
+            } else if txn.vol.warned.insert(id) {
+                let (job, secs) = (l.job, (grace - (now.0 - since.0)).max(0) / 1000);
+                tracing::warn!(lease = %id, "tenant out of funds; lease warned");
+                let record = LogRecord {
+                    job,
+                    lease: id,
+                    rank: 0,
+                    stream: LogStream::Stderr,
+                    data: format!("[agora] the balance is exhausted: top up within {secs} s or this lease ends with reason insufficient_funds\n"),
+                };
+                if let Err(e) = txn.store.append_logs(&[record]) {
+                    tracing::error!(error = %e, "cannot store a funds warning");
+                }
+            }
+        } else {
+            txn.vol.warned.remove(&id);
+        }
+    }
+}
+
+fn expire_agents(txn: &mut Txn<'_>) {
+    let now = txn.now;
+    let timeout = txn.cfg.agent_timeout_ms as i64;
+    let lost: Vec<_> = txn
+        .ex
+        .agents
+        .values()
+        .filter(|a| a.online && txn.vol.agent_last_seen.get(&a.id).is_none_or(|t| now.0 - t.0 > timeout))
+        .map(|a| a.id)
+        .collect();
+    for agent in lost {
+        tracing::warn!(%agent, "agent silent past the timeout; its leases are lost");
+        txn.emit(Event::AgentLost { agent, at: now });
+    }
+}
+
+/// Used by tests and `agora up`: whether anything is still running or pending.
+pub fn is_idle(txn: &Txn<'_>) -> bool {
+    txn.ex.live_leases.is_empty() && txn.ex.orders.values().all(|o| o.state != OrderState::Pending)
+}
+
+pub fn now(txn: &Txn<'_>) -> UnixMs {
+    txn.now
+}

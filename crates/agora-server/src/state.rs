@@ -1,0 +1,618 @@
+//! The exchange's state machine: everything the server knows, rebuilt by applying
+//! the event log in order. [`Exchange::apply`] is deterministic — no clock, no
+//! randomness, no IO — so a replay after a crash reproduces ids, leases, the
+//! market's indexes and every ledger transfer exactly.
+//!
+//! Architecture invariant: the only way to change an `Exchange` is `apply`; the
+//! control loop (`core`) decides which events to emit, this module only applies them.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+use agora_engine::lifecycle::{JobState, LeaseState, OrderState};
+use agora_engine::market::{Market, NodeSpec, OrderSpec, Placement};
+use agora_ledger::{Account, Ledger, TransferId};
+use agora_proto::Manifest;
+use agora_proto::agent::InventorySource;
+use agora_types::{AgentId, GpuModel, JobId, JobKind, LeaseId, Micros, NodeId, OrderId, PricePerGpuHour, ProviderId, TenantId, Tier, UnixMs};
+
+use crate::auth::Principal;
+use crate::events::{Event, MarketRules, StopReason};
+
+/// How many recent clearing prices are kept per GPU model for `agora market`.
+const RECENT_PRICES_PER_MODEL: usize = 20;
+
+#[derive(Debug)]
+pub struct Tenant {
+    pub id: TenantId,
+    pub name: String,
+}
+
+#[derive(Debug)]
+pub struct Provider {
+    pub id: ProviderId,
+    pub name: String,
+}
+
+#[derive(Debug)]
+pub struct Agent {
+    pub id: AgentId,
+    pub provider: ProviderId,
+    pub name: String,
+    pub source: InventorySource,
+    pub online: bool,
+    pub nodes: BTreeSet<NodeId>,
+}
+
+#[derive(Debug)]
+pub struct Node {
+    pub id: NodeId,
+    pub agent: AgentId,
+    pub provider: ProviderId,
+    pub name: String,
+    pub model: GpuModel,
+    pub gpus: u32,
+    pub address: String,
+    pub ask: PricePerGpuHour,
+    pub online: bool,
+}
+
+#[derive(Debug)]
+pub struct Job {
+    pub id: JobId,
+    pub tenant: TenantId,
+    pub manifest: Manifest,
+    pub state: JobState,
+    pub orders: Vec<OrderId>,
+    pub submitted_at: UnixMs,
+    pub ended_at: Option<UnixMs>,
+    pub cancel_requested: bool,
+}
+
+#[derive(Debug)]
+pub struct Order {
+    pub spec: OrderSpec,
+    /// Position of this task within its batch (0 for a training gang).
+    pub task_index: u32,
+    pub state: OrderState,
+    /// Leases granted so far, oldest first.
+    pub leases: Vec<LeaseId>,
+    /// Leases that ended lost (counted against the retry limit).
+    pub lost: u32,
+    pub failure: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct Part {
+    pub rank: u32,
+    pub node: NodeId,
+    pub agent: AgentId,
+    pub gpu_indices: Vec<u32>,
+    pub started_at: Option<UnixMs>,
+    pub exited: bool,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    /// Set when the part failed to start or vanished from its agent.
+    pub error: Option<String>,
+    pub vanished: bool,
+}
+
+#[derive(Debug)]
+pub struct Lease {
+    pub id: LeaseId,
+    pub order: OrderId,
+    pub job: JobId,
+    pub tenant: TenantId,
+    pub provider: ProviderId,
+    pub tier: Tier,
+    pub model: GpuModel,
+    pub price: PricePerGpuHour,
+    pub gpus: u32,
+    pub parts: Vec<Part>,
+    pub state: LeaseState,
+    pub assigned_at: UnixMs,
+    /// When every part had started: usage is charged from here.
+    pub running_at: Option<UnixMs>,
+    pub ended_at: Option<UnixMs>,
+    pub stop_reason: Option<StopReason>,
+    pub stop_requested_at: Option<UnixMs>,
+    pub exit_code: Option<i32>,
+    pub last_settled_at: Option<UnixMs>,
+    /// Set while the tenant could not cover the latest settlement.
+    pub funds_short_since: Option<UnixMs>,
+}
+
+impl Lease {
+    pub fn is_terminal(&self) -> bool {
+        self.state.is_terminal()
+    }
+
+    /// What the tenant owes for this lease from its start until `at`.
+    pub fn due_until(&self, at: UnixMs) -> Micros {
+        match self.running_at {
+            Some(start) => self.price.cost(self.gpus, at.seconds_since(start)),
+            None => Micros::ZERO,
+        }
+    }
+}
+
+/// The whole state of one exchange.
+#[derive(Debug, Default)]
+pub struct Exchange {
+    pub rules: MarketRules,
+    pub tenants: BTreeMap<TenantId, Tenant>,
+    pub providers: BTreeMap<ProviderId, Provider>,
+    tokens: HashMap<String, Principal>,
+    pub agents: BTreeMap<AgentId, Agent>,
+    agent_by_name: BTreeMap<(ProviderId, String), AgentId>,
+    pub nodes: BTreeMap<NodeId, Node>,
+    node_by_name: BTreeMap<(AgentId, String), NodeId>,
+    pub jobs: BTreeMap<JobId, Job>,
+    pub orders: BTreeMap<OrderId, Order>,
+    pub leases: BTreeMap<LeaseId, Lease>,
+    /// Leases not yet terminal, for the periodic checks.
+    pub live_leases: BTreeSet<LeaseId>,
+    pub ledger: Ledger,
+    pub market: Market,
+    pub recent_prices: BTreeMap<GpuModel, VecDeque<Micros>>,
+    /// Number of events applied; the log's last seq once replay is done.
+    pub applied: u64,
+}
+
+impl Exchange {
+    pub fn new() -> Exchange {
+        Exchange::default()
+    }
+
+    pub fn principal_for(&self, token_sha256: &str) -> Option<Principal> {
+        self.tokens.get(token_sha256).copied()
+    }
+
+    pub fn tokens_issued(&self) -> usize {
+        self.tokens.len()
+    }
+
+    pub fn next_tenant_id(&self) -> TenantId {
+        TenantId(self.tenants.keys().next_back().map_or(1, |t| t.0 + 1))
+    }
+
+    pub fn next_provider_id(&self) -> ProviderId {
+        ProviderId(self.providers.keys().next_back().map_or(1, |p| p.0 + 1))
+    }
+
+    pub fn next_agent_id(&self) -> AgentId {
+        AgentId(self.agents.keys().next_back().map_or(1, |a| a.0 + 1))
+    }
+
+    pub fn next_node_id(&self) -> NodeId {
+        NodeId(self.nodes.keys().next_back().map_or(1, |n| n.0 + 1))
+    }
+
+    pub fn next_job_id(&self) -> JobId {
+        JobId(self.jobs.keys().next_back().map_or(1, |j| j.0 + 1))
+    }
+
+    pub fn next_order_id(&self) -> OrderId {
+        OrderId(self.orders.keys().next_back().map_or(1, |o| o.0 + 1))
+    }
+
+    pub fn next_lease_id(&self) -> LeaseId {
+        LeaseId(self.leases.keys().next_back().map_or(1, |l| l.0 + 1))
+    }
+
+    pub fn agent_named(&self, provider: ProviderId, name: &str) -> Option<AgentId> {
+        self.agent_by_name.get(&(provider, name.to_string())).copied()
+    }
+
+    pub fn node_named(&self, agent: AgentId, name: &str) -> Option<NodeId> {
+        self.node_by_name.get(&(agent, name.to_string())).copied()
+    }
+
+    pub fn tenant_funds(&self, tenant: TenantId) -> (Micros, Micros) {
+        (self.ledger.balance(&Account::TenantAvailable(tenant)), self.ledger.balance(&Account::TenantHeld(tenant)))
+    }
+
+    /// Money charged so far for a lease (what moved out of escrow to provider and fees).
+    pub fn lease_charged(&self, lease: LeaseId) -> Micros {
+        self.ledger.hold_of(lease).map_or(Micros::ZERO, |h| h.charged)
+    }
+
+    /// Applies one event. Panics on an event that contradicts the state: the
+    /// control loop validated it before emitting, so that is a bug or a corrupt log.
+    pub fn apply(&mut self, event: &Event) {
+        self.applied += 1;
+        match event {
+            Event::RulesSet { rules, .. } => self.rules = rules.clone(),
+            Event::TenantCreated { tenant, name, .. } => {
+                assert_eq!(*tenant, self.next_tenant_id(), "tenant ids are sequential");
+                self.tenants.insert(*tenant, Tenant { id: *tenant, name: name.clone() });
+            }
+            Event::ProviderCreated { provider, name, .. } => {
+                assert_eq!(*provider, self.next_provider_id(), "provider ids are sequential");
+                self.providers.insert(*provider, Provider { id: *provider, name: name.clone() });
+            }
+            Event::TokenIssued { token_sha256, principal, .. } => {
+                self.tokens.insert(token_sha256.clone(), *principal);
+            }
+            Event::ToppedUp { tenant, amount, idempotency_key, at } => {
+                self.ledger
+                    .top_up(TransferId::new(format!("topup:{tenant}:{idempotency_key}")), *tenant, *amount, *at)
+                    .expect("a top-up validated by the control loop applies");
+            }
+            Event::AgentRegistered { agent, provider, name, source, .. } => {
+                let entry = self.agents.entry(*agent).or_insert_with(|| Agent {
+                    id: *agent,
+                    provider: *provider,
+                    name: name.clone(),
+                    source: *source,
+                    online: true,
+                    nodes: BTreeSet::new(),
+                });
+                entry.online = true;
+                entry.source = *source;
+                self.agent_by_name.insert((*provider, name.clone()), *agent);
+                for node in entry.nodes.clone() {
+                    self.set_node_online(node, true);
+                }
+            }
+            Event::NodeReported { node, agent, provider, name, model, gpus, address, ask, .. } => {
+                self.nodes.insert(
+                    *node,
+                    Node {
+                        id: *node,
+                        agent: *agent,
+                        provider: *provider,
+                        name: name.clone(),
+                        model: *model,
+                        gpus: *gpus,
+                        address: address.clone(),
+                        ask: *ask,
+                        online: true,
+                    },
+                );
+                self.node_by_name.insert((*agent, name.clone()), *node);
+                self.agents.get_mut(agent).expect("node of a known agent").nodes.insert(*node);
+                self.market.upsert_node(NodeSpec { id: *node, provider: *provider, agent: *agent, model: *model, gpus: *gpus, ask: *ask });
+                self.market.set_node_online(*node, true);
+            }
+            Event::JobSubmitted { job, tenant, manifest, first_order, at } => self.apply_submit(*job, *tenant, manifest, *first_order, *at),
+            Event::CancelRequested { job, at } => self.apply_cancel(*job, *at),
+            Event::LeaseStarted { lease, placement, hold, at } => self.apply_lease_started(*lease, placement, *hold, *at),
+            Event::StopRequested { lease, reason, at } => self.request_stop(*lease, *reason, *at),
+            Event::PartStarted { lease, rank, at } => {
+                let l = self.leases.get_mut(lease).expect("known lease");
+                let part = &mut l.parts[*rank as usize];
+                if part.started_at.is_none() && !part.exited {
+                    part.started_at = Some(*at);
+                }
+                if l.running_at.is_none() && l.parts.iter().all(|p| p.started_at.is_some()) {
+                    l.running_at = Some(*at);
+                    l.last_settled_at = Some(*at);
+                    if l.state == LeaseState::Assigned {
+                        transition_lease(l, LeaseState::Running);
+                    }
+                }
+                let job = l.job;
+                self.refresh_job(job, *at);
+            }
+            Event::PartExited { lease, rank, exit_code, signal, at } => {
+                self.part_ended(*lease, *rank, *at, |p| {
+                    p.exit_code = *exit_code;
+                    p.signal = *signal;
+                });
+            }
+            Event::PartStartFailed { lease, rank, error, at } => {
+                self.part_ended(*lease, *rank, *at, |p| p.error = Some(format!("failed to start: {error}")));
+            }
+            Event::PartVanished { lease, rank, at } => {
+                self.part_ended(*lease, *rank, *at, |p| {
+                    p.vanished = true;
+                    p.error = Some("the process vanished from its agent".into());
+                });
+            }
+            Event::Settled { lease, at } => self.apply_settle(*lease, *at),
+            Event::AgentLost { agent, at } => self.apply_agent_lost(*agent, *at),
+        }
+    }
+
+    fn set_node_online(&mut self, node: NodeId, online: bool) {
+        if let Some(n) = self.nodes.get_mut(&node) {
+            n.online = online;
+            self.market.set_node_online(node, online);
+        }
+    }
+
+    fn apply_submit(&mut self, job: JobId, tenant: TenantId, manifest: &Manifest, first_order: OrderId, at: UnixMs) {
+        assert_eq!(job, self.next_job_id(), "job ids are sequential");
+        assert_eq!(first_order, self.next_order_id(), "order ids are sequential");
+        let r = &manifest.resources;
+        let (count, nodes) = match manifest.kind {
+            JobKind::Training => (1, r.nodes),
+            JobKind::Batch => (r.tasks, 1),
+            JobKind::Service => (1, 1),
+        };
+        let mut orders = Vec::with_capacity(count as usize);
+        for i in 0..count {
+            let id = OrderId(first_order.0 + u64::from(i));
+            let spec = OrderSpec {
+                id,
+                job,
+                tenant,
+                tier: manifest.tier,
+                max_price: manifest.max_price_per_gpu_hour,
+                models: r.gpu_models.clone(),
+                min_vram_mib: r.min_vram_mib,
+                nodes,
+                gpus_per_node: r.gpus_per_node,
+            };
+            self.market.add_order(spec.clone());
+            self.orders.insert(id, Order { spec, task_index: i, state: OrderState::Pending, leases: Vec::new(), lost: 0, failure: None });
+            orders.push(id);
+        }
+        self.jobs.insert(
+            job,
+            Job {
+                id: job,
+                tenant,
+                manifest: manifest.clone(),
+                state: JobState::Pending,
+                orders,
+                submitted_at: at,
+                ended_at: None,
+                cancel_requested: false,
+            },
+        );
+    }
+
+    fn apply_cancel(&mut self, job: JobId, at: UnixMs) {
+        let j = self.jobs.get_mut(&job).expect("known job");
+        j.cancel_requested = true;
+        let orders = j.orders.clone();
+        for order in orders {
+            let o = self.orders.get_mut(&order).expect("known order");
+            match o.state {
+                OrderState::Pending => {
+                    transition_order(o, OrderState::Cancelled);
+                    self.market.remove_order(order);
+                }
+                OrderState::Leased => {
+                    let lease = *o.leases.last().expect("a leased order has a lease");
+                    self.request_stop(lease, StopReason::Cancelled, at);
+                }
+                _ => {}
+            }
+        }
+        self.refresh_job(job, at);
+    }
+
+    fn apply_lease_started(&mut self, lease: LeaseId, placement: &Placement, hold: Micros, at: UnixMs) {
+        assert_eq!(lease, self.next_lease_id(), "lease ids are sequential");
+        let order = self.orders.get_mut(&placement.order).expect("placed order exists");
+        transition_order(order, OrderState::Leased);
+        order.leases.push(lease);
+        let spec = order.spec.clone();
+        let parts: Vec<Part> = placement
+            .allocations
+            .iter()
+            .enumerate()
+            .map(|(rank, a)| Part {
+                rank: rank as u32,
+                node: a.node,
+                agent: self.nodes[&a.node].agent,
+                gpu_indices: a.gpu_indices.clone(),
+                started_at: None,
+                exited: false,
+                exit_code: None,
+                signal: None,
+                error: None,
+                vanished: false,
+            })
+            .collect();
+        let model = self.nodes[&placement.allocations[0].node].model;
+        let gpus = parts.iter().map(|p| p.gpu_indices.len() as u32).sum();
+        self.ledger.hold(lease, spec.tenant, placement.provider, hold, at).expect("the control loop checked the tenant can cover the hold");
+        self.market.start_lease(lease, spec.tier, placement);
+        let prices = self.recent_prices.entry(model).or_default();
+        prices.push_front(placement.price.0);
+        prices.truncate(RECENT_PRICES_PER_MODEL);
+        self.leases.insert(
+            lease,
+            Lease {
+                id: lease,
+                order: spec.id,
+                job: spec.job,
+                tenant: spec.tenant,
+                provider: placement.provider,
+                tier: spec.tier,
+                model,
+                price: placement.price,
+                gpus,
+                parts,
+                state: LeaseState::Assigned,
+                assigned_at: at,
+                running_at: None,
+                ended_at: None,
+                stop_reason: None,
+                stop_requested_at: None,
+                exit_code: None,
+                last_settled_at: None,
+                funds_short_since: None,
+            },
+        );
+        self.live_leases.insert(lease);
+        self.refresh_job(spec.job, at);
+    }
+
+    fn request_stop(&mut self, lease: LeaseId, reason: StopReason, at: UnixMs) {
+        let l = self.leases.get_mut(&lease).expect("known lease");
+        if l.is_terminal() || l.state == LeaseState::Stopping {
+            return;
+        }
+        transition_lease(l, LeaseState::Stopping);
+        l.stop_reason = Some(reason);
+        l.stop_requested_at = Some(at);
+        self.market.mark_stopping(lease);
+        // Parts that never started have nothing to stop: they end now.
+        let unstarted: Vec<u32> = l.parts.iter().filter(|p| p.started_at.is_none() && !p.exited).map(|p| p.rank).collect();
+        for rank in unstarted {
+            self.part_ended(lease, rank, at, |_| {});
+        }
+    }
+
+    /// Marks one part ended; when it was the last, ends the lease.
+    fn part_ended(&mut self, lease: LeaseId, rank: u32, at: UnixMs, update: impl FnOnce(&mut Part)) {
+        let l = self.leases.get_mut(&lease).expect("known lease");
+        if l.is_terminal() {
+            return;
+        }
+        let part = &mut l.parts[rank as usize];
+        if part.exited {
+            return;
+        }
+        part.exited = true;
+        update(part);
+        let failed = part.vanished || part.error.is_some() || part.exit_code != Some(0);
+        if l.parts.iter().all(|p| p.exited) {
+            self.end_lease(lease, at);
+        } else if failed && l.state != LeaseState::Stopping {
+            // A gang cannot go on without one of its members.
+            self.request_stop(lease, StopReason::PeerFailed, at);
+        }
+    }
+
+    fn end_lease(&mut self, lease: LeaseId, at: UnixMs) {
+        let fee_bps = self.rules.fee_bps;
+        let l = self.leases.get_mut(&lease).expect("known lease");
+        let all_ok = l.parts.iter().all(|p| p.exit_code == Some(0) && p.error.is_none());
+        let final_state = if l.parts.iter().any(|p| p.vanished) {
+            LeaseState::Lost
+        } else if all_ok && l.running_at.is_some() {
+            LeaseState::Succeeded
+        } else {
+            match l.stop_reason {
+                Some(StopReason::Cancelled) => LeaseState::Cancelled,
+                Some(StopReason::Preempted) => LeaseState::Preempted,
+                Some(StopReason::InsufficientFunds) | Some(StopReason::PeerFailed) | None => LeaseState::Failed,
+            }
+        };
+        transition_lease(l, final_state);
+        l.ended_at = Some(at);
+        l.exit_code = l.parts.iter().filter_map(|p| p.exit_code).find(|c| *c != 0);
+        let due = l.due_until(at);
+        let (order, job) = (l.order, l.job);
+        self.live_leases.remove(&lease);
+        self.market.end_lease(lease);
+        // Settle what was delivered, then return the rest of the escrow. A
+        // shortfall here is absorbed: the lease has ended and cannot be stopped
+        // earlier than it was; the settlement charges what the tenant had.
+        self.ledger.settle(lease, due, fee_bps, at).expect("settling a known hold");
+        self.ledger.release(lease, at).expect("releasing a known hold");
+
+        let max_retries = self.rules.max_retries;
+        let cancel_requested = self.jobs[&job].cancel_requested;
+        let o = self.orders.get_mut(&order).expect("known order");
+        let next = match final_state {
+            LeaseState::Succeeded => OrderState::Done,
+            LeaseState::Cancelled => OrderState::Cancelled,
+            _ if cancel_requested => OrderState::Cancelled,
+            LeaseState::Preempted => OrderState::Pending,
+            LeaseState::Lost => {
+                o.lost += 1;
+                if o.lost > max_retries {
+                    o.failure = Some(format!("lost {} times (retry limit {max_retries})", o.lost));
+                    OrderState::Failed
+                } else {
+                    OrderState::Pending
+                }
+            }
+            _ => {
+                let l = &self.leases[&lease];
+                o.failure = Some(match (l.stop_reason, l.exit_code) {
+                    (Some(StopReason::InsufficientFunds), _) => "insufficient_funds: the tenant's balance ran out".to_string(),
+                    (_, Some(code)) => format!("exited with code {code}"),
+                    _ => l.parts.iter().find_map(|p| p.error.clone()).unwrap_or_else(|| "ended by a signal".to_string()),
+                });
+                OrderState::Failed
+            }
+        };
+        transition_order(o, next);
+        if next == OrderState::Pending {
+            self.market.add_order(o.spec.clone());
+        }
+        self.refresh_job(job, at);
+    }
+
+    fn apply_settle(&mut self, lease: LeaseId, at: UnixMs) {
+        let fee_bps = self.rules.fee_bps;
+        let l = self.leases.get_mut(&lease).expect("known lease");
+        if l.is_terminal() {
+            return;
+        }
+        let due = l.due_until(at);
+        let outcome = self.ledger.settle(lease, due, fee_bps, at).expect("settling a known hold");
+        l.last_settled_at = Some(at);
+        if outcome.short_by > Micros::ZERO {
+            l.funds_short_since.get_or_insert(at);
+        } else {
+            l.funds_short_since = None;
+        }
+    }
+
+    fn apply_agent_lost(&mut self, agent: AgentId, at: UnixMs) {
+        let a = self.agents.get_mut(&agent).expect("known agent");
+        a.online = false;
+        for node in a.nodes.clone() {
+            self.set_node_online(node, false);
+        }
+        let affected: Vec<(LeaseId, u32)> = self
+            .live_leases
+            .iter()
+            .flat_map(|id| {
+                let l = &self.leases[id];
+                l.parts.iter().filter(|p| p.agent == agent && !p.exited).map(move |p| (l.id, p.rank))
+            })
+            .collect();
+        for (lease, rank) in affected {
+            self.part_ended(lease, rank, at, |p| {
+                p.vanished = true;
+                p.error = Some("its agent stopped answering".into());
+            });
+        }
+    }
+
+    /// Recomputes a job's state from its orders and records the transition.
+    fn refresh_job(&mut self, job: JobId, at: UnixMs) {
+        let j = self.jobs.get_mut(&job).expect("known job");
+        let states: Vec<OrderState> = j.orders.iter().map(|o| self.orders[o].state).collect();
+        let all_terminal = states.iter().all(|s| s.is_terminal());
+        let next = if all_terminal {
+            if states.iter().all(|s| *s == OrderState::Done) {
+                JobState::Succeeded
+            } else if states.contains(&OrderState::Failed) {
+                JobState::Failed
+            } else {
+                JobState::Cancelled
+            }
+        } else if states.contains(&OrderState::Leased) || (j.state == JobState::Running && states.contains(&OrderState::Done)) {
+            JobState::Running
+        } else {
+            JobState::Pending
+        };
+        if next != j.state {
+            agora_engine::lifecycle::check_job_transition(j.state, next).unwrap_or_else(|e| panic!("job {job}: {e}"));
+            j.state = next;
+            if next.is_terminal() {
+                j.ended_at = Some(at);
+            }
+        }
+    }
+}
+
+fn transition_lease(l: &mut Lease, to: LeaseState) {
+    agora_engine::lifecycle::check_lease_transition(l.state, to).unwrap_or_else(|e| panic!("lease {}: {e}", l.id));
+    l.state = to;
+}
+
+fn transition_order(o: &mut Order, to: OrderState) {
+    agora_engine::lifecycle::check_order_transition(o.state, to).unwrap_or_else(|e| panic!("order {}: {e}", o.spec.id));
+    o.state = to;
+}
