@@ -15,7 +15,12 @@ pub enum CallError {
     Network(String),
     /// The server answered with a non-2xx status.
     #[error("server answered {status}: {code}: {message}{}", field.as_deref().map(|f| format!(" (field `{f}`)")).unwrap_or_default())]
-    Status { status: u16, code: String, message: String, field: Option<String> },
+    Status {
+        status: u16,
+        code: String,
+        message: String,
+        field: Option<String>,
+    },
     /// A 2xx answer whose body is not what the protocol says.
     #[error("unreadable answer from the server: {0}")]
     Decode(String),
@@ -24,7 +29,13 @@ pub enum CallError {
 impl CallError {
     /// The token was refused: retrying cannot help.
     pub fn is_auth(&self) -> bool {
-        matches!(self, CallError::Status { status: 401 | 403, .. })
+        matches!(
+            self,
+            CallError::Status {
+                status: 401 | 403,
+                ..
+            }
+        )
     }
 
     /// The server does not know this agent (e.g. it lost its state): register again.
@@ -65,13 +76,21 @@ pub struct ServerClient {
 }
 
 impl ServerClient {
-    pub fn new(server: &str, token: &str, request_timeout: Duration) -> Result<ServerClient, CallError> {
+    pub fn new(
+        server: &str,
+        token: &str,
+        request_timeout: Duration,
+    ) -> Result<ServerClient, CallError> {
         let http = reqwest::Client::builder()
             .timeout(request_timeout)
             .connect_timeout(request_timeout.min(Duration::from_secs(5)))
             .build()
             .map_err(|e| CallError::Network(e.to_string()))?;
-        Ok(ServerClient { http, server: server.trim_end_matches('/').to_string(), token: token.to_string() })
+        Ok(ServerClient {
+            http,
+            server: server.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+        })
     }
 
     pub async fn register(&self, body: &RegisterAgent) -> Result<RegisterResponse, CallError> {
@@ -82,7 +101,11 @@ impl ServerClient {
         self.post("/api/v1/agent/heartbeat", body).await
     }
 
-    async fn post<B: serde::Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, CallError> {
+    async fn post<B: serde::Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, CallError> {
         let response = self
             .http
             .post(format!("{}{path}", self.server))
@@ -92,7 +115,10 @@ impl ServerClient {
             .await
             .map_err(|e| CallError::Network(error_chain(&e)))?;
         let status = response.status();
-        let bytes = response.bytes().await.map_err(|e| CallError::Network(error_chain(&e)))?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| CallError::Network(error_chain(&e)))?;
         if status.is_success() {
             return serde_json::from_slice(&bytes).map_err(|e| CallError::Decode(e.to_string()));
         }
@@ -106,8 +132,14 @@ impl ServerClient {
             // A proxy's or a crashing server's page: keep a bounded excerpt.
             Err(_) => CallError::Status {
                 status: status.as_u16(),
-                code: status.canonical_reason().unwrap_or("error").to_lowercase().replace(' ', "_"),
-                message: String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).trim().to_string(),
+                code: status
+                    .canonical_reason()
+                    .unwrap_or("error")
+                    .to_lowercase()
+                    .replace(' ', "_"),
+                message: String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+                    .trim()
+                    .to_string(),
                 field: None,
             },
         })
@@ -133,12 +165,25 @@ mod tests {
 
     #[test]
     fn error_classes() {
-        let status = |s: u16| CallError::Status { status: s, code: "x".into(), message: "m".into(), field: None };
+        let status = |s: u16| CallError::Status {
+            status: s,
+            code: "x".into(),
+            message: "m".into(),
+            field: None,
+        };
         assert!(status(401).is_auth() && status(403).is_auth() && !status(404).is_auth());
         assert!(status(404).is_unknown_agent());
         assert!(status(503).is_outage() && CallError::Network("refused".into()).is_outage());
         assert!(!status(400).is_outage() && !CallError::Decode("x".into()).is_outage());
-        let e = CallError::Status { status: 400, code: "invalid".into(), message: "bad name".into(), field: Some("name".into()) };
-        assert_eq!(e.to_string(), "server answered 400: invalid: bad name (field `name`)");
+        let e = CallError::Status {
+            status: 400,
+            code: "invalid".into(),
+            message: "bad name".into(),
+            field: Some("name".into()),
+        };
+        assert_eq!(
+            e.to_string(),
+            "server answered 400: invalid: bad name (field `name`)"
+        );
     }
 }

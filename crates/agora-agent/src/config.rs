@@ -101,7 +101,10 @@ pub struct AgentConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read agent config {path}: {error}")]
-    Read { path: PathBuf, error: std::io::Error },
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error("invalid agent config {origin}: {message}")]
     Parse { origin: String, message: String },
     #[error("server `{0}` must be an http:// or https:// URL")]
@@ -109,9 +112,15 @@ pub enum ConfigError {
     #[error("agent name must not be empty")]
     EmptyName,
     #[error("node `{node}`: {error}")]
-    UnknownModel { node: String, error: UnknownGpuModel },
+    UnknownModel {
+        node: String,
+        error: UnknownGpuModel,
+    },
     #[error("node `{node}`: bad price_per_gpu_hour: {error}")]
-    BadPrice { node: String, error: ParseMoneyError },
+    BadPrice {
+        node: String,
+        error: ParseMoneyError,
+    },
     #[error("node `{node}`: price_per_gpu_hour must not be negative, got {price}")]
     NegativePrice { node: String, price: Micros },
     #[error("node `{node}`: gpus must be at least 1")]
@@ -120,7 +129,9 @@ pub enum ConfigError {
     EmptyField { node: String, field: &'static str },
     #[error("node name `{0}` is declared twice")]
     DuplicateNode(String),
-    #[error("no provider token: set `token` in the agent config or the {TOKEN_ENV} environment variable")]
+    #[error(
+        "no provider token: set `token` in the agent config or the {TOKEN_ENV} environment variable"
+    )]
     NoToken,
 }
 
@@ -213,8 +224,10 @@ impl AgentConfig {
 
     pub fn from_yaml_file(path: impl AsRef<Path>) -> Result<AgentConfig, ConfigError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path)
-            .map_err(|error| ConfigError::Read { path: path.to_path_buf(), error })?;
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            path: path.to_path_buf(),
+            error,
+        })?;
         Self::parse(&text, &path.display().to_string())
     }
 
@@ -223,8 +236,10 @@ impl AgentConfig {
     }
 
     fn parse(text: &str, origin: &str) -> Result<AgentConfig, ConfigError> {
-        let raw: RawConfig = serde_saphyr::from_str(text)
-            .map_err(|e| ConfigError::Parse { origin: origin.to_string(), message: e.to_string() })?;
+        let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.to_string(),
+            message: e.to_string(),
+        })?;
         let server = trim_server(raw.server);
         if !(server.starts_with("http://") || server.starts_with("https://")) {
             return Err(ConfigError::BadServer(server));
@@ -270,22 +285,42 @@ impl AgentConfig {
 fn validate_node(n: RawNode) -> Result<NodeSpec, ConfigError> {
     let node = n.name.trim().to_string();
     if node.is_empty() {
-        return Err(ConfigError::EmptyField { node, field: "name" });
+        return Err(ConfigError::EmptyField {
+            node,
+            field: "name",
+        });
     }
-    let gpu_model = GpuModel::resolve(&n.gpu_model)
-        .map_err(|error| ConfigError::UnknownModel { node: node.clone(), error })?;
-    let gpus = NonZeroU32::new(n.gpus).ok_or_else(|| ConfigError::ZeroGpus { node: node.clone() })?;
-    let price = Micros::parse_decimal(&n.price_per_gpu_hour.0)
-        .map_err(|error| ConfigError::BadPrice { node: node.clone(), error })?;
+    let gpu_model = GpuModel::resolve(&n.gpu_model).map_err(|error| ConfigError::UnknownModel {
+        node: node.clone(),
+        error,
+    })?;
+    let gpus =
+        NonZeroU32::new(n.gpus).ok_or_else(|| ConfigError::ZeroGpus { node: node.clone() })?;
+    let price =
+        Micros::parse_decimal(&n.price_per_gpu_hour.0).map_err(|error| ConfigError::BadPrice {
+            node: node.clone(),
+            error,
+        })?;
     if price.is_negative() {
         return Err(ConfigError::NegativePrice { node, price });
     }
     let address = match n.address {
-        Some(a) if a.trim().is_empty() => return Err(ConfigError::EmptyField { node, field: "address" }),
+        Some(a) if a.trim().is_empty() => {
+            return Err(ConfigError::EmptyField {
+                node,
+                field: "address",
+            });
+        }
         Some(a) => a.trim().to_string(),
         None => host_name(),
     };
-    Ok(NodeSpec { name: node, gpu_model, gpus, address, price_micros_per_gpu_hour: price })
+    Ok(NodeSpec {
+        name: node,
+        gpu_model,
+        gpus,
+        address,
+        price_micros_per_gpu_hour: price,
+    })
 }
 
 fn trim_server(server: String) -> String {
@@ -355,7 +390,11 @@ nodes:
         assert_eq!(c.nodes[1].price_micros_per_gpu_hour, Micros(1_750_000));
         assert_eq!(c.nodes[2].gpu_model.name(), "RTX-4090");
         assert_eq!(c.nodes[2].price_micros_per_gpu_hour, Micros(1_000_000));
-        assert_eq!(c.nodes[2].address, host_name(), "address defaults to the host name");
+        assert_eq!(
+            c.nodes[2].address,
+            host_name(),
+            "address defaults to the host name"
+        );
         assert_eq!(c.tuning, AgentTuning::default());
     }
 
@@ -383,8 +422,14 @@ nodes:
         let err = parse_err(
             "server: http://h:1\nnodes:\n  - name: box\n    gpu_model: h10\n    gpus: 1\n    price_per_gpu_hour: 1\n",
         );
-        assert!(err.starts_with("node `box`: unknown GPU model `h10`"), "{err}");
-        assert!(err.contains("did you mean") && err.contains("H100-80GB-SXM"), "{err}");
+        assert!(
+            err.starts_with("node `box`: unknown GPU model `h10`"),
+            "{err}"
+        );
+        assert!(
+            err.contains("did you mean") && err.contains("H100-80GB-SXM"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -395,7 +440,10 @@ nodes:
             )
         };
         let err = parse_err(&node("\"two\""));
-        assert!(err.contains("node `box`: bad price_per_gpu_hour") && err.contains("`two`"), "{err}");
+        assert!(
+            err.contains("node `box`: bad price_per_gpu_hour") && err.contains("`two`"),
+            "{err}"
+        );
         let err = parse_err(&node("\"0.0000001\""));
         assert!(err.contains("more than 6 decimals"), "{err}");
         let err = parse_err(&node("\"-1\""));
@@ -407,11 +455,17 @@ nodes:
     #[test]
     fn other_validation_errors() {
         let node = |name: &str, gpus: u32| {
-            format!("  - name: {name}\n    gpu_model: h100\n    gpus: {gpus}\n    price_per_gpu_hour: 1\n")
+            format!(
+                "  - name: {name}\n    gpu_model: h100\n    gpus: {gpus}\n    price_per_gpu_hour: 1\n"
+            )
         };
         let err = parse_err(&format!("server: http://h:1\nnodes:\n{}", node("a", 0)));
         assert_eq!(err, "node `a`: gpus must be at least 1");
-        let err = parse_err(&format!("server: http://h:1\nnodes:\n{}{}", node("a", 1), node("a", 2)));
+        let err = parse_err(&format!(
+            "server: http://h:1\nnodes:\n{}{}",
+            node("a", 1),
+            node("a", 2)
+        ));
         assert_eq!(err, "node name `a` is declared twice");
         let err = parse_err("server: 127.0.0.1:7070\n");
         assert!(err.contains("must be an http"), "{err}");

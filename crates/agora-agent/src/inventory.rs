@@ -29,14 +29,22 @@ pub enum InventoryError {
     #[error(
         "GPU {index} is a `{name}`, which is not in the catalog ({error}); declare this machine's GPUs under `nodes` with `inventory: declared`"
     )]
-    UnknownModel { index: u32, name: String, error: UnknownGpuModel },
-    #[error("this machine mixes GPU models ({models}); declare one node per model with `inventory: declared`")]
+    UnknownModel {
+        index: u32,
+        name: String,
+        error: UnknownGpuModel,
+    },
+    #[error(
+        "this machine mixes GPU models ({models}); declare one node per model with `inventory: declared`"
+    )]
     MixedModels { models: String },
     #[error(
         "an NVML inventory needs this machine's ask: declare one node under `nodes` with its name, address and price_per_gpu_hour (its model and count are taken from NVML)"
     )]
     NoAsk,
-    #[error("`inventory: nvml` describes this one machine, but {0} nodes are declared; use `inventory: declared`")]
+    #[error(
+        "`inventory: nvml` describes this one machine, but {0} nodes are declared; use `inventory: declared`"
+    )]
     TooManyDeclared(usize),
     #[error("no nodes: declare this machine's GPUs under `nodes`")]
     NoDeclaredNodes,
@@ -57,19 +65,24 @@ pub fn discover(config: &AgentConfig) -> Result<Inventory, InventoryError> {
         InventoryMode::Auto if config.nodes.len() > 1 => {
             // One machine is one node: several declared nodes are a deliberate
             // declaration (e.g. a fake multi-node setup), which NVML cannot describe.
-            info!(nodes = config.nodes.len(), "several nodes declared: not probing NVML");
+            info!(
+                nodes = config.nodes.len(),
+                "several nodes declared: not probing NVML"
+            );
             declared(&config.nodes)?
         }
-        InventoryMode::Auto => match nvml_gpu_names().and_then(|names| from_gpu_names(&names, config.nodes.first())) {
-            Ok(inv) => inv,
-            Err(e) => {
-                if config.nodes.is_empty() {
-                    return Err(e);
+        InventoryMode::Auto => {
+            match nvml_gpu_names().and_then(|names| from_gpu_names(&names, config.nodes.first())) {
+                Ok(inv) => inv,
+                Err(e) => {
+                    if config.nodes.is_empty() {
+                        return Err(e);
+                    }
+                    info!(reason = %e, "NVML inventory unavailable, using the declared nodes");
+                    declared(&config.nodes)?
                 }
-                info!(reason = %e, "NVML inventory unavailable, using the declared nodes");
-                declared(&config.nodes)?
             }
-        },
+        }
     };
     for n in &inventory.nodes {
         info!(
@@ -90,7 +103,10 @@ pub fn declared(nodes: &[NodeSpec]) -> Result<Inventory, InventoryError> {
     if nodes.is_empty() {
         return Err(InventoryError::NoDeclaredNodes);
     }
-    Ok(Inventory { source: InventorySource::Declared, nodes: nodes.iter().map(report).collect() })
+    Ok(Inventory {
+        source: InventorySource::Declared,
+        nodes: nodes.iter().map(report).collect(),
+    })
 }
 
 fn report(n: &NodeSpec) -> NodeReport {
@@ -133,7 +149,10 @@ pub fn model_from_nvml_name(name: &str) -> Result<GpuModel, UnknownGpuModel> {
 /// The one-node NVML inventory from the device names NVML listed, in index order.
 /// `declared` supplies the name, address and ask; its model and count, if they
 /// differ from the driver's, are overridden with a warning.
-fn from_gpu_names(names: &[String], declared: Option<&NodeSpec>) -> Result<Inventory, InventoryError> {
+fn from_gpu_names(
+    names: &[String],
+    declared: Option<&NodeSpec>,
+) -> Result<Inventory, InventoryError> {
     if names.is_empty() {
         return Err(InventoryError::NoGpus);
     }
@@ -153,7 +172,9 @@ fn from_gpu_names(names: &[String], declared: Option<&NodeSpec>) -> Result<Inven
         let mut distinct: Vec<&str> = models.iter().map(|m| m.name()).collect();
         distinct.sort();
         distinct.dedup();
-        return Err(InventoryError::MixedModels { models: distinct.join(", ") });
+        return Err(InventoryError::MixedModels {
+            models: distinct.join(", "),
+        });
     }
     let declared = declared.ok_or(InventoryError::NoAsk)?;
     let gpus = names.len() as u32;
@@ -171,17 +192,24 @@ fn from_gpu_names(names: &[String], declared: Option<&NodeSpec>) -> Result<Inven
     if node.name.is_empty() {
         node.name = host_name();
     }
-    Ok(Inventory { source: InventorySource::Nvml, nodes: vec![node] })
+    Ok(Inventory {
+        source: InventorySource::Nvml,
+        nodes: vec![node],
+    })
 }
 
 /// Device names in NVML index order, or why NVML could not be asked.
 fn nvml_gpu_names() -> Result<Vec<String>, InventoryError> {
-    let unavailable = |e: nvml_wrapper::error::NvmlError| InventoryError::NvmlUnavailable(e.to_string());
+    let unavailable =
+        |e: nvml_wrapper::error::NvmlError| InventoryError::NvmlUnavailable(e.to_string());
     let nvml = nvml_wrapper::Nvml::init().map_err(unavailable)?;
     let count = nvml.device_count().map_err(unavailable)?;
     let mut names = Vec::with_capacity(count as usize);
     for i in 0..count {
-        let name = nvml.device_by_index(i).and_then(|d| d.name()).map_err(unavailable)?;
+        let name = nvml
+            .device_by_index(i)
+            .and_then(|d| d.name())
+            .map_err(unavailable)?;
         names.push(name);
     }
     Ok(names)
@@ -219,13 +247,21 @@ mod tests {
             ("Tesla T4", "T4"),
             ("Tesla V100-32GB", "V100-32GB"),
         ] {
-            assert_eq!(model_from_nvml_name(nvml).unwrap().name(), canonical, "{nvml}");
+            assert_eq!(
+                model_from_nvml_name(nvml).unwrap().name(),
+                canonical,
+                "{nvml}"
+            );
         }
     }
 
     #[test]
     fn unresolvable_nvml_name_is_reported_with_the_device() {
-        let err = from_gpu_names(&["NVIDIA H100 80GB HBM3".into(), "NVIDIA Quantum 9000".into()], None).unwrap_err();
+        let err = from_gpu_names(
+            &["NVIDIA H100 80GB HBM3".into(), "NVIDIA Quantum 9000".into()],
+            None,
+        )
+        .unwrap_err();
         let msg = err.to_string();
         assert!(msg.starts_with("GPU 1 is a `NVIDIA Quantum 9000`"), "{msg}");
         assert!(msg.contains("inventory: declared"), "{msg}");
@@ -238,7 +274,10 @@ mod tests {
         assert_eq!(inv.source, InventorySource::Nvml);
         assert_eq!(inv.nodes.len(), 1);
         let n = &inv.nodes[0];
-        assert_eq!((n.name.as_str(), n.gpu_model.name(), n.gpus), ("box", "H200-141GB", 4));
+        assert_eq!(
+            (n.name.as_str(), n.gpu_model.name(), n.gpus),
+            ("box", "H200-141GB", 4)
+        );
         assert_eq!(n.ask_micros_per_gpu_hour, Micros(2_000_000));
         assert_eq!(n.address, "10.0.0.1");
     }
@@ -250,7 +289,10 @@ mod tests {
         assert!(matches!(err, InventoryError::MixedModels { .. }), "{err}");
         let err = from_gpu_names(&["NVIDIA L4".to_string()], None).unwrap_err();
         assert!(matches!(err, InventoryError::NoAsk), "{err}");
-        assert!(matches!(from_gpu_names(&[], None).unwrap_err(), InventoryError::NoGpus));
+        assert!(matches!(
+            from_gpu_names(&[], None).unwrap_err(),
+            InventoryError::NoGpus
+        ));
     }
 
     fn config(mode: InventoryMode, nodes: Vec<NodeSpec>) -> AgentConfig {
@@ -262,11 +304,24 @@ mod tests {
 
     #[test]
     fn declared_inventory_reports_every_node() {
-        let inv = discover(&config(InventoryMode::Declared, vec![spec("a", "h100", 8), spec("b", "l4", 1)])).unwrap();
+        let inv = discover(&config(
+            InventoryMode::Declared,
+            vec![spec("a", "h100", 8), spec("b", "l4", 1)],
+        ))
+        .unwrap();
         assert_eq!(inv.source, InventorySource::Declared);
-        assert_eq!(inv.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(
+            inv.nodes
+                .iter()
+                .map(|n| n.name.as_str())
+                .collect::<Vec<_>>(),
+            ["a", "b"]
+        );
         assert_eq!(inv.nodes[0].gpus, 8);
-        assert!(matches!(discover(&config(InventoryMode::Declared, vec![])), Err(InventoryError::NoDeclaredNodes)));
+        assert!(matches!(
+            discover(&config(InventoryMode::Declared, vec![])),
+            Err(InventoryError::NoDeclaredNodes)
+        ));
     }
 
     #[test]
@@ -275,10 +330,17 @@ mod tests {
         // yields an inventory; several declared nodes are always taken as declared.
         let inv = discover(&config(InventoryMode::Auto, vec![spec("a", "h100", 2)])).unwrap();
         assert_eq!(inv.nodes.len(), 1);
-        let inv = discover(&config(InventoryMode::Auto, vec![spec("a", "h100", 2), spec("b", "h100", 2)])).unwrap();
+        let inv = discover(&config(
+            InventoryMode::Auto,
+            vec![spec("a", "h100", 2), spec("b", "h100", 2)],
+        ))
+        .unwrap();
         assert_eq!(inv.source, InventorySource::Declared);
         assert!(matches!(
-            discover(&config(InventoryMode::Nvml, vec![spec("a", "h100", 2), spec("b", "h100", 2)])),
+            discover(&config(
+                InventoryMode::Nvml,
+                vec![spec("a", "h100", 2), spec("b", "h100", 2)]
+            )),
             Err(InventoryError::TooManyDeclared(2))
         ));
     }

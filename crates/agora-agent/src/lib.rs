@@ -9,7 +9,10 @@
 //! Architecture invariant: the agent never decides anything about leases. It
 //! starts what it is told to start, stops what it is told to stop, and reports
 //! what happened; every instruction is idempotent on its side (see
-//! [`state::plan`]), so the server may repeat instructions freely.
+//! [`state::plan`]), so the server may repeat instructions freely. In the other
+//! direction delivery is at least once: an event or log chunk is resent until a
+//! heartbeat carrying it is answered 2xx, so after a lost answer the server may
+//! see it twice and must treat a repeated event as already applied.
 //!
 //! Shutdown policy: when [`run`]'s shutdown future completes the agent SIGTERMs
 //! every part, SIGKILLs what is left after the grace (10 s at most), sends the
@@ -29,7 +32,8 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use agora_proto::agent::{
-    Heartbeat, HeartbeatResponse, MAX_LOG_BYTES_PER_HEARTBEAT, PartEvent, RegisterAgent, RegisterResponse,
+    Heartbeat, HeartbeatResponse, MAX_LOG_BYTES_PER_HEARTBEAT, PartEvent, RegisterAgent,
+    RegisterResponse,
 };
 use agora_types::{AgentId, NodeId};
 use anyhow::Context as _;
@@ -98,10 +102,18 @@ struct Agent {
 
 impl Agent {
     fn new(config: AgentConfig, inventory: Inventory, client: ServerClient) -> Agent {
-        let registration =
-            RegisterAgent { name: config.name.clone(), inventory_source: inventory.source, nodes: inventory.nodes };
+        let registration = RegisterAgent {
+            name: config.name.clone(),
+            inventory_source: inventory.source,
+            nodes: inventory.nodes,
+        };
         let t = &config.tuning;
-        let pacer = state::Pacer::new(Instant::now(), Duration::from_secs(1), t.min_heartbeat_gap, t.max_retry_backoff);
+        let pacer = state::Pacer::new(
+            Instant::now(),
+            Duration::from_secs(1),
+            t.min_heartbeat_gap,
+            t.max_retry_backoff,
+        );
         Agent {
             runtime: ProcessRuntime::new(t.log_buffer_bytes),
             pending: state::PendingEvents::default(),
@@ -117,7 +129,10 @@ impl Agent {
     }
 
     /// The loop proper; returns when `shutdown` completes or on a fatal error.
-    async fn serve<F: Future<Output = ()>>(&mut self, mut shutdown: Pin<&mut F>) -> anyhow::Result<()> {
+    async fn serve<F: Future<Output = ()>>(
+        &mut self,
+        mut shutdown: Pin<&mut F>,
+    ) -> anyhow::Result<()> {
         info!(server = %self.config.server, name = %self.config.name, "agent starting");
         loop {
             tokio::select! {
@@ -138,7 +153,9 @@ impl Agent {
                 match result {
                     Ok(answer) => self.registered(answer),
                     Err(e) if e.is_auth() => {
-                        anyhow::bail!("the server refused the provider token at registration ({e}); check `token` or AGORA_TOKEN")
+                        anyhow::bail!(
+                            "the server refused the provider token at registration ({e}); check `token` or AGORA_TOKEN"
+                        )
                     }
                     Err(e) => {
                         let retry_in = self.pacer.failed(Instant::now());
@@ -162,8 +179,8 @@ impl Agent {
                 warn!(node = %node.name, "the server's registration answer lacks a node id");
             }
         }
-        let interval =
-            Duration::from_millis(answer.heartbeat_interval_ms).clamp(MIN_HEARTBEAT_INTERVAL, MAX_HEARTBEAT_INTERVAL);
+        let interval = Duration::from_millis(answer.heartbeat_interval_ms)
+            .clamp(MIN_HEARTBEAT_INTERVAL, MAX_HEARTBEAT_INTERVAL);
         info!(
             agent = %answer.agent_id,
             nodes = ?answer.nodes,
@@ -193,7 +210,12 @@ impl Agent {
     /// restored if the heartbeat is not acknowledged.
     fn next_heartbeat(&mut self, agent_id: AgentId) -> (Heartbeat, process::LogBatch) {
         self.drain_exits();
-        let batch = self.runtime.logs().lock().expect("log buffer lock").take_batch(MAX_LOG_BYTES_PER_HEARTBEAT);
+        let batch = self
+            .runtime
+            .logs()
+            .lock()
+            .expect("log buffer lock")
+            .take_batch(MAX_LOG_BYTES_PER_HEARTBEAT);
         let heartbeat = Heartbeat {
             agent_id,
             running: self.runtime.running(),
@@ -208,7 +230,11 @@ impl Agent {
     }
 
     fn restore_logs(&mut self, batch: process::LogBatch) {
-        self.runtime.logs().lock().expect("log buffer lock").restore(batch);
+        self.runtime
+            .logs()
+            .lock()
+            .expect("log buffer lock")
+            .restore(batch);
     }
 
     /// One heartbeat and its answer. Returns false when shutdown came first.
@@ -216,13 +242,26 @@ impl Agent {
         let agent_id = self.agent_id.expect("heartbeats follow a registration");
         let (heartbeat, batch) = self.next_heartbeat(agent_id);
         let sent_at = Instant::now();
-        let result = tokio::select! {
-            _ = &mut shutdown => {
-                self.restore_logs(batch);
-                return false;
+        let (result, shutting_down) = {
+            let request = self.client.heartbeat(&heartbeat);
+            let mut request = std::pin::pin!(request);
+            tokio::select! {
+                r = &mut request => (r, false),
+                // The server may already have taken this heartbeat: finish it
+                // (briefly) rather than resend its events in the final one.
+                _ = &mut shutdown => match tokio::time::timeout(FINAL_HEARTBEAT_TIMEOUT, &mut request).await {
+                    Ok(r) => (r, true),
+                    Err(_) => (Err(CallError::Network("no answer before shutdown".into())), true),
+                },
             }
-            r = self.client.heartbeat(&heartbeat) => r,
         };
+        if shutting_down {
+            match result {
+                Ok(_ignored_instructions) => self.acknowledged(&heartbeat),
+                Err(_) => self.restore_logs(batch),
+            }
+            return false;
+        }
         match result {
             Ok(answer) => {
                 debug!(
@@ -234,7 +273,13 @@ impl Agent {
                 );
                 self.acknowledged(&heartbeat);
                 self.pacer.succeeded(sent_at);
-                let backlog = !self.pending.is_empty() || !self.runtime.logs().lock().expect("log buffer lock").is_empty();
+                let backlog = !self.pending.is_empty()
+                    || !self
+                        .runtime
+                        .logs()
+                        .lock()
+                        .expect("log buffer lock")
+                        .is_empty();
                 if backlog {
                     // More output than one heartbeat carries: keep flushing at
                     // the minimum gap rather than the full interval.
@@ -267,7 +312,8 @@ impl Agent {
         let plan = state::plan(answer, &running, &self.finished);
         for stop in plan.stop {
             info!(lease = %stop.part.lease, rank = stop.part.rank, reason = %stop.reason, grace_ms = stop.grace_ms, "stopping part");
-            self.runtime.stop(stop.part, Duration::from_millis(stop.grace_ms));
+            self.runtime
+                .stop(stop.part, Duration::from_millis(stop.grace_ms));
         }
         for spec in plan.start {
             let part = spec.part;
@@ -286,16 +332,27 @@ impl Agent {
         let grace = self.config.tuning.shutdown_grace.min(MAX_SHUTDOWN_GRACE);
         let running = self.runtime.running();
         if !running.is_empty() {
-            info!(parts = running.len(), grace_ms = grace.as_millis() as u64, "stopping all parts before exiting");
+            info!(
+                parts = running.len(),
+                grace_ms = grace.as_millis() as u64,
+                "stopping all parts before exiting"
+            );
         }
         for event in self.runtime.stop_all(grace).await {
             self.record(event);
         }
-        let Some(agent_id) = self.agent_id else { return };
+        let Some(agent_id) = self.agent_id else {
+            return;
+        };
         let deadline = Instant::now() + FINAL_HEARTBEAT_TIMEOUT;
         // A few rounds, so a log backlog larger than one heartbeat still gets out.
         for _ in 0..4 {
-            let logs_left = !self.runtime.logs().lock().expect("log buffer lock").is_empty();
+            let logs_left = !self
+                .runtime
+                .logs()
+                .lock()
+                .expect("log buffer lock")
+                .is_empty();
             if self.pending.is_empty() && !logs_left {
                 break;
             }
@@ -307,7 +364,10 @@ impl Agent {
                     break;
                 }
                 Err(_) => {
-                    warn!(undelivered_events = self.pending.len(), "final heartbeat timed out");
+                    warn!(
+                        undelivered_events = self.pending.len(),
+                        "final heartbeat timed out"
+                    );
                     break;
                 }
             }

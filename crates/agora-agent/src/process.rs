@@ -35,7 +35,11 @@ const READER_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Clone, Debug, PartialEq)]
 enum Entry {
     Data(LogChunk),
-    Dropped { part: PartRef, stream: Stream, bytes: u64 },
+    Dropped {
+        part: PartRef,
+        stream: Stream,
+        bytes: u64,
+    },
 }
 
 impl Entry {
@@ -49,9 +53,15 @@ impl Entry {
     fn into_chunk(self) -> LogChunk {
         match self {
             Entry::Data(c) => c,
-            Entry::Dropped { part, stream, bytes } => {
-                LogChunk { part, stream, data: format!("[agora: {bytes} bytes of output dropped]\n") }
-            }
+            Entry::Dropped {
+                part,
+                stream,
+                bytes,
+            } => LogChunk {
+                part,
+                stream,
+                data: format!("[agora: {bytes} bytes of output dropped]\n"),
+            },
         }
     }
 }
@@ -78,7 +88,11 @@ pub struct LogBatch {
 
 impl LogBatch {
     pub fn chunks(&self) -> Vec<LogChunk> {
-        self.entries.iter().cloned().map(Entry::into_chunk).collect()
+        self.entries
+            .iter()
+            .cloned()
+            .map(Entry::into_chunk)
+            .collect()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -89,11 +103,18 @@ impl LogBatch {
 impl LogBuffer {
     /// `cap_bytes` is at least one chunk, so the newest chunk is always kept.
     pub fn new(cap_bytes: usize) -> LogBuffer {
-        LogBuffer { entries: VecDeque::new(), output_bytes: 0, cap_bytes: cap_bytes.max(MAX_LOG_CHUNK_BYTES) }
+        LogBuffer {
+            entries: VecDeque::new(),
+            output_bytes: 0,
+            cap_bytes: cap_bytes.max(MAX_LOG_CHUNK_BYTES),
+        }
     }
 
     pub fn push(&mut self, chunk: LogChunk) {
-        assert!(chunk.data.len() <= MAX_LOG_CHUNK_BYTES, "chunks are cut before they are buffered");
+        assert!(
+            chunk.data.len() <= MAX_LOG_CHUNK_BYTES,
+            "chunks are cut before they are buffered"
+        );
         if chunk.data.is_empty() {
             return;
         }
@@ -147,23 +168,40 @@ impl LogBuffer {
         }
         let mut dropped: BTreeMap<(PartRef, Stream), u64> = BTreeMap::new();
         while self.output_bytes > self.cap_bytes {
-            match self.entries.pop_front().expect("over the bound means not empty") {
+            match self
+                .entries
+                .pop_front()
+                .expect("over the bound means not empty")
+            {
                 Entry::Data(c) => {
                     self.output_bytes -= c.data.len();
                     *dropped.entry((c.part, c.stream)).or_default() += c.data.len() as u64;
                 }
-                Entry::Dropped { part, stream, bytes } => *dropped.entry((part, stream)).or_default() += bytes,
+                Entry::Dropped {
+                    part,
+                    stream,
+                    bytes,
+                } => *dropped.entry((part, stream)).or_default() += bytes,
             }
         }
         // Older markers now at the front are folded in too, so repeated
         // overflows leave one marker per stream rather than a pile of them.
         while let Some(Entry::Dropped { .. }) = self.entries.front() {
-            if let Some(Entry::Dropped { part, stream, bytes }) = self.entries.pop_front() {
+            if let Some(Entry::Dropped {
+                part,
+                stream,
+                bytes,
+            }) = self.entries.pop_front()
+            {
                 *dropped.entry((part, stream)).or_default() += bytes;
             }
         }
         for ((part, stream), bytes) in dropped.into_iter().rev() {
-            self.entries.push_front(Entry::Dropped { part, stream, bytes });
+            self.entries.push_front(Entry::Dropped {
+                part,
+                stream,
+                bytes,
+            });
         }
     }
 }
@@ -180,7 +218,11 @@ fn utf8_cut(bytes: &[u8], max: usize) -> usize {
     while cut > max.saturating_sub(3) && cut > 0 && is_continuation(bytes[cut]) {
         cut -= 1;
     }
-    if cut == 0 || is_continuation(bytes[cut]) { max } else { cut }
+    if cut == 0 || is_continuation(bytes[cut]) {
+        max
+    } else {
+        cut
+    }
 }
 
 /// Splits text into pieces of at most `max` bytes on character boundaries.
@@ -212,7 +254,14 @@ fn take_ready(pending: &mut Vec<u8>, flush_all: bool, max: usize) -> Vec<String>
         emit(&pending[..cut]);
         pending.drain(..cut);
     }
-    let upto = if flush_all { pending.len() } else { pending.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1) };
+    let upto = if flush_all {
+        pending.len()
+    } else {
+        pending
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |i| i + 1)
+    };
     if upto > 0 {
         emit(&pending[..upto]);
         pending.drain(..upto);
@@ -321,7 +370,10 @@ impl ProcessRuntime {
     /// tokio runtime. The caller ensures the part is not already running.
     pub fn start(&mut self, spec: &LaunchSpec) -> PartEvent {
         let part = spec.part;
-        assert!(!self.running.contains_key(&part), "part {part:?} started twice");
+        assert!(
+            !self.running.contains_key(&part),
+            "part {part:?} started twice"
+        );
         let mut cmd = Command::new(&spec.command);
         cmd.args(&spec.args)
             .envs(&spec.env)
@@ -336,7 +388,11 @@ impl ProcessRuntime {
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {
-                let place = spec.workdir.as_deref().map(|d| format!(" in `{d}`")).unwrap_or_default();
+                let place = spec
+                    .workdir
+                    .as_deref()
+                    .map(|d| format!(" in `{d}`"))
+                    .unwrap_or_default();
                 let error = format!("cannot start `{}`{place}: {e}", spec.command);
                 warn!(lease = %part.lease, rank = part.rank, %error, "part failed to start");
                 return PartEvent::StartFailed { part, error };
@@ -346,14 +402,33 @@ impl ProcessRuntime {
         info!(lease = %part.lease, rank = part.rank, job = %spec.job, pid, command = %spec.command, "part started");
         let readers = [
             child.stdout.take().map(|r| {
-                tokio::spawn(pump_output(r, part, Stream::Stdout, self.logs.clone(), self.max_chunk_bytes))
+                tokio::spawn(pump_output(
+                    r,
+                    part,
+                    Stream::Stdout,
+                    self.logs.clone(),
+                    self.max_chunk_bytes,
+                ))
             }),
             child.stderr.take().map(|r| {
-                tokio::spawn(pump_output(r, part, Stream::Stderr, self.logs.clone(), self.max_chunk_bytes))
+                tokio::spawn(pump_output(
+                    r,
+                    part,
+                    Stream::Stderr,
+                    self.logs.clone(),
+                    self.max_chunk_bytes,
+                ))
             }),
         ];
         let (stop_tx, stop_rx) = mpsc::unbounded_channel();
-        tokio::spawn(supervise(part, child, pid, readers.into_iter().flatten().collect(), stop_rx, self.exit_tx.clone()));
+        tokio::spawn(supervise(
+            part,
+            child,
+            pid,
+            readers.into_iter().flatten().collect(),
+            stop_rx,
+            self.exit_tx.clone(),
+        ));
         self.running.insert(part, RunningPart { stop_tx, pid });
         PartEvent::Started { part }
     }
@@ -373,7 +448,11 @@ impl ProcessRuntime {
     /// Waits for the next part to exit and returns its `Exited` event. Pending
     /// forever while nothing runs; cancel-safe, so it can sit in a `select!`.
     pub async fn next_exit(&mut self) -> PartEvent {
-        let event = self.exit_rx.recv().await.expect("the runtime holds a sender");
+        let event = self
+            .exit_rx
+            .recv()
+            .await
+            .expect("the runtime holds a sender");
         self.forget(&event);
         event
     }
@@ -467,7 +546,11 @@ async fn supervise(
     };
     info!(lease = %part.lease, rank = part.rank, ?exit_code, ?signal, "part exited");
     // The receiver only goes away with the runtime, when nobody wants the event.
-    let _ = exit_tx.send(PartEvent::Exited { part, exit_code, signal });
+    let _ = exit_tx.send(PartEvent::Exited {
+        part,
+        exit_code,
+        signal,
+    });
 }
 
 fn exit_of(status: ExitStatus) -> (Option<i32>, Option<i32>) {
@@ -490,11 +573,18 @@ mod tests {
     use agora_types::LeaseId;
 
     fn part(rank: u32) -> PartRef {
-        PartRef { lease: LeaseId(1), rank }
+        PartRef {
+            lease: LeaseId(1),
+            rank,
+        }
     }
 
     fn chunk(rank: u32, data: &str) -> LogChunk {
-        LogChunk { part: part(rank), stream: Stream::Stdout, data: data.to_string() }
+        LogChunk {
+            part: part(rank),
+            stream: Stream::Stdout,
+            data: data.to_string(),
+        }
     }
 
     #[test]
@@ -536,7 +626,10 @@ mod tests {
         assert_eq!(chunks[0].part, part(0));
         assert_eq!(chunks[0].data, "[agora: 6 bytes of output dropped]\n");
         assert_eq!(chunks[1].part, part(1));
-        assert_eq!(chunks[1].data, format!("[agora: {} bytes of output dropped]\n", cap / 2));
+        assert_eq!(
+            chunks[1].data,
+            format!("[agora: {} bytes of output dropped]\n", cap / 2)
+        );
         assert_eq!(chunks[2].data, big);
         assert_eq!(chunks[3].data, "last\n");
         assert_eq!(chunks.len(), 4);
@@ -551,9 +644,15 @@ mod tests {
             b.push(chunk(0, &quarter));
         }
         let chunks = b.take_batch(usize::MAX).chunks();
-        let markers: Vec<_> = chunks.iter().filter(|c| c.data.starts_with("[agora:")).collect();
+        let markers: Vec<_> = chunks
+            .iter()
+            .filter(|c| c.data.starts_with("[agora:"))
+            .collect();
         assert_eq!(markers.len(), 1, "{markers:?}");
-        assert_eq!(markers[0].data, format!("[agora: {} bytes of output dropped]\n", 16 * (cap / 4)));
+        assert_eq!(
+            markers[0].data,
+            format!("[agora: {} bytes of output dropped]\n", 16 * (cap / 4))
+        );
     }
 
     #[test]
@@ -567,7 +666,11 @@ mod tests {
         b.restore(batch);
         let all = b.take_batch(usize::MAX).chunks();
         assert_eq!(all.len(), 10);
-        assert!(all.iter().enumerate().all(|(i, c)| c.data.starts_with(&i.to_string())));
+        assert!(
+            all.iter()
+                .enumerate()
+                .all(|(i, c)| c.data.starts_with(&i.to_string()))
+        );
         assert!(b.is_empty());
         assert_eq!(b.output_bytes(), 0);
     }

@@ -27,7 +27,11 @@ pub struct FinishedParts {
 impl FinishedParts {
     pub fn new(capacity: usize) -> FinishedParts {
         assert!(capacity > 0);
-        FinishedParts { order: VecDeque::new(), set: BTreeSet::new(), capacity }
+        FinishedParts {
+            order: VecDeque::new(),
+            set: BTreeSet::new(),
+            capacity,
+        }
     }
 
     pub fn insert(&mut self, part: PartRef) {
@@ -36,7 +40,10 @@ impl FinishedParts {
         }
         self.order.push_back(part);
         if self.order.len() > self.capacity {
-            let oldest = self.order.pop_front().expect("over capacity means not empty");
+            let oldest = self
+                .order
+                .pop_front()
+                .expect("over capacity means not empty");
             self.set.remove(&oldest);
         }
         debug_assert_eq!(self.order.len(), self.set.len());
@@ -75,7 +82,10 @@ impl PendingEvents {
     /// A heartbeat carrying the oldest `sent` events succeeded. Events pushed
     /// since came after them, so they stay.
     pub fn acknowledge(&mut self, sent: usize) {
-        assert!(sent <= self.events.len(), "acknowledged more events than pending");
+        assert!(
+            sent <= self.events.len(),
+            "acknowledged more events than pending"
+        );
         self.events.drain(..sent);
     }
 
@@ -98,18 +108,29 @@ pub struct Plan {
 /// Filters an answer down to what must be done: starts of parts neither running
 /// nor finished (the first of duplicates), stops of running parts. Stops come
 /// first in spirit: a part both started and stopped in one answer is not started.
-pub fn plan(answer: HeartbeatResponse, running: &BTreeSet<PartRef>, finished: &FinishedParts) -> Plan {
+pub fn plan(
+    answer: HeartbeatResponse,
+    running: &BTreeSet<PartRef>,
+    finished: &FinishedParts,
+) -> Plan {
     let stopped: BTreeSet<PartRef> = answer.stop.iter().map(|s| s.part).collect();
     let mut seen = BTreeSet::new();
     let start = answer
         .start
         .into_iter()
         .filter(|s| {
-            !running.contains(&s.part) && !finished.contains(s.part) && !stopped.contains(&s.part) && seen.insert(s.part)
+            !running.contains(&s.part)
+                && !finished.contains(s.part)
+                && !stopped.contains(&s.part)
+                && seen.insert(s.part)
         })
         .collect();
     let mut seen = BTreeSet::new();
-    let stop = answer.stop.into_iter().filter(|s| running.contains(&s.part) && seen.insert(s.part)).collect();
+    let stop = answer
+        .stop
+        .into_iter()
+        .filter(|s| running.contains(&s.part) && seen.insert(s.part))
+        .collect();
     Plan { start, stop }
 }
 
@@ -132,8 +153,20 @@ pub struct Pacer {
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 
 impl Pacer {
-    pub fn new(now: Instant, interval: Duration, min_gap: Duration, max_backoff: Duration) -> Pacer {
-        Pacer { interval, min_gap, max_backoff, last_sent: None, next_due: now, failures: 0 }
+    pub fn new(
+        now: Instant,
+        interval: Duration,
+        min_gap: Duration,
+        max_backoff: Duration,
+    ) -> Pacer {
+        Pacer {
+            interval,
+            min_gap,
+            max_backoff,
+            last_sent: None,
+            next_due: now,
+            failures: 0,
+        }
     }
 
     pub fn next_due(&self) -> Instant {
@@ -173,7 +206,9 @@ impl Pacer {
 
 /// Wait after `failures` previous consecutive failures: 250 ms doubling, capped.
 pub fn backoff(failures: u32, max: Duration) -> Duration {
-    FIRST_BACKOFF.saturating_mul(1u32 << failures.min(16)).min(max)
+    FIRST_BACKOFF
+        .saturating_mul(1u32 << failures.min(16))
+        .min(max)
 }
 
 #[cfg(test)]
@@ -185,7 +220,10 @@ mod tests {
     use super::*;
 
     fn part(lease: u64, rank: u32) -> PartRef {
-        PartRef { lease: LeaseId(lease), rank }
+        PartRef {
+            lease: LeaseId(lease),
+            rank,
+        }
     }
 
     fn launch(p: PartRef) -> LaunchSpec {
@@ -202,7 +240,11 @@ mod tests {
     }
 
     fn stop(p: PartRef) -> StopOrder {
-        StopOrder { part: p, grace_ms: 1000, reason: "cancelled".into() }
+        StopOrder {
+            part: p,
+            grace_ms: 1000,
+            reason: "cancelled".into(),
+        }
     }
 
     #[test]
@@ -211,25 +253,43 @@ mod tests {
         let mut finished = FinishedParts::new(10);
         finished.insert(part(2, 0));
         let answer = HeartbeatResponse {
-            start: vec![launch(part(1, 0)), launch(part(2, 0)), launch(part(3, 0)), launch(part(3, 0)), launch(part(3, 1))],
+            start: vec![
+                launch(part(1, 0)),
+                launch(part(2, 0)),
+                launch(part(3, 0)),
+                launch(part(3, 0)),
+                launch(part(3, 1)),
+            ],
             stop: vec![],
         };
         let p = plan(answer, &running, &finished);
-        assert_eq!(p.start.iter().map(|s| s.part).collect::<Vec<_>>(), [part(3, 0), part(3, 1)]);
+        assert_eq!(
+            p.start.iter().map(|s| s.part).collect::<Vec<_>>(),
+            [part(3, 0), part(3, 1)]
+        );
     }
 
     #[test]
     fn plan_stops_only_running_parts() {
         let running = BTreeSet::from([part(1, 0), part(1, 1)]);
         let finished = FinishedParts::new(10);
-        let answer = HeartbeatResponse { start: vec![], stop: vec![stop(part(1, 1)), stop(part(9, 0)), stop(part(1, 1))] };
+        let answer = HeartbeatResponse {
+            start: vec![],
+            stop: vec![stop(part(1, 1)), stop(part(9, 0)), stop(part(1, 1))],
+        };
         let p = plan(answer, &running, &finished);
-        assert_eq!(p.stop.iter().map(|s| s.part).collect::<Vec<_>>(), [part(1, 1)]);
+        assert_eq!(
+            p.stop.iter().map(|s| s.part).collect::<Vec<_>>(),
+            [part(1, 1)]
+        );
     }
 
     #[test]
     fn plan_does_not_start_a_part_it_is_told_to_stop() {
-        let answer = HeartbeatResponse { start: vec![launch(part(4, 0))], stop: vec![stop(part(4, 0))] };
+        let answer = HeartbeatResponse {
+            start: vec![launch(part(4, 0))],
+            stop: vec![stop(part(4, 0))],
+        };
         let p = plan(answer, &BTreeSet::new(), &FinishedParts::new(10));
         assert_eq!(p, Plan::default());
     }
@@ -256,9 +316,20 @@ mod tests {
         // The request failed: nothing is acknowledged, the next batch is the same.
         assert_eq!(e.batch(MAX_EVENTS_PER_HEARTBEAT), sent);
         // An exit arrives, then the retry (carrying the first two) succeeds.
-        e.push(PartEvent::Exited { part: part(1, 0), exit_code: Some(0), signal: None });
+        e.push(PartEvent::Exited {
+            part: part(1, 0),
+            exit_code: Some(0),
+            signal: None,
+        });
         e.acknowledge(sent.len());
-        assert_eq!(e.batch(10), [PartEvent::Exited { part: part(1, 0), exit_code: Some(0), signal: None }]);
+        assert_eq!(
+            e.batch(10),
+            [PartEvent::Exited {
+                part: part(1, 0),
+                exit_code: Some(0),
+                signal: None
+            }]
+        );
         assert_eq!(e.batch(0), []);
     }
 
@@ -283,9 +354,16 @@ mod tests {
         let ms = Duration::from_millis;
         let mut p = Pacer::new(t0, ms(1000), ms(50), ms(2000));
         let waits: Vec<_> = (0..6).map(|_| p.failed(t0)).collect();
-        assert_eq!(waits, [ms(250), ms(500), ms(1000), ms(2000), ms(2000), ms(2000)]);
+        assert_eq!(
+            waits,
+            [ms(250), ms(500), ms(1000), ms(2000), ms(2000), ms(2000)]
+        );
         p.hurry(t0);
-        assert_eq!(p.next_due(), t0 + ms(2000), "no hurrying a server that is down");
+        assert_eq!(
+            p.next_due(),
+            t0 + ms(2000),
+            "no hurrying a server that is down"
+        );
         p.succeeded(t0);
         assert_eq!(p.failed(t0), ms(250), "success resets the backoff");
         assert_eq!(backoff(u32::MAX, ms(5000)), ms(5000));

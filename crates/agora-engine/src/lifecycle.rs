@@ -92,14 +92,20 @@ state_enum!(
 impl JobState {
     /// A terminal state allows no further transition.
     pub fn is_terminal(self) -> bool {
-        matches!(self, JobState::Succeeded | JobState::Failed | JobState::Cancelled)
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        )
     }
 }
 
 impl OrderState {
     /// A terminal state allows no further transition.
     pub fn is_terminal(self) -> bool {
-        matches!(self, OrderState::Done | OrderState::Failed | OrderState::Cancelled)
+        matches!(
+            self,
+            OrderState::Done | OrderState::Failed | OrderState::Cancelled
+        )
     }
 }
 
@@ -108,7 +114,11 @@ impl LeaseState {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            LeaseState::Succeeded | LeaseState::Failed | LeaseState::Cancelled | LeaseState::Preempted | LeaseState::Lost
+            LeaseState::Succeeded
+                | LeaseState::Failed
+                | LeaseState::Cancelled
+                | LeaseState::Preempted
+                | LeaseState::Lost
         )
     }
 }
@@ -122,11 +132,22 @@ pub fn check_job_transition(from: JobState, to: JobState) -> Result<(), Transiti
             // Back to pending: the job's node was lost or its lease preempted, and it is requeued.
             | (Running, Pending | Succeeded | Failed | Cancelled)
     );
-    if allowed { Ok(()) } else { Err(TransitionError { lifecycle: "job", from, to }) }
+    if allowed {
+        Ok(())
+    } else {
+        Err(TransitionError {
+            lifecycle: "job",
+            from,
+            to,
+        })
+    }
 }
 
 /// Allows or refuses an order state change.
-pub fn check_order_transition(from: OrderState, to: OrderState) -> Result<(), TransitionError<OrderState>> {
+pub fn check_order_transition(
+    from: OrderState,
+    to: OrderState,
+) -> Result<(), TransitionError<OrderState>> {
     use OrderState::*;
     let allowed = matches!(
         (from, to),
@@ -134,11 +155,22 @@ pub fn check_order_transition(from: OrderState, to: OrderState) -> Result<(), Tr
             // Back to pending: its lease was preempted or lost, and the order is requeued.
             | (Leased, Pending | Done | Failed | Cancelled)
     );
-    if allowed { Ok(()) } else { Err(TransitionError { lifecycle: "order", from, to }) }
+    if allowed {
+        Ok(())
+    } else {
+        Err(TransitionError {
+            lifecycle: "order",
+            from,
+            to,
+        })
+    }
 }
 
 /// Allows or refuses a lease state change.
-pub fn check_lease_transition(from: LeaseState, to: LeaseState) -> Result<(), TransitionError<LeaseState>> {
+pub fn check_lease_transition(
+    from: LeaseState,
+    to: LeaseState,
+) -> Result<(), TransitionError<LeaseState>> {
     use LeaseState::*;
     let allowed = matches!(
         (from, to),
@@ -148,7 +180,15 @@ pub fn check_lease_transition(from: LeaseState, to: LeaseState) -> Result<(), Tr
             // Succeeded from stopping: the work finished before the signal reached it.
             | (Stopping, Cancelled | Preempted | Failed | Succeeded | Lost)
     );
-    if allowed { Ok(()) } else { Err(TransitionError { lifecycle: "lease", from, to }) }
+    if allowed {
+        Ok(())
+    } else {
+        Err(TransitionError {
+            lifecycle: "lease",
+            from,
+            to,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -172,11 +212,19 @@ mod tests {
                 assert_eq!(got.is_ok(), expected, "{from} -> {to}: got {got:?}");
                 if let Err(e) = got {
                     assert_eq!((e.from, e.to), (from, to));
-                    assert!(e.to_string().ends_with(&format!("cannot go from {from} to {to}")), "{e}");
+                    assert!(
+                        e.to_string()
+                            .ends_with(&format!("cannot go from {from} to {to}")),
+                        "{e}"
+                    );
                 }
             }
             let has_exit = allowed.iter().any(|(f, _)| *f == from);
-            assert_eq!(is_terminal(from), !has_exit, "{from}: terminal iff no transition leaves it");
+            assert_eq!(
+                is_terminal(from),
+                !has_exit,
+                "{from}: terminal iff no transition leaves it"
+            );
         }
         for (from, to) in allowed {
             assert!(all.contains(from) && all.contains(to));
@@ -254,7 +302,11 @@ mod tests {
         assert_eq!(names, expected);
         for &s in all {
             let json = serde_json::to_string(&s).unwrap();
-            assert_eq!(json, format!("\"{}\"", as_str(s)), "serialized form is as_str");
+            assert_eq!(
+                json,
+                format!("\"{}\"", as_str(s)),
+                "serialized form is as_str"
+            );
             assert_eq!(serde_json::from_str::<S>(&json).unwrap(), s);
             assert_eq!(s.to_string(), as_str(s));
         }
@@ -262,12 +314,29 @@ mod tests {
 
     #[test]
     fn states_serialize_as_snake_case_names() {
-        check_names(&JobState::ALL, JobState::as_str, &["pending", "running", "succeeded", "failed", "cancelled"]);
-        check_names(&OrderState::ALL, OrderState::as_str, &["pending", "leased", "done", "failed", "cancelled"]);
+        check_names(
+            &JobState::ALL,
+            JobState::as_str,
+            &["pending", "running", "succeeded", "failed", "cancelled"],
+        );
+        check_names(
+            &OrderState::ALL,
+            OrderState::as_str,
+            &["pending", "leased", "done", "failed", "cancelled"],
+        );
         check_names(
             &LeaseState::ALL,
             LeaseState::as_str,
-            &["assigned", "running", "stopping", "succeeded", "failed", "cancelled", "preempted", "lost"],
+            &[
+                "assigned",
+                "running",
+                "stopping",
+                "succeeded",
+                "failed",
+                "cancelled",
+                "preempted",
+                "lost",
+            ],
         );
     }
 

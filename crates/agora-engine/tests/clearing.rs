@@ -2,7 +2,10 @@
 //! written as lines of text and the plan it must produce, rendered as text.
 
 use agora_engine::market::{Allocation, Market, NodeSpec, OrderSpec, Placement, RoundPlan};
-use agora_types::{AgentId, GpuModel, JobId, LeaseId, Micros, NodeId, OrderId, PricePerGpuHour, ProviderId, TenantId, Tier};
+use agora_types::{
+    AgentId, GpuModel, JobId, LeaseId, Micros, NodeId, OrderId, PricePerGpuHour, ProviderId,
+    TenantId, Tier,
+};
 
 fn price(text: &str) -> PricePerGpuHour {
     PricePerGpuHour(Micros::parse_decimal(text).unwrap())
@@ -57,7 +60,10 @@ fn market(setup: &str) -> Market {
                 for option in &words[5..] {
                     match option.split_once('=').unwrap() {
                         ("models", list) => {
-                            order.models = list.split(',').map(|n| GpuModel::resolve(n).unwrap()).collect()
+                            order.models = list
+                                .split(',')
+                                .map(|n| GpuModel::resolve(n).unwrap())
+                                .collect()
                         }
                         ("vram", mib) => order.min_vram_mib = mib.parse().unwrap(),
                         other => panic!("unknown order option {other:?}"),
@@ -79,8 +85,12 @@ fn market(setup: &str) -> Market {
                     })
                     .collect();
                 let first = m.node(allocations[0].node).unwrap().spec().clone();
-                let placement =
-                    Placement { order: OrderId(1000 + id), provider: first.provider, price: first.ask, allocations };
+                let placement = Placement {
+                    order: OrderId(1000 + id),
+                    provider: first.provider,
+                    price: first.ask,
+                    allocations,
+                };
                 m.start_lease(LeaseId(id), tier(words[2]), &placement);
             }
             "stopping" => assert!(m.mark_stopping(LeaseId(words[1].parse().unwrap()))),
@@ -101,10 +111,19 @@ fn render(plan: &RoundPlan) -> String {
                 format!("node {} [{}]", a.node, gpus.join(" "))
             })
             .collect();
-        out.push(format!("place order {} at {} on provider {}: {}", p.order, p.price.0, p.provider, allocs.join(", ")));
+        out.push(format!(
+            "place order {} at {} on provider {}: {}",
+            p.order,
+            p.price.0,
+            p.provider,
+            allocs.join(", ")
+        ));
     }
     for p in &plan.preemptions {
-        out.push(format!("preempt lease {} for order {}", p.lease, p.for_order));
+        out.push(format!(
+            "preempt lease {} for order {}",
+            p.lease, p.for_order
+        ));
     }
     for (order, reason) in &plan.unplaced {
         out.push(format!("unplaced order {order}: {reason}"));
@@ -116,7 +135,11 @@ fn render(plan: &RoundPlan) -> String {
 fn check(setup: &str, expected: &str) {
     let m = market(setup);
     let plan = m.clear();
-    let expected: Vec<&str> = expected.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let expected: Vec<&str> = expected
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
     assert_eq!(render(&plan), expected.join("\n"), "setup:\n{setup}");
     assert_eq!(m.clear(), plan, "clearing twice gives the same plan");
 }

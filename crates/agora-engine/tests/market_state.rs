@@ -2,7 +2,10 @@
 //! placement across rounds, node changes under leases, and the summaries.
 
 use agora_engine::market::{AskSummary, Market, NodeSpec, OrderSpec, Unplaced};
-use agora_types::{AgentId, GpuModel, JobId, LeaseId, Micros, NodeId, OrderId, PricePerGpuHour, ProviderId, TenantId, Tier};
+use agora_types::{
+    AgentId, GpuModel, JobId, LeaseId, Micros, NodeId, OrderId, PricePerGpuHour, ProviderId,
+    TenantId, Tier,
+};
 
 fn price(text: &str) -> PricePerGpuHour {
     PricePerGpuHour(Micros::parse_decimal(text).unwrap())
@@ -40,7 +43,11 @@ fn preempted_gpus_go_to_the_on_demand_order_once_freed() {
     m.add_order(order(1, Tier::Spot, "2.00", 1, 8));
     let plan = m.clear();
     m.start_lease(LeaseId(1), Tier::Spot, &plan.placements[0]);
-    assert_eq!(m.pending_orders().count(), 0, "a started lease takes its order out of the pending set");
+    assert_eq!(
+        m.pending_orders().count(),
+        0,
+        "a started lease takes its order out of the pending set"
+    );
 
     m.add_order(order(2, Tier::OnDemand, "1.00", 1, 8));
     let plan = m.clear();
@@ -51,15 +58,26 @@ fn preempted_gpus_go_to_the_on_demand_order_once_freed() {
     // While the victim drains, the order waits and nothing new is preempted.
     let plan = m.clear();
     assert!(plan.preemptions.is_empty());
-    assert_eq!(plan.unplaced[&OrderId(2)], Unplaced::WaitingForPreemption { leases: vec![LeaseId(1)] });
+    assert_eq!(
+        plan.unplaced[&OrderId(2)],
+        Unplaced::WaitingForPreemption {
+            leases: vec![LeaseId(1)]
+        }
+    );
 
     let ended = m.end_lease(LeaseId(1)).unwrap();
     assert!(ended.stopping);
-    assert!(m.end_lease(LeaseId(1)).is_none(), "ending twice is harmless");
+    assert!(
+        m.end_lease(LeaseId(1)).is_none(),
+        "ending twice is harmless"
+    );
     let plan = m.clear();
     assert_eq!(plan.placements.len(), 1);
     assert_eq!(plan.placements[0].order, OrderId(2));
-    assert_eq!(plan.placements[0].allocations[0].gpu_indices, (0..8).collect::<Vec<u32>>());
+    assert_eq!(
+        plan.placements[0].allocations[0].gpu_indices,
+        (0..8).collect::<Vec<u32>>()
+    );
 }
 
 #[test]
@@ -75,12 +93,19 @@ fn a_node_keeps_its_leases_when_its_ask_or_size_changes() {
     // Shrink below the held GPUs: the lease keeps them, the node offers none.
     m.upsert_node(node(1, "h100", 1, "2.00"));
     assert_eq!(m.free_gpus(NodeId(1)), Some(0));
-    assert_eq!(m.node(NodeId(1)).unwrap().gpu_owners(), &[Some(LeaseId(1)), Some(LeaseId(1))]);
+    assert_eq!(
+        m.node(NodeId(1)).unwrap().gpu_owners(),
+        &[Some(LeaseId(1)), Some(LeaseId(1))]
+    );
     lease.allocations = m.lease(LeaseId(1)).unwrap().allocations.clone();
     assert_eq!(lease.allocations[0].gpu_indices, vec![0, 1]);
 
     m.end_lease(LeaseId(1));
-    assert_eq!(m.node(NodeId(1)).unwrap().gpu_owners(), &[None], "the shrunk node forgets GPUs beyond its size");
+    assert_eq!(
+        m.node(NodeId(1)).unwrap().gpu_owners(),
+        &[None],
+        "the shrunk node forgets GPUs beyond its size"
+    );
     m.add_order(order(2, Tier::OnDemand, "2.00", 1, 1));
     let plan = m.clear();
     assert_eq!(plan.placements[0].price, price("2.00"));
@@ -94,13 +119,20 @@ fn offline_removed_and_replaced_orders() {
     assert!(!m.set_node_online(NodeId(9), false));
     m.add_order(order(1, Tier::OnDemand, "5.00", 1, 1));
     let plan = m.clear();
-    assert!(matches!(plan.unplaced[&OrderId(1)], Unplaced::NoMatchingNode { .. }), "{:?}", plan);
+    assert!(
+        matches!(plan.unplaced[&OrderId(1)], Unplaced::NoMatchingNode { .. }),
+        "{:?}",
+        plan
+    );
 
     m.set_node_online(NodeId(1), true);
     // Replacing a pending order keeps one entry, with the new spec.
     m.add_order(order(1, Tier::OnDemand, "0.50", 1, 1));
     assert_eq!(m.pending_orders().count(), 1);
-    assert!(matches!(m.clear().unplaced[&OrderId(1)], Unplaced::AskAboveMaxPrice { .. }));
+    assert!(matches!(
+        m.clear().unplaced[&OrderId(1)],
+        Unplaced::AskAboveMaxPrice { .. }
+    ));
     assert_eq!(m.remove_order(OrderId(1)).map(|o| o.id), Some(OrderId(1)));
     assert!(m.remove_order(OrderId(1)).is_none());
     assert_eq!(m.clear(), Default::default());
@@ -128,10 +160,25 @@ fn asks_by_model_summarises_online_nodes() {
     });
     assert_eq!(
         asks[&h100],
-        AskSummary { min: price("2.00"), max: price("3.00"), nodes: 2, gpus_total: 12, gpus_free: 12 }
+        AskSummary {
+            min: price("2.00"),
+            max: price("3.00"),
+            nodes: 2,
+            gpus_total: 12,
+            gpus_free: 12
+        }
     );
     // The order went to the cheapest online node: the A100 at 1.00.
-    assert_eq!(asks[&a100], AskSummary { min: price("1.00"), max: price("1.00"), nodes: 1, gpus_total: 8, gpus_free: 5 });
+    assert_eq!(
+        asks[&a100],
+        AskSummary {
+            min: price("1.00"),
+            max: price("1.00"),
+            nodes: 1,
+            gpus_total: 8,
+            gpus_free: 5
+        }
+    );
 }
 
 #[test]
@@ -143,5 +190,8 @@ fn plans_serialize_for_the_event_log() {
     let plan = m.clear();
     let json = serde_json::to_string(&plan).unwrap();
     assert!(json.contains(r#"{"ask_above_max_price":"#), "{json}");
-    assert_eq!(serde_json::from_str::<agora_engine::RoundPlan>(&json).unwrap(), plan);
+    assert_eq!(
+        serde_json::from_str::<agora_engine::RoundPlan>(&json).unwrap(),
+        plan
+    );
 }

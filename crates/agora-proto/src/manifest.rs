@@ -27,10 +27,13 @@
 //! Rules beyond the comments above:
 //!
 //! - The document is one YAML mapping of at most [`MAX_MANIFEST_BYTES`]; an empty
-//!   document, several documents, or another top-level value is an error.
+//!   document, several documents, or another top-level value is an error, and so is
+//!   nesting deeper than 16 levels or a document that expands (through aliases) to
+//!   more than 20,000 values or 1 MiB of text.
 //! - Unknown fields are errors (with the valid fields, and the closest one); so is a
 //!   field given twice, `nodes` on a batch job and `tasks` on a training job.
-//! - A field written as `~`, `null` or nothing is treated as absent.
+//! - An optional field written as `~`, `null` or nothing is treated as absent; a
+//!   required field, a list item or an `env` value written so is an error.
 //! - Text fields (`name`, `command`, `workdir`, `args` items, `env` values,
 //!   `gpu_models` items) take any scalar: a YAML number or boolean counts as the text
 //!   written (`EPOCHS: 3` is `"3"`, `VERSION: 1.10` is `"1.10"`). Text must not
@@ -191,11 +194,19 @@ fn render(field: &Option<String>, line: &Option<u32>, message: &str) -> String {
 
 impl ManifestError {
     fn new(field: impl Into<String>, message: impl Into<String>) -> ManifestError {
-        ManifestError { field: Some(field.into()), line: None, message: message.into() }
+        ManifestError {
+            field: Some(field.into()),
+            line: None,
+            message: message.into(),
+        }
     }
 
     fn document(line: Option<u32>, message: impl Into<String>) -> ManifestError {
-        ManifestError { field: None, line, message: message.into() }
+        ManifestError {
+            field: None,
+            line,
+            message: message.into(),
+        }
     }
 
     fn at(mut self, line: Option<u32>) -> ManifestError {
@@ -210,7 +221,10 @@ impl Manifest {
         if text.len() > MAX_MANIFEST_BYTES {
             return Err(ManifestError::document(
                 None,
-                format!("the manifest is {} bytes; the limit is {MAX_MANIFEST_BYTES} bytes", text.len()),
+                format!(
+                    "the manifest is {} bytes; the limit is {MAX_MANIFEST_BYTES} bytes",
+                    text.len()
+                ),
             ));
         }
         let doc = tree::parse(text)?;
@@ -224,7 +238,10 @@ impl Manifest {
     /// name the canonical fields (`resources.min_vram_mib`, `duration_estimate_s`).
     pub fn validate(&self) -> Result<(), ManifestError> {
         if self.kind == JobKind::Service {
-            return Err(ManifestError::new("kind", "service workloads are not yet supported"));
+            return Err(ManifestError::new(
+                "kind",
+                "service workloads are not yet supported",
+            ));
         }
         check_name(&self.name)?;
         self.validate_resources()?;
@@ -233,26 +250,35 @@ impl Manifest {
         if let Some(seconds) = self.duration_estimate_s {
             check_duration(seconds).map_err(|m| ManifestError::new("duration_estimate_s", m))?;
         }
-        check_text(&self.command, COMMAND_MAX_BYTES).map_err(|m| ManifestError::new("command", m))?;
+        check_text(&self.command, COMMAND_MAX_BYTES)
+            .map_err(|m| ManifestError::new("command", m))?;
         if self.args.len() > ARGS_MAX_ITEMS {
             return Err(ManifestError::new(
                 "args",
-                format!("has {} items; at most {ARGS_MAX_ITEMS} are allowed", self.args.len()),
+                format!(
+                    "has {} items; at most {ARGS_MAX_ITEMS} are allowed",
+                    self.args.len()
+                ),
             ));
         }
         for (i, arg) in self.args.iter().enumerate() {
-            check_bytes(arg, ARG_MAX_BYTES).map_err(|m| ManifestError::new(format!("args[{i}]"), m))?;
+            check_bytes(arg, ARG_MAX_BYTES)
+                .map_err(|m| ManifestError::new(format!("args[{i}]"), m))?;
         }
         if self.env.len() > ENV_MAX_ENTRIES {
             return Err(ManifestError::new(
                 "env",
-                format!("has {} variables; at most {ENV_MAX_ENTRIES} are allowed", self.env.len()),
+                format!(
+                    "has {} variables; at most {ENV_MAX_ENTRIES} are allowed",
+                    self.env.len()
+                ),
             ));
         }
         for (key, value) in &self.env {
             check_env_name(key).map_err(|m| ManifestError::new("env", m))?;
             check_env_not_reserved(key).map_err(|m| ManifestError::new(format!("env.{key}"), m))?;
-            check_bytes(value, ENV_VALUE_MAX_BYTES).map_err(|m| ManifestError::new(format!("env.{key}"), m))?;
+            check_bytes(value, ENV_VALUE_MAX_BYTES)
+                .map_err(|m| ManifestError::new(format!("env.{key}"), m))?;
         }
         if let Some(workdir) = &self.workdir {
             check_text(workdir, WORKDIR_MAX_BYTES).map_err(|m| ManifestError::new("workdir", m))?;
@@ -266,21 +292,30 @@ impl Manifest {
             .map_err(|m| ManifestError::new("resources.gpus_per_node", m))?;
         match self.kind {
             JobKind::Training => {
-                check_range(r.nodes, NODES).map_err(|m| ManifestError::new("resources.nodes", m))?;
+                check_range(r.nodes, NODES)
+                    .map_err(|m| ManifestError::new("resources.nodes", m))?;
                 if r.tasks != 1 {
-                    return Err(ManifestError::new("resources.tasks", "only applies to batch jobs"));
+                    return Err(ManifestError::new(
+                        "resources.tasks",
+                        "only applies to batch jobs",
+                    ));
                 }
             }
             JobKind::Batch => {
-                check_range(r.tasks, TASKS).map_err(|m| ManifestError::new("resources.tasks", m))?;
+                check_range(r.tasks, TASKS)
+                    .map_err(|m| ManifestError::new("resources.tasks", m))?;
                 if r.nodes != 1 {
-                    return Err(ManifestError::new("resources.nodes", "only applies to training jobs"));
+                    return Err(ManifestError::new(
+                        "resources.nodes",
+                        "only applies to training jobs",
+                    ));
                 }
             }
             JobKind::Service => {}
         }
+        let mut listed = std::collections::BTreeSet::new();
         for (i, model) in r.gpu_models.iter().enumerate() {
-            if r.gpu_models[..i].contains(model) {
+            if !listed.insert(model) {
                 return Err(ManifestError::new(
                     format!("resources.gpu_models[{i}]"),
                     format!("{model} is listed twice"),
@@ -312,14 +347,24 @@ fn check_name(name: &str) -> Result<(), ManifestError> {
     if name.chars().count() > NAME_MAX_CHARS {
         return err(format!("must be at most {NAME_MAX_CHARS} characters"));
     }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
-        return err(format!("`{}` is not allowed; use letters, digits, `.`, `_` and `-`", c.escape_debug()));
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return err(format!(
+            "`{}` is not allowed; use letters, digits, `.`, `_` and `-`",
+            c.escape_debug()
+        ));
     }
     Ok(())
 }
 
 fn check_range(value: u32, (min, max): (u32, u32)) -> Result<(), String> {
-    if (min..=max).contains(&value) { Ok(()) } else { Err(between(min, max)) }
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(between(min, max))
+    }
 }
 
 fn between(min: u32, max: u32) -> String {
@@ -333,12 +378,20 @@ fn check_min_vram_mib(min_vram_mib: u32, models: &[GpuModel]) -> Result<(), Stri
     if min_vram_mib > MIN_VRAM_GIB_MAX * MIB_PER_GIB {
         return Err(format!("must be at most {MIN_VRAM_GIB_MAX} GiB"));
     }
-    let candidates: Vec<GpuModel> = if models.is_empty() { GpuModel::all().collect() } else { models.to_vec() };
+    let candidates: Vec<GpuModel> = if models.is_empty() {
+        GpuModel::all().collect()
+    } else {
+        models.to_vec()
+    };
     if candidates.iter().any(|m| m.spec().vram_mib >= min_vram_mib) {
         return Ok(());
     }
     let largest = candidates.iter().max_by_key(|m| m.spec().vram_mib);
-    let which = if models.is_empty() { "no GPU model of the catalog" } else { "no model of resources.gpu_models" };
+    let which = if models.is_empty() {
+        "no GPU model of the catalog"
+    } else {
+        "no model of resources.gpu_models"
+    };
     Err(match largest {
         Some(m) => format!(
             "{which} has {} GiB (largest: {m} with {} GiB)",
@@ -353,7 +406,11 @@ fn check_min_vram_mib(min_vram_mib: u32, models: &[GpuModel]) -> Result<(), Stri
 fn gib(mib: u32) -> String {
     let hundredths = u64::from(mib) * 100 / u64::from(MIB_PER_GIB);
     let (whole, frac) = (hundredths / 100, hundredths % 100);
-    if frac == 0 { whole.to_string() } else { format!("{whole}.{frac:02}") }
+    if frac == 0 {
+        whole.to_string()
+    } else {
+        format!("{whole}.{frac:02}")
+    }
 }
 
 fn check_price(price: Micros) -> Result<(), String> {
@@ -361,7 +418,10 @@ fn check_price(price: Micros) -> Result<(), String> {
         return Err("must be greater than 0".into());
     }
     if price > Micros::from_units(PRICE_MAX_UNITS) {
-        return Err(format!("must be at most {}", Micros::from_units(PRICE_MAX_UNITS)));
+        return Err(format!(
+            "must be at most {}",
+            Micros::from_units(PRICE_MAX_UNITS)
+        ));
     }
     Ok(())
 }
@@ -386,7 +446,10 @@ fn check_text(text: &str, max_bytes: usize) -> Result<(), String> {
 
 fn check_bytes(text: &str, max_bytes: usize) -> Result<(), String> {
     if text.len() > max_bytes {
-        return Err(format!("is {} bytes; at most {max_bytes} are allowed", text.len()));
+        return Err(format!(
+            "is {} bytes; at most {max_bytes} are allowed",
+            text.len()
+        ));
     }
     if text.contains('\0') {
         return Err("must not contain NUL bytes".into());
@@ -397,12 +460,18 @@ fn check_bytes(text: &str, max_bytes: usize) -> Result<(), String> {
 fn check_env_name(name: &str) -> Result<(), String> {
     let shown = shown(name);
     let mut chars = name.chars();
-    let valid_start = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    let valid_start = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
     if !valid_start || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
-        return Err(format!("`{shown}` is not a valid variable name: use [A-Za-z_][A-Za-z0-9_]*"));
+        return Err(format!(
+            "`{shown}` is not a valid variable name: use [A-Za-z_][A-Za-z0-9_]*"
+        ));
     }
     if name.len() > ENV_NAME_MAX_BYTES {
-        return Err(format!("`{shown}` is longer than {ENV_NAME_MAX_BYTES} bytes"));
+        return Err(format!(
+            "`{shown}` is longer than {ENV_NAME_MAX_BYTES} bytes"
+        ));
     }
     Ok(())
 }
@@ -410,10 +479,14 @@ fn check_env_name(name: &str) -> Result<(), String> {
 /// Called on a name [`check_env_name`] accepted, so the name is safe to print whole.
 fn check_env_not_reserved(name: &str) -> Result<(), String> {
     if name.starts_with(RESERVED_ENV_PREFIX) {
-        return Err(format!("`{name}` is reserved: the exchange sets {RESERVED_ENV_PREFIX}* variables"));
+        return Err(format!(
+            "`{name}` is reserved: the exchange sets {RESERVED_ENV_PREFIX}* variables"
+        ));
     }
     if RESERVED_ENV_VARS.contains(&name) {
-        return Err(format!("`{name}` is reserved: the exchange sets it for every job"));
+        return Err(format!(
+            "`{name}` is reserved: the exchange sets it for every job"
+        ));
     }
     Ok(())
 }
@@ -422,7 +495,14 @@ fn check_env_not_reserved(name: &str) -> Result<(), String> {
 /// make a huge error.
 fn shown(text: &str) -> String {
     const MAX_CHARS: usize = 64;
-    let mut out: String = text.chars().take(MAX_CHARS).flat_map(char::escape_debug).collect();
+    let mut out = String::new();
+    for c in text.chars().take(MAX_CHARS) {
+        match c {
+            // Printable as is; `escape_debug` would add backslashes before them.
+            '\'' | '"' | '\\' => out.push(c),
+            c => out.extend(c.escape_debug()),
+        }
+    }
     if text.chars().nth(MAX_CHARS).is_some() {
         out.push('…');
     }
@@ -435,11 +515,37 @@ mod tests {
 
     #[test]
     fn error_display_omits_missing_parts() {
-        let full = ManifestError { field: Some("a.b".into()), line: Some(7), message: "bad".into() };
+        let full = ManifestError {
+            field: Some("a.b".into()),
+            line: Some(7),
+            message: "bad".into(),
+        };
         assert_eq!(full.to_string(), "line 7: a.b: bad");
-        assert_eq!(ManifestError { line: None, ..full.clone() }.to_string(), "a.b: bad");
-        assert_eq!(ManifestError { field: None, ..full.clone() }.to_string(), "line 7: bad");
-        assert_eq!(ManifestError { field: None, line: None, ..full }.to_string(), "bad");
+        assert_eq!(
+            ManifestError {
+                line: None,
+                ..full.clone()
+            }
+            .to_string(),
+            "a.b: bad"
+        );
+        assert_eq!(
+            ManifestError {
+                field: None,
+                ..full.clone()
+            }
+            .to_string(),
+            "line 7: bad"
+        );
+        assert_eq!(
+            ManifestError {
+                field: None,
+                line: None,
+                ..full
+            }
+            .to_string(),
+            "bad"
+        );
     }
 
     #[test]
@@ -450,7 +556,7 @@ mod tests {
 
     #[test]
     fn shown_escapes_and_cuts() {
-        assert_eq!(shown("a\nb"), "a\\nb");
+        assert_eq!(shown("a\nb\u{202e}'\"\\"), "a\\nb\\u{202e}'\"\\");
         assert_eq!(shown(&"x".repeat(100)).chars().count(), 65);
     }
 
@@ -461,8 +567,19 @@ mod tests {
         assert!(check_env_name("1X").is_err());
         assert!(check_env_name("").is_err());
         assert!(check_env_name("A-B").is_err());
-        assert!(check_env_not_reserved("AGORA_JOB").unwrap_err().contains("reserved"));
-        assert!(check_env_not_reserved("RANK").unwrap_err().contains("reserved"));
-        assert!(check_env_not_reserved("rank").is_ok(), "names are case-sensitive");
+        assert!(
+            check_env_not_reserved("AGORA_JOB")
+                .unwrap_err()
+                .contains("reserved")
+        );
+        assert!(
+            check_env_not_reserved("RANK")
+                .unwrap_err()
+                .contains("reserved")
+        );
+        assert!(
+            check_env_not_reserved("rank").is_ok(),
+            "names are case-sensitive"
+        );
     }
 }

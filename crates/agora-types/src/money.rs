@@ -5,9 +5,49 @@ use serde::{Deserialize, Serialize};
 pub const MICROS_PER_UNIT: i128 = 1_000_000;
 
 /// An amount of money in micro-units of the exchange's currency.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
-#[serde(transparent)]
+///
+/// It serializes as a plain JSON integer when it fits in 64 bits (every real
+/// amount: 2^63 micros is 9.2 trillion units), else as a string of digits,
+/// because serde's buffering of tagged enums cannot carry 128-bit integers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Micros(pub i128);
+
+impl Serialize for Micros {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match i64::try_from(self.0) {
+            Ok(v) => s.serialize_i64(v),
+            Err(_) => s.serialize_str(&self.0.to_string()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Micros {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Micros;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an integer amount of micro-units")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Micros, E> {
+                Ok(Micros(v.into()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Micros, E> {
+                Ok(Micros(v.into()))
+            }
+            fn visit_i128<E: serde::de::Error>(self, v: i128) -> Result<Micros, E> {
+                Ok(Micros(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Micros, E> {
+                v.parse().map(Micros).map_err(|_| E::custom(format!("`{v}` is not an integer amount of micro-units")))
+            }
+            fn visit_u128<E: serde::de::Error>(self, v: u128) -> Result<Micros, E> {
+                i128::try_from(v).map(Micros).map_err(|_| E::custom("amount out of range"))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
 
 impl Micros {
     pub const ZERO: Micros = Micros(0);
@@ -157,6 +197,21 @@ mod tests {
         assert!(matches!(Micros::parse_decimal("1.2.3"), Err(ParseMoneyError::Invalid(_))));
         assert!(matches!(Micros::parse_decimal(""), Err(ParseMoneyError::Invalid(_))));
         assert!(matches!(Micros::parse_decimal("0.0000001"), Err(ParseMoneyError::TooPrecise(_))));
+    }
+
+    #[test]
+    fn serializes_as_a_plain_integer_even_inside_tagged_enums() {
+        #[derive(Serialize, Deserialize, PartialEq, Debug)]
+        #[serde(tag = "type")]
+        enum Tagged {
+            Paid { amount: Micros },
+        }
+        let v = Tagged::Paid { amount: Micros(-2_500_000) };
+        let json = serde_json::to_string(&v).unwrap();
+        assert_eq!(json, r#"{"type":"Paid","amount":-2500000}"#);
+        assert_eq!(serde_json::from_str::<Tagged>(&json).unwrap(), v);
+        let huge = Micros(i128::from(i64::MAX) * 4);
+        assert_eq!(serde_json::from_str::<Micros>(&serde_json::to_string(&huge).unwrap()).unwrap(), huge);
     }
 
     #[test]

@@ -8,7 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use agora_types::{GpuModel, LeaseId, NodeId, PricePerGpuHour, ProviderId, Tier};
 
 use super::index::{FreeIndex, PoolKey};
-use super::{Allocation, Demand, Market, Node, OrderSpec, Placement, Preemption, RoundPlan, Unplaced};
+use super::{
+    Allocation, Demand, Market, Node, OrderSpec, Placement, Preemption, RoundPlan, Unplaced,
+};
 
 pub(super) fn clear(market: &Market) -> RoundPlan {
     let mut round = Round {
@@ -20,20 +22,36 @@ pub(super) fn clear(market: &Market) -> RoundPlan {
     let mut plan = RoundPlan::default();
     for order in market.pending_orders() {
         let models = round.accepted_models(order);
-        let found = if order.nodes == 1 { round.find_single(order, &models) } else { round.find_gang(order, &models) };
+        let found = if order.nodes == 1 {
+            round.find_single(order, &models)
+        } else {
+            round.find_gang(order, &models)
+        };
         if let Some((pool, nodes)) = found {
             plan.placements.push(round.reserve(order, pool, &nodes));
             continue;
         }
-        if order.tier == Tier::OnDemand {
-            if let Some(reclaim) = round.find_reclaim(order, &models) {
-                let waiting = round.claim(&reclaim);
-                plan.preemptions.extend(reclaim.victims().into_iter().map(|lease| Preemption { lease, for_order: order.id }));
-                plan.unplaced.insert(order.id, Unplaced::WaitingForPreemption { leases: waiting });
-                continue;
-            }
+        // Spot orders never preempt.
+        let reclaim = if order.tier == Tier::OnDemand {
+            round.find_reclaim(order, &models)
+        } else {
+            None
+        };
+        if let Some(reclaim) = reclaim {
+            let waiting = round.claim(&reclaim);
+            let for_order = order.id;
+            plan.preemptions.extend(
+                reclaim
+                    .victims()
+                    .into_iter()
+                    .map(|lease| Preemption { lease, for_order }),
+            );
+            plan.unplaced
+                .insert(order.id, Unplaced::WaitingForPreemption { leases: waiting });
+            continue;
         }
-        plan.unplaced.insert(order.id, round.explain(order, &models));
+        plan.unplaced
+            .insert(order.id, round.explain(order, &models));
     }
     plan
 }
@@ -69,7 +87,12 @@ struct NodeReclaim {
 impl NodeReclaim {
     /// Smaller is preferred: fewest victims, fewest GPUs preempted, then id.
     fn cost(&self) -> (usize, u64, usize, NodeId) {
-        (self.victims.len(), self.victim_gpus, self.stopping.len(), self.node)
+        (
+            self.victims.len(),
+            self.victim_gpus,
+            self.stopping.len(),
+            self.node,
+        )
     }
 }
 
@@ -82,7 +105,11 @@ struct Reclaim {
 impl Reclaim {
     /// Distinct victims, ascending.
     fn victims(&self) -> Vec<LeaseId> {
-        let all: BTreeSet<LeaseId> = self.nodes.iter().flat_map(|n| n.victims.iter().copied()).collect();
+        let all: BTreeSet<LeaseId> = self
+            .nodes
+            .iter()
+            .flat_map(|n| n.victims.iter().copied())
+            .collect();
         all.into_iter().collect()
     }
 
@@ -97,7 +124,13 @@ impl Reclaim {
 impl Round<'_> {
     /// Models the order accepts that have an online node, ascending.
     fn accepted_models(&self, order: &OrderSpec) -> Vec<GpuModel> {
-        self.market.indexes.models.keys().copied().filter(|m| order.accepts(*m)).collect()
+        self.market
+            .indexes
+            .models
+            .keys()
+            .copied()
+            .filter(|m| order.accepts(*m))
+            .collect()
     }
 
     fn node(&self, id: NodeId) -> &Node {
@@ -113,12 +146,20 @@ impl Round<'_> {
     /// Filter + score + select for a single-node order. Score, smallest wins:
     /// (ask, free GPUs on the node before placing, node id) — among equal asks
     /// the fullest node that fits is the best fit.
-    fn find_single(&self, order: &OrderSpec, models: &[GpuModel]) -> Option<(PoolKey, Vec<NodeId>)> {
+    fn find_single(
+        &self,
+        order: &OrderSpec,
+        models: &[GpuModel],
+    ) -> Option<(PoolKey, Vec<NodeId>)> {
         let mut best: Option<(PricePerGpuHour, u32, NodeId, GpuModel)> = None;
         for &model in models {
-            let Some(buckets) = self.free.by_model.get(&model) else { continue };
+            let Some(buckets) = self.free.by_model.get(&model) else {
+                continue;
+            };
             for (&free, nodes) in buckets.range(order.gpus_per_node..) {
-                let Some(&(ask, id)) = nodes.first() else { continue };
+                let Some(&(ask, id)) = nodes.first() else {
+                    continue;
+                };
                 let candidate = (ask, free, id, model);
                 if ask <= order.max_price && best.is_none_or(|b| candidate < b) {
                     best = Some(candidate);
@@ -127,7 +168,14 @@ impl Round<'_> {
         }
         best.map(|(ask, _, id, model)| {
             let provider = self.node(id).spec.provider;
-            (PoolKey { model, ask, provider }, vec![id])
+            (
+                PoolKey {
+                    model,
+                    ask,
+                    provider,
+                },
+                vec![id],
+            )
         })
     }
 
@@ -137,7 +185,7 @@ impl Round<'_> {
     fn find_gang(&self, order: &OrderSpec, models: &[GpuModel]) -> Option<(PoolKey, Vec<NodeId>)> {
         let need = order.nodes as usize;
         let g = order.gpus_per_node;
-        let mut best: Option<((PricePerGpuHour, u64, ProviderId, GpuModel), Vec<NodeId>)> = None;
+        let mut best: Option<(GangScore, Vec<NodeId>)> = None;
         for &model in models {
             for (key, buckets) in self.free.by_pool.range(pools_of(model, order.max_price)) {
                 if best.as_ref().is_some_and(|(score, _)| key.ask > score.0) {
@@ -165,16 +213,33 @@ impl Round<'_> {
                 }
             }
         }
-        best.map(|((ask, _, provider, model), nodes)| (PoolKey { model, ask, provider }, nodes))
+        best.map(|((ask, _, provider, model), nodes)| {
+            (
+                PoolKey {
+                    model,
+                    ask,
+                    provider,
+                },
+                nodes,
+            )
+        })
     }
 
     /// Takes the lowest free GPU indices on each chosen node and returns the placement.
     fn reserve(&mut self, order: &OrderSpec, pool: PoolKey, nodes: &[NodeId]) -> Placement {
         let allocations = nodes
             .iter()
-            .map(|&node| Allocation { node, gpu_indices: self.take(node, order.gpus_per_node) })
+            .map(|&node| Allocation {
+                node,
+                gpu_indices: self.take(node, order.gpus_per_node),
+            })
             .collect();
-        Placement { order: order.id, provider: pool.provider, price: pool.ask, allocations }
+        Placement {
+            order: order.id,
+            provider: pool.provider,
+            price: pool.ask,
+            allocations,
+        }
     }
 
     /// Takes `count` GPUs of a node for this round: the lowest indices free in
@@ -191,7 +256,11 @@ impl Round<'_> {
             .filter(|i| node.owners[*i as usize].is_none() && !taken.contains(i))
             .take(count as usize)
             .collect();
-        assert_eq!(picked.len(), count as usize, "node {id} has {count} GPUs to take");
+        assert_eq!(
+            picked.len(),
+            count as usize,
+            "node {id} has {count} GPUs to take"
+        );
         taken.extend(&picked);
         self.free.remove(id, &entry, before);
         self.free.insert(id, &entry, before - count);
@@ -205,9 +274,13 @@ impl Round<'_> {
         if order.nodes == 1 {
             let mut best: Option<((usize, u64, PricePerGpuHour, NodeId), NodeReclaim)> = None;
             for model in models {
-                let Some(m) = self.market.indexes.models.get(model) else { continue };
+                let Some(m) = self.market.indexes.models.get(model) else {
+                    continue;
+                };
                 for &(ask, id) in m.reclaimable.range(..=(order.max_price, NodeId(u64::MAX))) {
-                    let Some(r) = self.reclaim_on(id, g) else { continue };
+                    let Some(r) = self.reclaim_on(id, g) else {
+                        continue;
+                    };
                     let score = (r.victims.len(), r.victim_gpus, ask, id);
                     if best.as_ref().is_none_or(|(b, _)| score < *b) {
                         best = Some((score, r));
@@ -217,11 +290,18 @@ impl Round<'_> {
             return best.map(|(_, r)| Reclaim { nodes: vec![r] });
         }
         let need = order.nodes as usize;
-        let mut best: Option<((usize, u64, PricePerGpuHour, ProviderId, GpuModel), Reclaim)> = None;
+        let mut best: Option<(GangReclaimScore, Reclaim)> = None;
         for &model in models {
-            let Some(m) = self.market.indexes.models.get(&model) else { continue };
-            for (&(ask, provider), nodes) in m.pools.range(..=(order.max_price, ProviderId(u64::MAX))) {
-                let mut options: Vec<NodeReclaim> = nodes.iter().filter_map(|&id| self.reclaim_on(id, g)).collect();
+            let Some(m) = self.market.indexes.models.get(&model) else {
+                continue;
+            };
+            for (&(ask, provider), nodes) in
+                m.pools.range(..=(order.max_price, ProviderId(u64::MAX)))
+            {
+                let mut options: Vec<NodeReclaim> = nodes
+                    .iter()
+                    .filter_map(|&id| self.reclaim_on(id, g))
+                    .collect();
                 if options.len() < need {
                     continue;
                 }
@@ -248,8 +328,13 @@ impl Round<'_> {
             return None;
         }
         let free = self.free_on(id);
-        let mut reclaim =
-            NodeReclaim { node: id, from_free: free.min(g), stopping: Vec::new(), victims: Vec::new(), victim_gpus: 0 };
+        let mut reclaim = NodeReclaim {
+            node: id,
+            from_free: free.min(g),
+            stopping: Vec::new(),
+            victims: Vec::new(),
+            victim_gpus: 0,
+        };
         let mut missing = g.saturating_sub(free);
         let mut stopping = Vec::new();
         let mut candidates = Vec::new();
@@ -261,7 +346,11 @@ impl Round<'_> {
             if lease.stopping {
                 stopping.push((on_node, lease_id));
             } else if lease.tier == Tier::Spot {
-                candidates.push(Candidate { lease: lease_id, on_node, gpus_total: lease.gpus_total() });
+                candidates.push(Candidate {
+                    lease: lease_id,
+                    on_node,
+                    gpus_total: lease.gpus_total(),
+                });
             }
         }
         // Stopping leases cost no new victim; the largest first waits on the fewest.
@@ -276,8 +365,11 @@ impl Round<'_> {
         reclaim.stopping.sort_unstable();
         if missing > 0 {
             reclaim.victims = choose_victims(missing, &candidates)?;
-            reclaim.victim_gpus =
-                candidates.iter().filter(|c| reclaim.victims.contains(&c.lease)).map(|c| c.gpus_total).sum();
+            reclaim.victim_gpus = candidates
+                .iter()
+                .filter(|c| reclaim.victims.contains(&c.lease))
+                .map(|c| c.gpus_total)
+                .sum();
         }
         Some(reclaim)
     }
@@ -290,41 +382,68 @@ impl Round<'_> {
             self.take(n.node, n.from_free);
             waiting.extend(n.stopping.iter().chain(&n.victims).copied());
         }
-        debug_assert!(!waiting.is_empty(), "an order that fits on free GPUs is placed, not reclaimed for");
+        debug_assert!(
+            !waiting.is_empty(),
+            "an order that fits on free GPUs is placed, not reclaimed for"
+        );
         self.claimed.extend(&waiting);
         waiting.into_iter().collect()
     }
 
     /// The first reason, in the order of [`Unplaced`]'s variants, that applies.
     fn explain(&self, order: &OrderSpec, models: &[GpuModel]) -> Unplaced {
-        let indexed: Vec<(GpuModel, &super::index::ModelNodes)> =
-            models.iter().filter_map(|m| self.market.indexes.models.get(m).map(|n| (*m, n))).collect();
+        let indexed: Vec<(GpuModel, &super::index::ModelNodes)> = models
+            .iter()
+            .filter_map(|m| self.market.indexes.models.get(m).map(|n| (*m, n)))
+            .collect();
         if indexed.is_empty() {
-            return Unplaced::NoMatchingNode { models: order.models.clone(), min_vram_mib: order.min_vram_mib };
+            return Unplaced::NoMatchingNode {
+                models: order.models.clone(),
+                min_vram_mib: order.min_vram_mib,
+            };
         }
         let demand = Demand::of(order);
         let g = order.gpus_per_node;
-        let largest_node_gpus =
-            indexed.iter().filter_map(|(_, m)| m.sizes.last_key_value().map(|(k, _)| *k)).max().unwrap_or(0);
+        let largest_node_gpus = indexed
+            .iter()
+            .filter_map(|(_, m)| m.sizes.last_key_value().map(|(k, _)| *k))
+            .max()
+            .unwrap_or(0);
         if largest_node_gpus < g {
-            return Unplaced::NodeTooSmall { demand, largest_node_gpus };
+            return Unplaced::NodeTooSmall {
+                demand,
+                largest_node_gpus,
+            };
         }
-        let cheapest_ask = indexed.iter().filter_map(|(_, m)| m.by_ask.first().map(|(ask, _)| *ask)).min();
+        let cheapest_ask = indexed
+            .iter()
+            .filter_map(|(_, m)| m.by_ask.first().map(|(ask, _)| *ask))
+            .min();
         let cheapest_ask = cheapest_ask.expect("indexed models have nodes");
         if cheapest_ask > order.max_price {
-            return Unplaced::AskAboveMaxPrice { demand, cheapest_ask };
+            return Unplaced::AskAboveMaxPrice {
+                demand,
+                cheapest_ask,
+            };
         }
         if order.nodes == 1 {
             let most_free_on_one_node = models
                 .iter()
                 .filter_map(|m| self.free.by_model.get(m))
                 .filter_map(|buckets| {
-                    buckets.iter().rev().find(|(_, nodes)| nodes.first().is_some_and(|(ask, _)| *ask <= order.max_price))
+                    buckets.iter().rev().find(|(_, nodes)| {
+                        nodes
+                            .first()
+                            .is_some_and(|(ask, _)| *ask <= order.max_price)
+                    })
                 })
                 .map(|(free, _)| *free)
                 .max()
                 .unwrap_or(0);
-            return Unplaced::NotEnoughFree { demand, most_free_on_one_node };
+            return Unplaced::NotEnoughFree {
+                demand,
+                most_free_on_one_node,
+            };
         }
         let mut nodes_with_room = 0u32;
         let mut most_in_one_pool = 0u32;
@@ -336,19 +455,40 @@ impl Round<'_> {
             }
         }
         if nodes_with_room >= order.nodes {
-            Unplaced::GangSplit { demand, nodes_with_room, most_in_one_pool }
+            Unplaced::GangSplit {
+                demand,
+                nodes_with_room,
+                most_in_one_pool,
+            }
         } else {
-            Unplaced::TooFewNodes { demand, nodes_with_room }
+            Unplaced::TooFewNodes {
+                demand,
+                nodes_with_room,
+            }
         }
     }
 }
 
 /// The pool keys of one model with an ask of at most `max_price`.
 fn pools_of(model: GpuModel, max_price: PricePerGpuHour) -> std::ops::RangeInclusive<PoolKey> {
-    let lowest = PoolKey { model, ask: PricePerGpuHour(agora_types::Micros(i128::MIN)), provider: ProviderId(0) };
-    let highest = PoolKey { model, ask: max_price, provider: ProviderId(u64::MAX) };
+    let lowest = PoolKey {
+        model,
+        ask: PricePerGpuHour(agora_types::Micros(i128::MIN)),
+        provider: ProviderId(0),
+    };
+    let highest = PoolKey {
+        model,
+        ask: max_price,
+        provider: ProviderId(u64::MAX),
+    };
     lowest..=highest
 }
+
+/// A gang placement's score, smallest wins: ask, GPUs left free on its nodes, provider, model.
+type GangScore = (PricePerGpuHour, u64, ProviderId, GpuModel);
+
+/// A gang preemption's score, smallest wins: distinct victims, GPUs preempted, ask, provider, model.
+type GangReclaimScore = (usize, u64, PricePerGpuHour, ProviderId, GpuModel);
 
 /// A running spot lease on one node, as a possible victim.
 #[derive(Debug, Clone, Copy)]
@@ -378,7 +518,9 @@ fn choose_victims(missing: u32, candidates: &[Candidate]) -> Option<Vec<LeaseId>
     for c in &sorted {
         // Descending, so that a lease extends only sets built without it.
         for covered in (0..=cap).rev() {
-            let Some((count, gpus, ids)) = &best[covered] else { continue };
+            let Some((count, gpus, ids)) = &best[covered] else {
+                continue;
+            };
             let reach = (covered + c.on_node as usize).min(cap);
             let mut with = ids.clone();
             with.push(c.lease);
@@ -396,7 +538,11 @@ mod tests {
     use super::*;
 
     fn cand(lease: u64, on_node: u32, gpus_total: u64) -> Candidate {
-        Candidate { lease: LeaseId(lease), on_node, gpus_total }
+        Candidate {
+            lease: LeaseId(lease),
+            on_node,
+            gpus_total,
+        }
     }
 
     fn check_victims(missing: u32, candidates: &[Candidate], expected: Option<&[u64]>) {
@@ -408,13 +554,25 @@ mod tests {
     #[test]
     fn victims_are_fewest_then_smallest_then_lowest_ids() {
         // One lease of 4 beats two of 2.
-        check_victims(3, &[cand(1, 2, 2), cand(2, 2, 2), cand(3, 4, 4)], Some(&[3]));
+        check_victims(
+            3,
+            &[cand(1, 2, 2), cand(2, 2, 2), cand(3, 4, 4)],
+            Some(&[3]),
+        );
         // Among single victims that suffice, the one preempting fewest GPUs in all.
         check_victims(3, &[cand(1, 4, 4), cand(2, 3, 3)], Some(&[2]));
         // A gang lease frees 4 here but preempts 16 in all: two local leases are fewer GPUs, but one victim still wins.
-        check_victims(4, &[cand(1, 4, 16), cand(2, 2, 2), cand(3, 2, 2)], Some(&[1]));
+        check_victims(
+            4,
+            &[cand(1, 4, 16), cand(2, 2, 2), cand(3, 2, 2)],
+            Some(&[1]),
+        );
         // Equal costs: lowest ids.
-        check_victims(2, &[cand(7, 1, 1), cand(5, 1, 1), cand(6, 1, 1)], Some(&[5, 6]));
+        check_victims(
+            2,
+            &[cand(7, 1, 1), cand(5, 1, 1), cand(6, 1, 1)],
+            Some(&[5, 6]),
+        );
         // Not enough in all.
         check_victims(5, &[cand(1, 2, 2), cand(2, 2, 2)], None);
         // Nothing missing needs no victim.

@@ -1,6 +1,7 @@
-//! The market's indexes of online nodes: free GPUs by model and by pool (what
-//! placement searches), and per-model facts (asks, node sizes, pools, nodes
-//! with reclaimable GPUs) that preemption and the unplaced reasons read.
+//! The market's indexes of online nodes: nodes bucketed by free GPUs (what
+//! placement searches) and by reclaimable capacity (what preemption searches),
+//! each by model and by pool, and per-model facts (asks, node sizes, totals)
+//! that the unplaced reasons and the market summary read.
 //!
 //! Each node contributes one [`IndexEntry`]; the market removes the old entry
 //! and inserts the new one whenever a node changes, so the indexes never need
@@ -21,8 +22,16 @@ pub(crate) struct IndexEntry {
     pub(crate) gpus: u32,
     /// Free GPUs in `0..gpus`.
     pub(crate) free: u32,
-    /// Whether a spot lease or a stopping lease holds one of its GPUs.
-    pub(crate) reclaimable: bool,
+    /// GPUs in `0..gpus` held by spot leases or by leases already stopping:
+    /// what an on-demand order could get back through preemption.
+    pub(crate) reclaimable: u32,
+}
+
+impl IndexEntry {
+    /// The key of the node in the reclaim index, if it has anything to reclaim.
+    pub(crate) fn capacity(&self) -> Option<u32> {
+        (self.reclaimable > 0).then_some(self.free + self.reclaimable)
+    }
 }
 
 /// A provider's online nodes of one model at one ask. Ordered so that a range
@@ -35,53 +44,67 @@ pub(crate) struct PoolKey {
 }
 
 impl PoolKey {
-    fn of(e: &IndexEntry) -> PoolKey {
+    pub(crate) fn of(e: &IndexEntry) -> PoolKey {
         PoolKey { model: e.model, ask: e.ask, provider: e.provider }
     }
 }
 
-/// Nodes by free-GPU count, then ask, then id. A search for `g` GPUs ranges
-/// over the buckets `g..`, and the first entry of a bucket is its cheapest
-/// node, so the best node is found in one lookup per bucket.
+/// Nodes by a GPU count, then ask, then id. A search for `g` GPUs ranges over
+/// the buckets `g..`, and the first entry of a bucket is its cheapest node, so
+/// the best node is one lookup per bucket.
 pub(crate) type Buckets = BTreeMap<u32, BTreeSet<(PricePerGpuHour, NodeId)>>;
 
-/// Online nodes with at least one free GPU. A clearing round works on its own
-/// copy and updates it as it places.
+/// Online nodes bucketed by one GPU count (free GPUs, or reclaimable
+/// capacity), by model and by pool. A clearing round copies it on its first
+/// change and updates the copy as it hands GPUs out.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct FreeIndex {
+pub(crate) struct BucketIndex {
     pub(crate) by_model: BTreeMap<GpuModel, Buckets>,
     pub(crate) by_pool: BTreeMap<PoolKey, Buckets>,
 }
 
-impl FreeIndex {
-    /// Adds a node with `free` free GPUs (nothing if none are free).
-    pub(crate) fn insert(&mut self, id: NodeId, e: &IndexEntry, free: u32) {
-        if free == 0 {
+impl BucketIndex {
+    /// Adds a node under `count` (nothing for zero: it has nothing to offer).
+    pub(crate) fn insert(&mut self, id: NodeId, e: &IndexEntry, count: u32) {
+        if count == 0 {
             return;
         }
         let key = (e.ask, id);
-        self.by_model.entry(e.model).or_default().entry(free).or_default().insert(key);
-        self.by_pool.entry(PoolKey::of(e)).or_default().entry(free).or_default().insert(key);
+        self.by_model.entry(e.model).or_default().entry(count).or_default().insert(key);
+        self.by_pool.entry(PoolKey::of(e)).or_default().entry(count).or_default().insert(key);
     }
 
-    /// Removes a node that was inserted with `free` free GPUs.
-    pub(crate) fn remove(&mut self, id: NodeId, e: &IndexEntry, free: u32) {
-        if free == 0 {
+    /// Removes a node that was inserted under `count`.
+    pub(crate) fn remove(&mut self, id: NodeId, e: &IndexEntry, count: u32) {
+        if count == 0 {
             return;
         }
         let key = (e.ask, id);
-        remove_bucketed(&mut self.by_model, e.model, free, key);
-        remove_bucketed(&mut self.by_pool, PoolKey::of(e), free, key);
+        remove_bucketed(&mut self.by_model, e.model, count, key);
+        remove_bucketed(&mut self.by_pool, PoolKey::of(e), count, key);
+    }
+
+    /// Moves a node from `before` to `after`.
+    pub(crate) fn update(&mut self, id: NodeId, e: &IndexEntry, before: u32, after: u32) {
+        if before != after {
+            self.remove(id, e, before);
+            self.insert(id, e, after);
+        }
     }
 }
 
 /// Removes an entry, dropping emptied sets and maps so that ranges never walk empties.
-fn remove_bucketed<K: Ord + Copy>(map: &mut BTreeMap<K, Buckets>, k: K, free: u32, key: (PricePerGpuHour, NodeId)) {
+fn remove_bucketed<K: Ord + Copy>(
+    map: &mut BTreeMap<K, Buckets>,
+    k: K,
+    count: u32,
+    key: (PricePerGpuHour, NodeId),
+) {
     let buckets = map.get_mut(&k).expect("indexed node has its buckets");
-    let set = buckets.get_mut(&free).expect("indexed node has its bucket");
+    let set = buckets.get_mut(&count).expect("indexed node has its bucket");
     assert!(set.remove(&key), "indexed node is in its bucket");
     if set.is_empty() {
-        buckets.remove(&free);
+        buckets.remove(&count);
         if buckets.is_empty() {
             map.remove(&k);
         }
@@ -95,11 +118,6 @@ pub(crate) struct ModelNodes {
     pub(crate) by_ask: BTreeSet<(PricePerGpuHour, NodeId)>,
     /// Node GPU counts as a multiset: the largest node is the last key.
     pub(crate) sizes: BTreeMap<u32, u64>,
-    /// Nodes of each pool (ask, provider), for gang preemption.
-    pub(crate) pools: BTreeMap<(PricePerGpuHour, ProviderId), BTreeSet<NodeId>>,
-    /// Nodes holding a spot or stopping lease, cheapest first: the only nodes
-    /// where preemption can find GPUs.
-    pub(crate) reclaimable: BTreeSet<(PricePerGpuHour, NodeId)>,
     pub(crate) gpus_total: u64,
     pub(crate) gpus_free: u64,
 }
@@ -107,7 +125,10 @@ pub(crate) struct ModelNodes {
 /// Every index of the market.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Indexes {
-    pub(crate) free: FreeIndex,
+    /// Keyed by free GPUs; nodes with none are absent.
+    pub(crate) free: BucketIndex,
+    /// Keyed by free + reclaimable GPUs; only nodes with reclaimable GPUs.
+    pub(crate) reclaim: BucketIndex,
     /// Only models with at least one online node have an entry.
     pub(crate) models: BTreeMap<GpuModel, ModelNodes>,
 }
@@ -115,33 +136,27 @@ pub(crate) struct Indexes {
 impl Indexes {
     pub(crate) fn insert(&mut self, id: NodeId, e: &IndexEntry) {
         self.free.insert(id, e, e.free);
+        if let Some(capacity) = e.capacity() {
+            self.reclaim.insert(id, e, capacity);
+        }
         let m = self.models.entry(e.model).or_default();
         m.by_ask.insert((e.ask, id));
         *m.sizes.entry(e.gpus).or_insert(0) += 1;
-        m.pools.entry((e.ask, e.provider)).or_default().insert(id);
-        if e.reclaimable {
-            m.reclaimable.insert((e.ask, id));
-        }
         m.gpus_total += u64::from(e.gpus);
         m.gpus_free += u64::from(e.free);
     }
 
     pub(crate) fn remove(&mut self, id: NodeId, e: &IndexEntry) {
         self.free.remove(id, e, e.free);
+        if let Some(capacity) = e.capacity() {
+            self.reclaim.remove(id, e, capacity);
+        }
         let m = self.models.get_mut(&e.model).expect("indexed model exists");
         assert!(m.by_ask.remove(&(e.ask, id)), "indexed node is listed by ask");
         let size = m.sizes.get_mut(&e.gpus).expect("indexed node size is counted");
         *size -= 1;
         if *size == 0 {
             m.sizes.remove(&e.gpus);
-        }
-        let pool = m.pools.get_mut(&(e.ask, e.provider)).expect("indexed node has its pool");
-        pool.remove(&id);
-        if pool.is_empty() {
-            m.pools.remove(&(e.ask, e.provider));
-        }
-        if e.reclaimable {
-            assert!(m.reclaimable.remove(&(e.ask, id)), "reclaimable node is listed");
         }
         m.gpus_total -= u64::from(e.gpus);
         m.gpus_free -= u64::from(e.free);

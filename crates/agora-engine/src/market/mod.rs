@@ -43,10 +43,12 @@ mod clear;
 mod index;
 mod unplaced;
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet};
 
-use agora_types::{AgentId, GpuModel, JobId, LeaseId, NodeId, OrderId, PricePerGpuHour, ProviderId, TenantId, Tier};
+use agora_types::{
+    AgentId, GpuModel, JobId, LeaseId, NodeId, OrderId, PricePerGpuHour, ProviderId, TenantId, Tier,
+};
 use serde::{Deserialize, Serialize};
 
 use index::{IndexEntry, Indexes};
@@ -84,7 +86,8 @@ pub struct OrderSpec {
 impl OrderSpec {
     /// Whether a node of `model` can serve this order, price and room aside.
     pub fn accepts(&self, model: GpuModel) -> bool {
-        (self.models.is_empty() || self.models.contains(&model)) && model.spec().vram_mib >= self.min_vram_mib
+        (self.models.is_empty() || self.models.contains(&model))
+            && model.spec().vram_mib >= self.min_vram_mib
     }
 
     /// All the GPUs the order needs, across its nodes.
@@ -114,7 +117,10 @@ pub struct Placement {
 
 impl Placement {
     pub fn gpus_total(&self) -> u64 {
-        self.allocations.iter().map(|a| a.gpu_indices.len() as u64).sum()
+        self.allocations
+            .iter()
+            .map(|a| a.gpu_indices.len() as u64)
+            .sum()
     }
 }
 
@@ -152,7 +158,10 @@ pub struct Lease {
 
 impl Lease {
     pub fn gpus_total(&self) -> u64 {
-        self.allocations.iter().map(|a| a.gpu_indices.len() as u64).sum()
+        self.allocations
+            .iter()
+            .map(|a| a.gpu_indices.len() as u64)
+            .sum()
     }
 }
 
@@ -186,7 +195,10 @@ impl Node {
 
     /// GPUs in `0..gpus` held by no lease (offline or not).
     pub fn free_gpus(&self) -> u32 {
-        self.owners[..self.spec.gpus as usize].iter().filter(|o| o.is_none()).count() as u32
+        self.owners[..self.spec.gpus as usize]
+            .iter()
+            .filter(|o| o.is_none())
+            .count() as u32
     }
 
     /// How many GPUs (in `0..gpus`) each lease holds on this node.
@@ -244,7 +256,15 @@ impl Market {
             }
             None => {
                 let owners = vec![None; spec.gpus as usize];
-                self.nodes.insert(id, Node { spec, online: true, owners, indexed: None });
+                self.nodes.insert(
+                    id,
+                    Node {
+                        spec,
+                        online: true,
+                        owners,
+                        indexed: None,
+                    },
+                );
             }
         }
         self.refresh(id);
@@ -253,7 +273,9 @@ impl Market {
     /// Offline nodes take no placements and are never chosen for preemption;
     /// their leases stay until the caller ends them. Returns false for an unknown node.
     pub fn set_node_online(&mut self, node: NodeId, online: bool) -> bool {
-        let Some(n) = self.nodes.get_mut(&node) else { return false };
+        let Some(n) = self.nodes.get_mut(&node) else {
+            return false;
+        };
         n.online = online;
         self.refresh(node);
         true
@@ -261,7 +283,11 @@ impl Market {
 
     /// Makes an order pending (replacing a pending order with the same id).
     pub fn add_order(&mut self, order: OrderSpec) {
-        assert!(order.nodes >= 1 && order.gpus_per_node >= 1, "order {} asks for no GPUs", order.id);
+        assert!(
+            order.nodes >= 1 && order.gpus_per_node >= 1,
+            "order {} asks for no GPUs",
+            order.id
+        );
         self.remove_order(order.id);
         self.queue.insert(queue_key(&order));
         self.orders.insert(order.id, order);
@@ -282,14 +308,33 @@ impl Market {
     /// If the lease id is in use, a node is unknown, or a GPU index is out of
     /// range or already held: the caller applied a stale or foreign plan.
     pub fn start_lease(&mut self, lease: LeaseId, tier: Tier, placement: &Placement) {
-        assert!(!self.leases.contains_key(&lease), "lease {lease} started twice");
-        assert!(!placement.allocations.is_empty(), "placement of order {} has no allocation", placement.order);
+        assert!(
+            !self.leases.contains_key(&lease),
+            "lease {lease} started twice"
+        );
+        assert!(
+            !placement.allocations.is_empty(),
+            "placement of order {} has no allocation",
+            placement.order
+        );
         for alloc in &placement.allocations {
-            let node = self.nodes.get_mut(&alloc.node).unwrap_or_else(|| panic!("lease {lease}: unknown node {}", alloc.node));
+            let node = self
+                .nodes
+                .get_mut(&alloc.node)
+                .unwrap_or_else(|| panic!("lease {lease}: unknown node {}", alloc.node));
             for &gpu in &alloc.gpu_indices {
-                assert!(gpu < node.spec.gpus, "lease {lease}: node {} has no GPU {gpu}", alloc.node);
+                assert!(
+                    gpu < node.spec.gpus,
+                    "lease {lease}: node {} has no GPU {gpu}",
+                    alloc.node
+                );
                 let owner = &mut node.owners[gpu as usize];
-                assert!(owner.is_none(), "lease {lease}: GPU {gpu} of node {} is held by lease {}", alloc.node, owner.unwrap());
+                assert!(
+                    owner.is_none(),
+                    "lease {lease}: GPU {gpu} of node {} is held by lease {}",
+                    alloc.node,
+                    owner.unwrap()
+                );
                 *owner = Some(lease);
             }
         }
@@ -315,7 +360,9 @@ impl Market {
     /// its GPUs stay held, and no round chooses it as a victim again. Returns
     /// false for an unknown lease.
     pub fn mark_stopping(&mut self, lease: LeaseId) -> bool {
-        let Some(l) = self.leases.get_mut(&lease) else { return false };
+        let Some(l) = self.leases.get_mut(&lease) else {
+            return false;
+        };
         l.stopping = true;
         let nodes: Vec<NodeId> = l.allocations.iter().map(|a| a.node).collect();
         for node in nodes {
@@ -329,10 +376,18 @@ impl Market {
     pub fn end_lease(&mut self, lease: LeaseId) -> Option<Lease> {
         let l = self.leases.remove(&lease)?;
         for alloc in &l.allocations {
-            let node = self.nodes.get_mut(&alloc.node).expect("a lease's nodes exist");
+            let node = self
+                .nodes
+                .get_mut(&alloc.node)
+                .expect("a lease's nodes exist");
             for &gpu in &alloc.gpu_indices {
                 let owner = &mut node.owners[gpu as usize];
-                assert_eq!(*owner, Some(lease), "GPU {gpu} of node {} was held by lease {lease}", alloc.node);
+                assert_eq!(
+                    *owner,
+                    Some(lease),
+                    "GPU {gpu} of node {} was held by lease {lease}",
+                    alloc.node
+                );
                 *owner = None;
             }
             resize_owners(node);
@@ -412,7 +467,10 @@ impl Market {
         if let Some(new) = entry {
             self.indexes.insert(id, &new);
         }
-        self.nodes.get_mut(&id).expect("refreshed node exists").indexed = entry;
+        self.nodes
+            .get_mut(&id)
+            .expect("refreshed node exists")
+            .indexed = entry;
     }
 
     /// What a node contributes to the indexes: nothing while offline.
@@ -420,10 +478,14 @@ impl Market {
         if !node.online {
             return None;
         }
-        let reclaimable = node.owners[..node.spec.gpus as usize].iter().flatten().any(|l| {
-            let lease = &self.leases[l];
-            lease.tier == Tier::Spot || lease.stopping
-        });
+        let reclaimable = node.owners[..node.spec.gpus as usize]
+            .iter()
+            .flatten()
+            .filter(|l| {
+                let lease = &self.leases[l];
+                lease.tier == Tier::Spot || lease.stopping
+            })
+            .count() as u32;
         Some(IndexEntry {
             model: node.spec.model,
             ask: node.spec.ask,
@@ -437,6 +499,11 @@ impl Market {
 
 /// Keeps `owners` exactly `max(gpus, last held index + 1)` long.
 fn resize_owners(node: &mut Node) {
-    let held_len = node.owners.iter().rposition(Option::is_some).map_or(0, |i| i + 1);
-    node.owners.resize(held_len.max(node.spec.gpus as usize), None);
+    let held_len = node
+        .owners
+        .iter()
+        .rposition(Option::is_some)
+        .map_or(0, |i| i + 1);
+    node.owners
+        .resize(held_len.max(node.spec.gpus as usize), None);
 }

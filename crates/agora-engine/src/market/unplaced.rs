@@ -39,17 +39,36 @@ impl Demand {
 #[serde(rename_all = "snake_case")]
 pub enum Unplaced {
     /// No online node of an accepted model has enough VRAM, at any price.
-    NoMatchingNode { models: Vec<GpuModel>, min_vram_mib: u32 },
+    NoMatchingNode {
+        models: Vec<GpuModel>,
+        min_vram_mib: u32,
+    },
     /// Matching nodes exist but none has `gpus_per_node` GPUs, even empty.
-    NodeTooSmall { demand: Demand, largest_node_gpus: u32 },
+    NodeTooSmall {
+        demand: Demand,
+        largest_node_gpus: u32,
+    },
     /// Every matching node asks more than the order's max price.
-    AskAboveMaxPrice { demand: Demand, cheapest_ask: PricePerGpuHour },
+    AskAboveMaxPrice {
+        demand: Demand,
+        cheapest_ask: PricePerGpuHour,
+    },
     /// Single-node order: no node within price has enough free GPUs now.
-    NotEnoughFree { demand: Demand, most_free_on_one_node: u32 },
+    NotEnoughFree {
+        demand: Demand,
+        most_free_on_one_node: u32,
+    },
     /// Gang: fewer nodes within price have `gpus_per_node` free GPUs than it needs.
-    TooFewNodes { demand: Demand, nodes_with_room: u32 },
+    TooFewNodes {
+        demand: Demand,
+        nodes_with_room: u32,
+    },
     /// Gang: enough nodes have room, but not inside one pool (provider, model, ask).
-    GangSplit { demand: Demand, nodes_with_room: u32, most_in_one_pool: u32 },
+    GangSplit {
+        demand: Demand,
+        nodes_with_room: u32,
+        most_in_one_pool: u32,
+    },
     /// Preemption signals were sent (this round or earlier) and the order waits
     /// for these leases to end; it will be placed in a later round.
     WaitingForPreemption { leases: Vec<LeaseId> },
@@ -92,14 +111,23 @@ impl fmt::Display for Demand {
         if self.nodes > 1 {
             write!(f, "{} nodes × ", self.nodes)?;
         }
-        write!(f, "{} free {} at ≤ {}", self.gpus_per_node, self.models(), self.max_price)
+        write!(
+            f,
+            "{} free {} at ≤ {}",
+            self.gpus_per_node,
+            self.models(),
+            self.max_price
+        )
     }
 }
 
 impl fmt::Display for Unplaced {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Unplaced::NoMatchingNode { models, min_vram_mib } => {
+            Unplaced::NoMatchingNode {
+                models,
+                min_vram_mib,
+            } => {
                 f.write_str("no online node")?;
                 if !models.is_empty() {
                     write!(f, " of model {}", Models(models, 0))?;
@@ -109,25 +137,47 @@ impl fmt::Display for Unplaced {
                 }
                 Ok(())
             }
-            Unplaced::NodeTooSmall { demand, largest_node_gpus } => write!(
+            Unplaced::NodeTooSmall {
+                demand,
+                largest_node_gpus,
+            } => write!(
                 f,
                 "no node has {} {}; the largest has {largest_node_gpus}",
                 demand.gpus_per_node,
                 demand.models()
             ),
-            Unplaced::AskAboveMaxPrice { demand, cheapest_ask } => write!(f, "{demand}; cheapest ask {}", cheapest_ask.0),
-            Unplaced::NotEnoughFree { demand, most_free_on_one_node: 0 } => {
+            Unplaced::AskAboveMaxPrice {
+                demand,
+                cheapest_ask,
+            } => write!(f, "{demand}; cheapest ask {}", cheapest_ask.0),
+            Unplaced::NotEnoughFree {
+                demand,
+                most_free_on_one_node: 0,
+            } => {
                 write!(f, "{demand}; none free at that price")
             }
-            Unplaced::NotEnoughFree { demand, most_free_on_one_node } => {
-                write!(f, "{demand}; at most {most_free_on_one_node} free on one node at that price")
+            Unplaced::NotEnoughFree {
+                demand,
+                most_free_on_one_node,
+            } => {
+                write!(
+                    f,
+                    "{demand}; at most {most_free_on_one_node} free on one node at that price"
+                )
             }
-            Unplaced::TooFewNodes { demand, nodes_with_room } => match nodes_with_room {
+            Unplaced::TooFewNodes {
+                demand,
+                nodes_with_room,
+            } => match nodes_with_room {
                 0 => write!(f, "{demand}; no node has room at that price"),
                 1 => write!(f, "{demand}; only 1 node has room at that price"),
                 n => write!(f, "{demand}; only {n} nodes have room at that price"),
             },
-            Unplaced::GangSplit { demand, nodes_with_room, most_in_one_pool } => write!(
+            Unplaced::GangSplit {
+                demand,
+                nodes_with_room,
+                most_in_one_pool,
+            } => write!(
                 f,
                 "{demand}; {nodes_with_room} nodes have room but at most {most_in_one_pool} in one pool \
                  (a gang needs one provider, model and ask)"

@@ -25,7 +25,13 @@ const TOP_FIELDS: &[&str] = &[
     "env",
     "workdir",
 ];
-const RESOURCE_FIELDS: &[&str] = &["gpus_per_node", "nodes", "tasks", "gpu_models", "min_vram_gb"];
+const RESOURCE_FIELDS: &[&str] = &[
+    "gpus_per_node",
+    "nodes",
+    "tasks",
+    "gpu_models",
+    "min_vram_gb",
+];
 
 /// Where each field of the document is written, by dotted path.
 #[derive(Debug, Default)]
@@ -41,7 +47,9 @@ impl Lines {
     /// Turns an error of [`Manifest::validate`] into one about the document: the
     /// YAML field name and the line of that field, or of its closest written parent.
     pub(super) fn locate(&self, err: ManifestError) -> ManifestError {
-        let Some(field) = err.field.as_deref() else { return err };
+        let Some(field) = err.field.as_deref() else {
+            return err;
+        };
         let field = match field {
             "duration_estimate_s" => "duration".to_string(),
             "resources.min_vram_mib" => "resources.min_vram_gb".to_string(),
@@ -57,7 +65,11 @@ impl Lines {
                 None => break None,
             }
         };
-        ManifestError { field: Some(field), line, message: err.message }
+        ManifestError {
+            field: Some(field),
+            line,
+            message: err.message,
+        }
     }
 }
 
@@ -70,11 +82,18 @@ pub(super) fn lower(doc: &Yaml) -> Result<(Manifest, Lines), ManifestError> {
         other => {
             return Err(ManifestError::document(
                 doc.line,
-                format!("the manifest must be a mapping of fields, found {}", other.describe()),
+                format!(
+                    "the manifest must be a mapping of fields, found {}",
+                    other.describe()
+                ),
             ));
         }
     }
-    let document = Field { path: String::new(), line: None, node: doc };
+    let document = Field {
+        path: String::new(),
+        line: None,
+        node: doc,
+    };
     let mut top = Fields::of(&document, TOP_FIELDS, &mut lines)?;
     let name = top.required("name")?.text()?;
     let kind_field = top.required("kind")?;
@@ -82,7 +101,12 @@ pub(super) fn lower(doc: &Yaml) -> Result<(Manifest, Lines), ManifestError> {
         "training" => JobKind::Training,
         "batch" => JobKind::Batch,
         "service" => JobKind::Service,
-        other => return Err(kind_field.error(format!("must be training, batch or service, found `{}`", shown(other)))),
+        other => {
+            return Err(kind_field.error(format!(
+                "must be training, batch or service, found `{}`",
+                shown(other)
+            )));
+        }
     };
     let resources = resources(&top.required("resources")?, kind, &mut lines)?;
     let tier = match top.optional("tier") {
@@ -90,7 +114,12 @@ pub(super) fn lower(doc: &Yaml) -> Result<(Manifest, Lines), ManifestError> {
         Some(field) => match field.text()?.as_str() {
             "on-demand" => Tier::OnDemand,
             "spot" => Tier::Spot,
-            other => return Err(field.error(format!("must be on-demand or spot, found `{}`", shown(other)))),
+            other => {
+                return Err(field.error(format!(
+                    "must be on-demand or spot, found `{}`",
+                    shown(other)
+                )));
+            }
         },
     };
     let max_price_per_gpu_hour = price(&top.required("max_price_per_gpu_hour")?)?;
@@ -98,7 +127,11 @@ pub(super) fn lower(doc: &Yaml) -> Result<(Manifest, Lines), ManifestError> {
     let command = top.required("command")?.text()?;
     let args = match top.optional("args") {
         None => Vec::new(),
-        Some(field) => field.items(&mut lines)?.iter().map(Field::text).collect::<Result<_, _>>()?,
+        Some(field) => field
+            .items(&mut lines)?
+            .iter()
+            .map(Field::text)
+            .collect::<Result<_, _>>()?,
     };
     let env = match top.optional("env") {
         None => BTreeMap::new(),
@@ -120,12 +153,18 @@ pub(super) fn lower(doc: &Yaml) -> Result<(Manifest, Lines), ManifestError> {
     Ok((manifest, lines))
 }
 
-fn resources(field: &Field<'_>, kind: JobKind, lines: &mut Lines) -> Result<Resources, ManifestError> {
+fn resources(
+    field: &Field<'_>,
+    kind: JobKind,
+    lines: &mut Lines,
+) -> Result<Resources, ManifestError> {
     let mut r = Fields::of(field, RESOURCE_FIELDS, lines)?;
     let gpus_per_node = r.required("gpus_per_node")?.count(GPUS_PER_NODE)?;
     let nodes = match r.optional("nodes") {
         Some(f) if kind == JobKind::Batch => {
-            return Err(f.error("only applies to training jobs; a batch job runs `tasks` tasks of one node each"));
+            return Err(f.error(
+                "only applies to training jobs; a batch job runs `tasks` tasks of one node each",
+            ));
         }
         Some(f) => f.count(NODES)?,
         None => 1,
@@ -149,12 +188,21 @@ fn resources(field: &Field<'_>, kind: JobKind, lines: &mut Lines) -> Result<Reso
         None => 0,
         Some(f) => f.count((0, MIN_VRAM_GIB_MAX))? * MIB_PER_GIB,
     };
-    Ok(Resources { gpus_per_node, nodes, tasks, gpu_models, min_vram_mib })
+    Ok(Resources {
+        gpus_per_node,
+        nodes,
+        tasks,
+        gpu_models,
+        min_vram_mib,
+    })
 }
 
 fn env(field: &Field<'_>, lines: &mut Lines) -> Result<BTreeMap<String, String>, ManifestError> {
     let Value::Map(entries) = &field.node.value else {
-        return Err(field.error(format!("must be a mapping of NAME: value, found {}", field.node.value.describe())));
+        return Err(field.error(format!(
+            "must be a mapping of NAME: value, found {}",
+            field.node.value.describe()
+        )));
     };
     let mut env = BTreeMap::new();
     let mut seen: BTreeMap<String, Option<u32>> = BTreeMap::new();
@@ -162,7 +210,11 @@ fn env(field: &Field<'_>, lines: &mut Lines) -> Result<BTreeMap<String, String>,
         let name = key_text(key, &field.path)?;
         // Names are checked here, before they become part of a path.
         super::check_env_name(&name).map_err(|m| field.error(m).at(key.line))?;
-        let item = Field { path: format!("{}.{name}", field.path), line: key.line, node: value };
+        let item = Field {
+            path: format!("{}.{name}", field.path),
+            line: key.line,
+            node: value,
+        };
         if let Some(first) = seen.insert(name.clone(), key.line) {
             return Err(item.error(given_twice(first)));
         }
@@ -177,7 +229,12 @@ fn env(field: &Field<'_>, lines: &mut Lines) -> Result<BTreeMap<String, String>,
 }
 
 fn price(field: &Field<'_>) -> Result<PricePerGpuHour, ManifestError> {
-    let not_decimal = || field.error(format!("must be a decimal amount such as 2.50, found {}", field.node.value.describe()));
+    let not_decimal = || {
+        field.error(format!(
+            "must be a decimal amount such as 2.50, found {}",
+            field.node.value.describe()
+        ))
+    };
     let text = match &field.node.value {
         Value::Scalar(s) if s.kind != ScalarKind::Bool => &s.text,
         _ => return Err(not_decimal()),
@@ -186,15 +243,19 @@ fn price(field: &Field<'_>) -> Result<PricePerGpuHour, ManifestError> {
         Ok(micros) => Ok(PricePerGpuHour(micros)),
         Err(ParseMoneyError::Invalid(_)) => Err(not_decimal()),
         Err(ParseMoneyError::TooPrecise(_)) => Err(field.error("must have at most 6 decimals")),
-        Err(ParseMoneyError::TooLarge(_)) => {
-            Err(field.error(format!("must be at most {}", Micros::from_units(PRICE_MAX_UNITS))))
-        }
+        Err(ParseMoneyError::TooLarge(_)) => Err(field.error(format!(
+            "must be at most {}",
+            Micros::from_units(PRICE_MAX_UNITS)
+        ))),
     }
 }
 
 fn duration(field: &Field<'_>) -> Result<u64, ManifestError> {
     let Value::Scalar(s) = &field.node.value else {
-        return Err(field.error(format!("{DURATION_FORMS}, found {}", field.node.value.describe())));
+        return Err(field.error(format!(
+            "{DURATION_FORMS}, found {}",
+            field.node.value.describe()
+        )));
     };
     match s.kind {
         ScalarKind::Int(seconds) if seconds <= 0 => Err(field.error("must be greater than 0")),
@@ -202,19 +263,23 @@ fn duration(field: &Field<'_>) -> Result<u64, ManifestError> {
             .ok()
             .filter(|s| *s <= DURATION_MAX_S)
             .ok_or_else(|| field.error("must be at most 365 days")),
-        ScalarKind::Float if integer_literal(&s.text) => Err(field.error(if s.text.starts_with('-') {
-            "must be greater than 0"
-        } else {
-            "must be at most 365 days"
-        })),
-        ScalarKind::Str => parse_duration(&s.text).map_err(|m| field.error(m)),
-        ScalarKind::Float | ScalarKind::Bool => {
-            Err(field.error(format!("{DURATION_FORMS}, found {}", field.node.value.describe())))
+        ScalarKind::Float if integer_literal(&s.text) => {
+            Err(field.error(if s.text.starts_with('-') {
+                "must be greater than 0"
+            } else {
+                "must be at most 365 days"
+            }))
         }
+        ScalarKind::Str => parse_duration(&s.text).map_err(|m| field.error(m)),
+        ScalarKind::Float | ScalarKind::Bool => Err(field.error(format!(
+            "{DURATION_FORMS}, found {}",
+            field.node.value.describe()
+        ))),
     }
 }
 
-const DURATION_FORMS: &str = "must be whole seconds or a duration such as 90s, 30m, 2h, 1h30m or 1d";
+const DURATION_FORMS: &str =
+    "must be whole seconds or a duration such as 90s, 30m, 2h, 1h30m or 1d";
 
 /// Seconds of `5400`, `90s`, `30m`, `2h`, `1h30m`, `1d`...: units largest first,
 /// each at most once. The result is checked to be within (0, 365 days].
@@ -241,7 +306,10 @@ pub(super) fn parse_duration(text: &str) -> Result<u64, String> {
             }
             let position = UNITS.iter().position(|(u, _)| *u == unit).ok_or_else(bad)?;
             if position < next_unit {
-                return Err(format!("`{}`: units go from largest to smallest, each at most once", shown(text)));
+                return Err(format!(
+                    "`{}`: units go from largest to smallest, each at most once",
+                    shown(text)
+                ));
             }
             next_unit = position + 1;
             let count: u64 = rest[..digits].parse().map_err(|_| too_long())?;
@@ -281,7 +349,11 @@ fn key_text(key: &Yaml, parent: &str) -> Result<String, ManifestError> {
 }
 
 fn join(parent: &str, key: &str) -> String {
-    if parent.is_empty() { key.to_string() } else { format!("{parent}.{key}") }
+    if parent.is_empty() {
+        key.to_string()
+    } else {
+        format!("{parent}.{key}")
+    }
 }
 
 /// The fields of one mapping of the document, each known field at most once.
@@ -293,30 +365,51 @@ struct Fields<'a> {
 
 impl<'a> Fields<'a> {
     /// The fields of the mapping `field`; a missing one is reported on `field`'s line.
-    fn of(field: &Field<'a>, known: &[&'static str], lines: &mut Lines) -> Result<Fields<'a>, ManifestError> {
+    fn of(
+        field: &Field<'a>,
+        known: &[&'static str],
+        lines: &mut Lines,
+    ) -> Result<Fields<'a>, ManifestError> {
         let path = field.path.as_str();
         let Value::Map(entries) = &field.node.value else {
-            return Err(field.error(format!("must be a mapping, found {}", field.node.value.describe())));
+            return Err(field.error(format!(
+                "must be a mapping, found {}",
+                field.node.value.describe()
+            )));
         };
         let mut found = BTreeMap::new();
         for (key, value) in entries {
             let name = key_text(key, path)?;
             let Some(known_name) = known.iter().copied().find(|k| *k == name) else {
-                return Err(ManifestError::new(join(path, &shown(&name)), unknown_field(&name, known)).at(key.line));
+                return Err(ManifestError::new(
+                    join(path, &shown(&name)),
+                    unknown_field(&name, known),
+                )
+                .at(key.line));
             };
-            let field = Field { path: join(path, known_name), line: key.line, node: value };
+            let field = Field {
+                path: join(path, known_name),
+                line: key.line,
+                node: value,
+            };
             if let Some(first) = found.get(known_name).map(|f: &Field<'_>| f.line) {
                 return Err(field.error(given_twice(first)));
             }
             lines.record(&field.path, field.line);
             found.insert(known_name, field);
         }
-        Ok(Fields { path: path.to_string(), line: field.line, found })
+        Ok(Fields {
+            path: path.to_string(),
+            line: field.line,
+            found,
+        })
     }
 
     /// A field that is given and not null.
     fn optional(&mut self, name: &'static str) -> Option<Field<'a>> {
-        self.found.remove(name).filter(|f| !matches!(f.node.value, Value::Null))
+        self.found
+            .remove(name)
+            .filter(|f| !matches!(f.node.value, Value::Null))
     }
 
     fn required(&mut self, name: &'static str) -> Result<Field<'a>, ManifestError> {
@@ -350,7 +443,9 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1; b.len() + 1];
         for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
         }
         prev = cur;
     }
@@ -383,26 +478,40 @@ impl Field<'_> {
         let out_of_range = || self.error(between(min, max));
         match &self.node.value {
             Value::Scalar(s) => match s.kind {
-                ScalarKind::Int(v) => {
-                    u32::try_from(v).ok().filter(|v| (min..=max).contains(v)).ok_or_else(out_of_range)
-                }
+                ScalarKind::Int(v) => u32::try_from(v)
+                    .ok()
+                    .filter(|v| (min..=max).contains(v))
+                    .ok_or_else(out_of_range),
                 ScalarKind::Float if integer_literal(&s.text) => Err(out_of_range()),
-                _ => Err(self.error(format!("must be a whole number, found {}", self.node.value.describe()))),
+                _ => Err(self.error(format!(
+                    "must be a whole number, found {}",
+                    self.node.value.describe()
+                ))),
             },
-            other => Err(self.error(format!("must be a whole number, found {}", other.describe()))),
+            other => Err(self.error(format!(
+                "must be a whole number, found {}",
+                other.describe()
+            ))),
         }
     }
 
     /// The items of a list, each as a field `path[i]`.
     fn items(&self, lines: &mut Lines) -> Result<Vec<Field<'_>>, ManifestError> {
         let Value::Seq(items) = &self.node.value else {
-            return Err(self.error(format!("must be a list, found {}", self.node.value.describe())));
+            return Err(self.error(format!(
+                "must be a list, found {}",
+                self.node.value.describe()
+            )));
         };
         Ok(items
             .iter()
             .enumerate()
             .map(|(i, node)| {
-                let item = Field { path: format!("{}[{i}]", self.path), line: node.line, node };
+                let item = Field {
+                    path: format!("{}[{i}]", self.path),
+                    line: node.line,
+                    node,
+                };
                 lines.record(&item.path, item.line);
                 item
             })
@@ -456,9 +565,14 @@ mod tests {
 
     #[test]
     fn typos_get_a_suggestion() {
-        assert!(unknown_field("gpu_per_node", RESOURCE_FIELDS).contains("did you mean `gpus_per_node`?"));
+        assert!(
+            unknown_field("gpu_per_node", RESOURCE_FIELDS)
+                .contains("did you mean `gpus_per_node`?")
+        );
         assert!(unknown_field("comand", TOP_FIELDS).contains("did you mean `command`?"));
-        assert!(unknown_field("min_vram_mib", RESOURCE_FIELDS).contains("did you mean `min_vram_gb`?"));
+        assert!(
+            unknown_field("min_vram_mib", RESOURCE_FIELDS).contains("did you mean `min_vram_gb`?")
+        );
         assert!(!unknown_field("zzzz", TOP_FIELDS).contains("did you mean"));
     }
 }

@@ -5,7 +5,10 @@
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::budget::BudgetBreach;
-use serde_saphyr::{DuplicateKeyPolicy, Location, MessageFormatter, Spanned, UserMessageFormatter};
+use serde_saphyr::{
+    DuplicateKeyPolicy, Location, MessageFormatter, NonFiniteFloatPolicy, Spanned,
+    UserMessageFormatter,
+};
 
 use super::ManifestError;
 
@@ -56,7 +59,9 @@ impl Value {
             Value::Null => "nothing".into(),
             Value::Scalar(s) => match s.kind {
                 ScalarKind::Str => format!("the text `{}`", super::shown(&s.text)),
-                ScalarKind::Int(_) | ScalarKind::Float => format!("the number {}", super::shown(&s.text)),
+                ScalarKind::Int(_) | ScalarKind::Float => {
+                    format!("the number {}", super::shown(&s.text))
+                }
                 ScalarKind::Bool => format!("the boolean {}", super::shown(&s.text)),
             },
             Value::Seq(_) => "a list".into(),
@@ -80,9 +85,13 @@ pub(super) fn parse(text: &str) -> Result<Yaml, ManifestError> {
         // Duplicates reach the lowering, which names the field and both lines.
         duplicate_keys: DuplicateKeyPolicy::PassThrough,
         strict_booleans: true,
+        // `.inf` and `1e999` reach the lowering, which names the field they are in
+        // (or, in a text field, keeps them as written).
+        non_finite_float_policy: NonFiniteFloatPolicy::PassThrough,
         reject_unsupported_tags: true,
     };
-    let raw: Spanned<Raw> = serde_saphyr::from_str_with_options(text, options).map_err(yaml_error)?;
+    let raw: Spanned<Raw> =
+        serde_saphyr::from_str_with_options(text, options).map_err(yaml_error)?;
     Ok(convert(raw, text))
 }
 
@@ -92,13 +101,19 @@ fn yaml_error(err: serde_saphyr::Error) -> ManifestError {
         serde_saphyr::Error::MultipleDocuments { .. } => {
             "a manifest is a single YAML document; found several".to_string()
         }
-        serde_saphyr::Error::Budget { breach: BudgetBreach::Depth { .. }, .. } => {
+        serde_saphyr::Error::Budget {
+            breach: BudgetBreach::Depth { .. },
+            ..
+        } => {
             format!("the document nests deeper than {MAX_DEPTH} levels")
         }
         serde_saphyr::Error::Budget { .. } => {
             "the document is too complex (too many values, aliases or bytes of text)".to_string()
         }
-        other => format!("invalid YAML: {}", UserMessageFormatter.format_message(other)),
+        other => format!(
+            "invalid YAML: {}",
+            UserMessageFormatter.format_message(other)
+        ),
     };
     ManifestError::document(line, message)
 }
@@ -112,25 +127,44 @@ fn source_text<'s>(source: &'s str, location: &Location) -> Option<&'s str> {
     let span = location.span();
     let start = usize::try_from(span.byte_offset()?).ok()?;
     let len = usize::try_from(span.byte_len()?).ok()?;
-    source.get(start..start.checked_add(len)?).filter(|t| !t.is_empty())
+    source
+        .get(start..start.checked_add(len)?)
+        .filter(|t| !t.is_empty())
 }
 
 fn convert(node: Spanned<Raw>, source: &str) -> Yaml {
     let line = line_of(&node.referenced);
     // `defined` is where the scalar is written, also when it is used through an alias.
     let written = |fallback: String| {
-        source_text(source, &node.defined).map(str::to_string).unwrap_or(fallback)
+        source_text(source, &node.defined)
+            .map(str::to_string)
+            .unwrap_or(fallback)
     };
     let value = match node.value {
         Raw::Null => Value::Null,
-        Raw::Bool(b) => Value::Scalar(Scalar { text: written(b.to_string()), kind: ScalarKind::Bool }),
-        Raw::Int(i) => Value::Scalar(Scalar { text: written(i.to_string()), kind: ScalarKind::Int(i) }),
-        Raw::Float(f) => Value::Scalar(Scalar { text: written(f.to_string()), kind: ScalarKind::Float }),
-        Raw::Str(s) => Value::Scalar(Scalar { text: s, kind: ScalarKind::Str }),
+        Raw::Bool(b) => Value::Scalar(Scalar {
+            text: written(b.to_string()),
+            kind: ScalarKind::Bool,
+        }),
+        Raw::Int(i) => Value::Scalar(Scalar {
+            text: written(i.to_string()),
+            kind: ScalarKind::Int(i),
+        }),
+        Raw::Float(f) => Value::Scalar(Scalar {
+            text: written(f.to_string()),
+            kind: ScalarKind::Float,
+        }),
+        Raw::Str(s) => Value::Scalar(Scalar {
+            text: s,
+            kind: ScalarKind::Str,
+        }),
         Raw::Seq(items) => Value::Seq(items.into_iter().map(|n| convert(n, source)).collect()),
-        Raw::Map(entries) => {
-            Value::Map(entries.into_iter().map(|(k, v)| (convert(k, source), convert(v, source))).collect())
-        }
+        Raw::Map(entries) => Value::Map(
+            entries
+                .into_iter()
+                .map(|(k, v)| (convert(k, source), convert(v, source)))
+                .collect(),
+        ),
     };
     Yaml { line, value }
 }
@@ -235,7 +269,9 @@ mod tests {
     use super::*;
 
     fn scalar(doc: &Yaml, key: &str) -> (String, ScalarKind) {
-        let Value::Map(entries) = &doc.value else { panic!("not a map") };
+        let Value::Map(entries) = &doc.value else {
+            panic!("not a map")
+        };
         for (k, v) in entries {
             if let (Value::Scalar(k), Value::Scalar(v)) = (&k.value, &v.value)
                 && k.text == key
@@ -252,20 +288,35 @@ mod tests {
             .unwrap();
         assert_eq!(scalar(&doc, "a"), ("3.00".into(), ScalarKind::Float));
         assert_eq!(scalar(&doc, "b"), ("0x10".into(), ScalarKind::Int(16)));
-        assert_eq!(scalar(&doc, "d"), ("1.10".into(), ScalarKind::Float), "an alias has the anchor's text");
+        assert_eq!(
+            scalar(&doc, "d"),
+            ("1.10".into(), ScalarKind::Float),
+            "an alias has the anchor's text"
+        );
         assert_eq!(scalar(&doc, "e"), ("3.5".into(), ScalarKind::Str));
-        assert_eq!(scalar(&doc, "f"), ("yes".into(), ScalarKind::Str), "YAML 1.1 booleans are text");
+        assert_eq!(
+            scalar(&doc, "f"),
+            ("yes".into(), ScalarKind::Str),
+            "YAML 1.1 booleans are text"
+        );
         assert_eq!(scalar(&doc, "g"), ("true".into(), ScalarKind::Bool));
-        assert_eq!(scalar(&doc, "h"), ("99999999999999999999".into(), ScalarKind::Float));
+        assert_eq!(
+            scalar(&doc, "h"),
+            ("99999999999999999999".into(), ScalarKind::Float)
+        );
     }
 
     #[test]
     fn lines_are_one_based() {
         let doc = parse("# comment\na: 1\nb:\n  - x\n").unwrap();
-        let Value::Map(entries) = &doc.value else { panic!("not a map") };
+        let Value::Map(entries) = &doc.value else {
+            panic!("not a map")
+        };
         assert_eq!(entries[0].0.line, Some(2));
         assert_eq!(entries[1].0.line, Some(3));
-        let Value::Seq(items) = &entries[1].1.value else { panic!("not a seq") };
+        let Value::Seq(items) = &entries[1].1.value else {
+            panic!("not a seq")
+        };
         assert_eq!(items[0].line, Some(4));
     }
 
@@ -273,11 +324,19 @@ mod tests {
     fn deep_nesting_is_an_error_not_a_crash() {
         let flow = |n: usize| format!("a: {}1{}\n", "[".repeat(n), "]".repeat(n));
         let err = parse(&flow(20)).unwrap_err();
-        assert_eq!(err.to_string(), "line 1: the document nests deeper than 16 levels");
+        assert_eq!(
+            err.to_string(),
+            "line 1: the document nests deeper than 16 levels"
+        );
         // Past the parser's own flow limit the parser stops first.
         let err = parse(&flow(10_000)).unwrap_err();
-        assert_eq!(err.to_string(), "line 1: invalid YAML: recursion limit exceeded");
-        let block: String = (0..200).map(|i| format!("{}k{i}:\n", "  ".repeat(i))).collect();
+        assert_eq!(
+            err.to_string(),
+            "line 1: invalid YAML: recursion limit exceeded"
+        );
+        let block: String = (0..200)
+            .map(|i| format!("{}k{i}:\n", "  ".repeat(i)))
+            .collect();
         let err = parse(&block).unwrap_err();
         assert_eq!(err.message, "the document nests deeper than 16 levels");
     }
@@ -286,7 +345,10 @@ mod tests {
     fn alias_bombs_hit_the_budget() {
         let mut doc = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
         for i in 1..12 {
-            doc.push_str(&format!("a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n", p = i - 1));
+            doc.push_str(&format!(
+                "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n",
+                p = i - 1
+            ));
         }
         let err = parse(&doc).unwrap_err();
         assert!(err.message.contains("too complex"), "{err}");

@@ -26,7 +26,7 @@ pub(crate) struct Exchange {
     pub(crate) server_args: Vec<String>,
 }
 
-fn wait_for_file_line(path: &Path, prefix: &str) -> String {
+fn wait_for_file_line(path: &Path, prefix: &str, err: &Path) -> String {
     let deadline = Instant::now() + WAIT;
     loop {
         if let Ok(text) = std::fs::read_to_string(path) {
@@ -34,7 +34,12 @@ fn wait_for_file_line(path: &Path, prefix: &str) -> String {
                 return line.to_string();
             }
         }
-        assert!(Instant::now() < deadline, "timed out waiting for `{prefix}` in {}", path.display());
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for `{prefix}` in {}; stderr:\n{}",
+            path.display(),
+            std::fs::read_to_string(err).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -84,7 +89,8 @@ impl Exchange {
 
     fn spawn_server(&mut self, port: u16, generation: u32) {
         let out = self.dir.path().join(format!("server-{generation}.out"));
-        let err = std::fs::File::create(self.dir.path().join(format!("server-{generation}.err"))).unwrap();
+        let err_path = self.dir.path().join(format!("server-{generation}.err"));
+        let err = std::fs::File::create(&err_path).unwrap();
         let child = Command::new(BIN)
             .arg("serve")
             .arg("--data-dir")
@@ -99,7 +105,7 @@ impl Exchange {
             .spawn()
             .expect("start agora serve");
         self.server = Some(child);
-        let line = wait_for_file_line(&out, "serving on ");
+        let line = wait_for_file_line(&out, "serving on ", &err_path);
         self.url = line.trim_start_matches("serving on ").trim().to_string();
         self.port = self.url.rsplit(':').next().unwrap().parse().unwrap();
     }
