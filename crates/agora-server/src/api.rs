@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use agora_proto::Manifest;
+use agora_proto::manifest::MAX_MANIFEST_BYTES;
 use agora_proto::agent::{Heartbeat, RegisterAgent};
 use agora_proto::api::{CreateProvider, CreateTenant, CreatedPrincipal, IssueToken, IssuedToken, SubmitResponse, TopUp, WhoAmI};
 use agora_types::{JobId, Micros, ProviderId, TenantId};
@@ -25,8 +26,6 @@ use crate::ops;
 /// Largest request body accepted on any route. Heartbeats carry log output
 /// (bounded by the agent protocol), everything else is far smaller.
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
-/// Largest manifest accepted.
-pub const MAX_MANIFEST_BYTES: usize = 256 * 1024;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -140,13 +139,21 @@ async fn submit(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> A
         return Err(ApiError::too_large(format!("a manifest is at most {MAX_MANIFEST_BYTES} bytes")));
     }
     let is_json = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"));
-    let manifest = if is_json {
-        let m: Manifest = parse_json(&body)?;
-        m.validate().map_err(ApiError::manifest)?;
-        m
+    // Parsing happens here, off the control loop; the token is checked there.
+    let parsed = if is_json {
+        parse_json::<Manifest>(&body).and_then(|m| m.validate().map(|()| m).map_err(ApiError::manifest))
     } else {
-        let text = std::str::from_utf8(&body).map_err(|_| ApiError::invalid_body("the manifest is not UTF-8"))?;
-        Manifest::from_yaml(text).map_err(ApiError::manifest)?
+        std::str::from_utf8(&body)
+            .map_err(|_| ApiError::invalid_body("the manifest is not UTF-8"))
+            .and_then(|text| Manifest::from_yaml(text).map_err(ApiError::manifest))
+    };
+    let manifest = match parsed {
+        Ok(m) => m,
+        Err(e) => {
+            // Who may not submit at all learns that first, not what is wrong with the manifest.
+            as_caller(&s, &headers, |_, p| tenant_of(p)).await?;
+            return Err(e);
+        }
     };
     let job_id = as_caller(&s, &headers, move |txn, p| ops::submit(txn, tenant_of(p)?, manifest)).await?;
     json(StatusCode::CREATED, &SubmitResponse { job_id })
