@@ -23,6 +23,9 @@ pub struct ServerConfig {
     pub settle_interval_ms: u64,
     /// Escrow held at lease start when the manifest gives no duration estimate.
     pub hold_horizon_s: u64,
+    /// The least a tenant must have to submit or place work: this many seconds
+    /// of it at its price. Below that, submissions get HTTP 402.
+    pub min_funds_s: u64,
     /// Log output kept per job; older output is pruned first.
     pub log_retention_bytes_per_job: u64,
     pub rules: MarketRules,
@@ -40,6 +43,7 @@ impl ServerConfig {
             funds_grace_ms: 60_000,
             settle_interval_ms: 60_000,
             hold_horizon_s: 3600,
+            min_funds_s: 60,
             log_retention_bytes_per_job: 8 * 1024 * 1024,
             rules: MarketRules::default(),
         }

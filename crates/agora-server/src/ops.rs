@@ -11,7 +11,7 @@ use agora_proto::api::{
     BalanceView, JobView, LeaseView, LedgerVerifyView, LogLine, LogsResponse, MarketView, ModelMarket, NodeView, PartView, ProviderView, TaskView, TenantView,
 };
 use agora_store::{LogRecord, LogStream};
-use agora_types::{JobId, JobKind, LeaseId, Micros, PricePerGpuHour, ProviderId, TenantId, UnixMs};
+use agora_types::{JobId, JobKind, LeaseId, Micros, PricePerGpuHour, ProviderId, TenantId};
 
 use crate::auth::{Principal, new_token, token_sha256};
 use crate::core::Txn;
@@ -106,9 +106,9 @@ fn hold_for(txn: &Txn<'_>, manifest: &Manifest, price: PricePerGpuHour, gpus: u3
     price.cost(gpus, secs.min(i64::MAX as u64) as i64)
 }
 
-/// The least a tenant must have to place (or submit) work: one minute of it.
-fn minimum_funds(price: PricePerGpuHour, gpus: u32) -> Micros {
-    price.cost(gpus, 60)
+/// The least a tenant must have to place (or submit) work: `min_funds_s` of it.
+fn minimum_funds(txn: &Txn<'_>, price: PricePerGpuHour, gpus: u32) -> Micros {
+    price.cost(gpus, txn.cfg.min_funds_s.min(i64::MAX as u64) as i64)
 }
 
 pub fn submit(txn: &mut Txn<'_>, tenant: TenantId, manifest: Manifest) -> Result<JobId, ApiError> {
@@ -118,10 +118,11 @@ pub fn submit(txn: &mut Txn<'_>, tenant: TenantId, manifest: Manifest) -> Result
     }
     let (available, _) = txn.ex.tenant_funds(tenant);
     let per_order_gpus = manifest.resources.gpus_per_node * if manifest.kind == JobKind::Training { manifest.resources.nodes } else { 1 };
-    let needed = minimum_funds(manifest.max_price_per_gpu_hour, per_order_gpus);
+    let needed = minimum_funds(txn, manifest.max_price_per_gpu_hour, per_order_gpus);
     if available < needed || available <= Micros::ZERO {
         return Err(ApiError::insufficient_funds(format!(
-            "available balance {available} is below one minute of this job at its max price ({needed}); top up first"
+            "available balance {available} is below {} s of this job at its max price ({needed}); top up first",
+            txn.cfg.min_funds_s
         )));
     }
     let job = txn.ex.next_job_id();
@@ -613,9 +614,9 @@ fn clearing_round(txn: &mut Txn<'_>) {
         let job = &txn.ex.jobs[&o.spec.job];
         let gpus: u32 = p.allocations.iter().map(|a| a.gpu_indices.len() as u32).sum();
         let (available, _) = txn.ex.tenant_funds(o.spec.tenant);
-        let minimum = minimum_funds(p.price, gpus);
+        let minimum = minimum_funds(txn, p.price, gpus);
         if available < minimum {
-            reasons.insert(p.order, format!("insufficient funds: placing it needs at least {minimum} (one minute), available {available}"));
+            reasons.insert(p.order, format!("insufficient funds: placing it needs at least {minimum}, available {available}"));
             continue;
         }
         let hold = hold_for(txn, &job.manifest, p.price, gpus).min(available);
@@ -679,13 +680,4 @@ fn expire_agents(txn: &mut Txn<'_>) {
         tracing::warn!(%agent, "agent silent past the timeout; its leases are lost");
         txn.emit(Event::AgentLost { agent, at: now });
     }
-}
-
-/// Used by tests and `agora up`: whether anything is still running or pending.
-pub fn is_idle(txn: &Txn<'_>) -> bool {
-    txn.ex.live_leases.is_empty() && txn.ex.orders.values().all(|o| o.state != OrderState::Pending)
-}
-
-pub fn now(txn: &Txn<'_>) -> UnixMs {
-    txn.now
 }

@@ -123,6 +123,7 @@ pub(crate) fn server_config(args: &ServerArgs) -> agora_server::ServerConfig {
     cfg.funds_grace_ms = args.funds_grace_ms;
     cfg.settle_interval_ms = args.settle_interval_ms;
     cfg.hold_horizon_s = args.hold_horizon_s;
+    cfg.min_funds_s = args.min_funds_s;
     cfg.rules.fee_bps = args.fee_bps;
     cfg.rules.max_retries = args.max_retries;
     cfg

@@ -73,6 +73,9 @@ pub(crate) struct ServerArgs {
     /// Times lost work is requeued before it fails.
     #[arg(long, default_value_t = 3)]
     pub(crate) max_retries: u32,
+    /// Submitting or placing work needs a balance covering this many seconds of it.
+    #[arg(long, default_value_t = 60)]
+    pub(crate) min_funds_s: u64,
     /// Escrow horizon (s) for jobs without a duration estimate.
     #[arg(long, default_value_t = 3600)]
     pub(crate) hold_horizon_s: u64,

@@ -165,3 +165,56 @@ async fn cancel_stops_a_running_job_and_withdraws_a_pending_one() {
     assert_eq!(p.state, "cancelled");
     assert!(p.tasks[0].leases.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_agent_leases_are_requeued_elsewhere() {
+    let (mut ex, t) = one_provider_two_agents().await;
+    let id = ex.submit(&t, &manifest("survivor", "training", &gpus(8), "on-demand", "3.00", "echo attempt; sleep 3; echo finished")).await.unwrap();
+    let first = ex.wait_job(&t, id, "running", |j| j.tasks[0].leases.first().is_some_and(|l| l.running_at.is_some())).await;
+    let node = first.tasks[0].leases[0].parts[0].node;
+    // kill -9 the agent that runs it (agents were started a then b; their nodes are `a-node`, `b-node`).
+    let nodes: Vec<agora_proto::api::NodeView> = ex.get_ok(&ex.admin, "/api/v1/admin/nodes").await;
+    let victim = if nodes.iter().find(|n| n.id == node).unwrap().name == "a-node" { 0 } else { 1 };
+    let mut agent = ex.agents.remove(victim);
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    let job = ex.wait_ended(&t, id).await;
+    assert_eq!(job.state, "succeeded", "{job:#?}");
+    let leases = &job.tasks[0].leases;
+    assert_eq!(leases.len(), 2, "{leases:#?}");
+    assert_eq!(leases[0].state, "lost");
+    assert_eq!(leases[1].state, "succeeded");
+    assert_ne!(leases[1].parts[0].node, node, "the retry ran on the surviving node");
+    // The lost lease is charged only up to when it was declared lost, the retry in full.
+    let v: LedgerVerifyView = ex.get_ok(&ex.admin, "/api/v1/admin/ledger/verify").await;
+    assert!(v.ok, "{v:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_out_of_funds_is_warned_then_ended() {
+    let mut args = common::fast_args();
+    args.extend(["--funds-grace-ms", "2000", "--min-funds-s", "1"].map(String::from));
+    let mut ex = Exchange::start_with(args).await;
+    let (_, p) = ex.create_provider("pricey").await;
+    // 3,600.00 per GPU-hour: one GPU costs 1.00 a second.
+    ex.start_agent(&p, "a", 8, "H100-80GB-SXM", "3600", "127.0.0.1");
+    ex.wait_nodes(1).await;
+    let (_, t) = ex.create_tenant("small-lab", "3.00").await;
+    let id = ex.submit(&t, &manifest("burn", "training", &gpus(1), "on-demand", "3600", "echo burning; sleep 1000")).await.unwrap();
+    let logs = ex.wait_logs(&t, id, "balance is exhausted").await;
+    assert!(logs.contains("insufficient_funds"), "{logs}");
+    let job = ex.wait_ended(&t, id).await;
+    assert_eq!(job.state, "failed", "{job:#?}");
+    let lease = &job.tasks[0].leases[0];
+    assert_eq!(lease.stop_reason.as_deref(), Some("insufficient_funds"));
+    assert!(job.reason.as_deref().unwrap().starts_with("insufficient_funds"), "{:?}", job.reason);
+    // It was charged everything it had, never more; nothing is left held.
+    assert_eq!(job.cost, Micros::from_units(3));
+    let bal: agora_proto::api::BalanceView = ex.get_ok(&t, "/api/v1/balance").await;
+    assert_eq!((bal.available, bal.held), (Micros::ZERO, Micros::ZERO));
+    // New work is refused with a clear error.
+    let (status, err) = ex.submit(&t, &manifest("more", "training", &gpus(1), "on-demand", "3600", "true")).await.unwrap_err();
+    assert_eq!((status, err.error.code.as_str()), (402, "insufficient_funds"));
+    let v: LedgerVerifyView = ex.get_ok(&ex.admin, "/api/v1/admin/ledger/verify").await;
+    assert!(v.ok, "{v:#?}");
+}
