@@ -29,13 +29,7 @@ pub enum CallError {
 impl CallError {
     /// The token was refused: retrying cannot help.
     pub fn is_auth(&self) -> bool {
-        matches!(
-            self,
-            CallError::Status {
-                status: 401 | 403,
-                ..
-            }
-        )
+        matches!(self, CallError::Status { status: 401 | 403, .. })
     }
 
     /// The server does not know this agent (e.g. it lost its state): register again.
@@ -76,11 +70,7 @@ pub struct ServerClient {
 }
 
 impl ServerClient {
-    pub fn new(
-        server: &str,
-        token: &str,
-        request_timeout: Duration,
-    ) -> Result<ServerClient, CallError> {
+    pub fn new(server: &str, token: &str, request_timeout: Duration) -> Result<ServerClient, CallError> {
         let http = reqwest::Client::builder()
             .timeout(request_timeout)
             .connect_timeout(request_timeout.min(Duration::from_secs(5)))
@@ -101,11 +91,7 @@ impl ServerClient {
         self.post("/api/v1/agent/heartbeat", body).await
     }
 
-    async fn post<B: serde::Serialize, T: DeserializeOwned>(
-        &self,
-        path: &str,
-        body: &B,
-    ) -> Result<T, CallError> {
+    async fn post<B: serde::Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, CallError> {
         let response = self
             .http
             .post(format!("{}{path}", self.server))
@@ -181,9 +167,6 @@ mod tests {
             message: "bad name".into(),
             field: Some("name".into()),
         };
-        assert_eq!(
-            e.to_string(),
-            "server answered 400: invalid: bad name (field `name`)"
-        );
+        assert_eq!(e.to_string(), "server answered 400: invalid: bad name (field `name`)");
     }
 }

@@ -101,10 +101,7 @@ pub struct AgentConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read agent config {path}: {error}")]
-    Read {
-        path: PathBuf,
-        error: std::io::Error,
-    },
+    Read { path: PathBuf, error: std::io::Error },
     #[error("invalid agent config {origin}: {message}")]
     Parse { origin: String, message: String },
     #[error("server `{0}` must be an http:// or https:// URL")]
@@ -112,15 +109,9 @@ pub enum ConfigError {
     #[error("agent name must not be empty")]
     EmptyName,
     #[error("node `{node}`: {error}")]
-    UnknownModel {
-        node: String,
-        error: UnknownGpuModel,
-    },
+    UnknownModel { node: String, error: UnknownGpuModel },
     #[error("node `{node}`: bad price_per_gpu_hour: {error}")]
-    BadPrice {
-        node: String,
-        error: ParseMoneyError,
-    },
+    BadPrice { node: String, error: ParseMoneyError },
     #[error("node `{node}`: price_per_gpu_hour must not be negative, got {price}")]
     NegativePrice { node: String, price: Micros },
     #[error("node `{node}`: gpus must be at least 1")]
@@ -129,9 +120,7 @@ pub enum ConfigError {
     EmptyField { node: String, field: &'static str },
     #[error("node name `{0}` is declared twice")]
     DuplicateNode(String),
-    #[error(
-        "no provider token: set `token` in the agent config or the {TOKEN_ENV} environment variable"
-    )]
+    #[error("no provider token: set `token` in the agent config or the {TOKEN_ENV} environment variable")]
     NoToken,
 }
 
@@ -285,31 +274,23 @@ impl AgentConfig {
 fn validate_node(n: RawNode) -> Result<NodeSpec, ConfigError> {
     let node = n.name.trim().to_string();
     if node.is_empty() {
-        return Err(ConfigError::EmptyField {
-            node,
-            field: "name",
-        });
+        return Err(ConfigError::EmptyField { node, field: "name" });
     }
     let gpu_model = GpuModel::resolve(&n.gpu_model).map_err(|error| ConfigError::UnknownModel {
         node: node.clone(),
         error,
     })?;
-    let gpus =
-        NonZeroU32::new(n.gpus).ok_or_else(|| ConfigError::ZeroGpus { node: node.clone() })?;
-    let price =
-        Micros::parse_decimal(&n.price_per_gpu_hour.0).map_err(|error| ConfigError::BadPrice {
-            node: node.clone(),
-            error,
-        })?;
+    let gpus = NonZeroU32::new(n.gpus).ok_or_else(|| ConfigError::ZeroGpus { node: node.clone() })?;
+    let price = Micros::parse_decimal(&n.price_per_gpu_hour.0).map_err(|error| ConfigError::BadPrice {
+        node: node.clone(),
+        error,
+    })?;
     if price.is_negative() {
         return Err(ConfigError::NegativePrice { node, price });
     }
     let address = match n.address {
         Some(a) if a.trim().is_empty() => {
-            return Err(ConfigError::EmptyField {
-                node,
-                field: "address",
-            });
+            return Err(ConfigError::EmptyField { node, field: "address" });
         }
         Some(a) => a.trim().to_string(),
         None => host_name(),
@@ -390,11 +371,7 @@ nodes:
         assert_eq!(c.nodes[1].price_micros_per_gpu_hour, Micros(1_750_000));
         assert_eq!(c.nodes[2].gpu_model.name(), "RTX-4090");
         assert_eq!(c.nodes[2].price_micros_per_gpu_hour, Micros(1_000_000));
-        assert_eq!(
-            c.nodes[2].address,
-            host_name(),
-            "address defaults to the host name"
-        );
+        assert_eq!(c.nodes[2].address, host_name(), "address defaults to the host name");
         assert_eq!(c.tuning, AgentTuning::default());
     }
 
@@ -422,14 +399,8 @@ nodes:
         let err = parse_err(
             "server: http://h:1\nnodes:\n  - name: box\n    gpu_model: h10\n    gpus: 1\n    price_per_gpu_hour: 1\n",
         );
-        assert!(
-            err.starts_with("node `box`: unknown GPU model `h10`"),
-            "{err}"
-        );
-        assert!(
-            err.contains("did you mean") && err.contains("H100-80GB-SXM"),
-            "{err}"
-        );
+        assert!(err.starts_with("node `box`: unknown GPU model `h10`"), "{err}");
+        assert!(err.contains("did you mean") && err.contains("H100-80GB-SXM"), "{err}");
     }
 
     #[test]
@@ -455,17 +426,11 @@ nodes:
     #[test]
     fn other_validation_errors() {
         let node = |name: &str, gpus: u32| {
-            format!(
-                "  - name: {name}\n    gpu_model: h100\n    gpus: {gpus}\n    price_per_gpu_hour: 1\n"
-            )
+            format!("  - name: {name}\n    gpu_model: h100\n    gpus: {gpus}\n    price_per_gpu_hour: 1\n")
         };
         let err = parse_err(&format!("server: http://h:1\nnodes:\n{}", node("a", 0)));
         assert_eq!(err, "node `a`: gpus must be at least 1");
-        let err = parse_err(&format!(
-            "server: http://h:1\nnodes:\n{}{}",
-            node("a", 1),
-            node("a", 2)
-        ));
+        let err = parse_err(&format!("server: http://h:1\nnodes:\n{}{}", node("a", 1), node("a", 2)));
         assert_eq!(err, "node name `a` is declared twice");
         let err = parse_err("server: 127.0.0.1:7070\n");
         assert!(err.contains("must be an http"), "{err}");

@@ -34,17 +34,13 @@ pub enum InventoryError {
         name: String,
         error: UnknownGpuModel,
     },
-    #[error(
-        "this machine mixes GPU models ({models}); declare one node per model with `inventory: declared`"
-    )]
+    #[error("this machine mixes GPU models ({models}); declare one node per model with `inventory: declared`")]
     MixedModels { models: String },
     #[error(
         "an NVML inventory needs this machine's ask: declare one node under `nodes` with its name, address and price_per_gpu_hour (its model and count are taken from NVML)"
     )]
     NoAsk,
-    #[error(
-        "`inventory: nvml` describes this one machine, but {0} nodes are declared; use `inventory: declared`"
-    )]
+    #[error("`inventory: nvml` describes this one machine, but {0} nodes are declared; use `inventory: declared`")]
     TooManyDeclared(usize),
     #[error("no nodes: declare this machine's GPUs under `nodes`")]
     NoDeclaredNodes,
@@ -65,24 +61,19 @@ pub fn discover(config: &AgentConfig) -> Result<Inventory, InventoryError> {
         InventoryMode::Auto if config.nodes.len() > 1 => {
             // One machine is one node: several declared nodes are a deliberate
             // declaration (e.g. a fake multi-node setup), which NVML cannot describe.
-            info!(
-                nodes = config.nodes.len(),
-                "several nodes declared: not probing NVML"
-            );
+            info!(nodes = config.nodes.len(), "several nodes declared: not probing NVML");
             declared(&config.nodes)?
         }
-        InventoryMode::Auto => {
-            match nvml_gpu_names().and_then(|names| from_gpu_names(&names, config.nodes.first())) {
-                Ok(inv) => inv,
-                Err(e) => {
-                    if config.nodes.is_empty() {
-                        return Err(e);
-                    }
-                    info!(reason = %e, "NVML inventory unavailable, using the declared nodes");
-                    declared(&config.nodes)?
+        InventoryMode::Auto => match nvml_gpu_names().and_then(|names| from_gpu_names(&names, config.nodes.first())) {
+            Ok(inv) => inv,
+            Err(e) => {
+                if config.nodes.is_empty() {
+                    return Err(e);
                 }
+                info!(reason = %e, "NVML inventory unavailable, using the declared nodes");
+                declared(&config.nodes)?
             }
-        }
+        },
     };
     for n in &inventory.nodes {
         info!(
@@ -149,10 +140,7 @@ pub fn model_from_nvml_name(name: &str) -> Result<GpuModel, UnknownGpuModel> {
 /// The one-node NVML inventory from the device names NVML listed, in index order.
 /// `declared` supplies the name, address and ask; its model and count, if they
 /// differ from the driver's, are overridden with a warning.
-fn from_gpu_names(
-    names: &[String],
-    declared: Option<&NodeSpec>,
-) -> Result<Inventory, InventoryError> {
+fn from_gpu_names(names: &[String], declared: Option<&NodeSpec>) -> Result<Inventory, InventoryError> {
     if names.is_empty() {
         return Err(InventoryError::NoGpus);
     }
@@ -200,16 +188,12 @@ fn from_gpu_names(
 
 /// Device names in NVML index order, or why NVML could not be asked.
 fn nvml_gpu_names() -> Result<Vec<String>, InventoryError> {
-    let unavailable =
-        |e: nvml_wrapper::error::NvmlError| InventoryError::NvmlUnavailable(e.to_string());
+    let unavailable = |e: nvml_wrapper::error::NvmlError| InventoryError::NvmlUnavailable(e.to_string());
     let nvml = nvml_wrapper::Nvml::init().map_err(unavailable)?;
     let count = nvml.device_count().map_err(unavailable)?;
     let mut names = Vec::with_capacity(count as usize);
     for i in 0..count {
-        let name = nvml
-            .device_by_index(i)
-            .and_then(|d| d.name())
-            .map_err(unavailable)?;
+        let name = nvml.device_by_index(i).and_then(|d| d.name()).map_err(unavailable)?;
         names.push(name);
     }
     Ok(names)
@@ -247,21 +231,13 @@ mod tests {
             ("Tesla T4", "T4"),
             ("Tesla V100-32GB", "V100-32GB"),
         ] {
-            assert_eq!(
-                model_from_nvml_name(nvml).unwrap().name(),
-                canonical,
-                "{nvml}"
-            );
+            assert_eq!(model_from_nvml_name(nvml).unwrap().name(), canonical, "{nvml}");
         }
     }
 
     #[test]
     fn unresolvable_nvml_name_is_reported_with_the_device() {
-        let err = from_gpu_names(
-            &["NVIDIA H100 80GB HBM3".into(), "NVIDIA Quantum 9000".into()],
-            None,
-        )
-        .unwrap_err();
+        let err = from_gpu_names(&["NVIDIA H100 80GB HBM3".into(), "NVIDIA Quantum 9000".into()], None).unwrap_err();
         let msg = err.to_string();
         assert!(msg.starts_with("GPU 1 is a `NVIDIA Quantum 9000`"), "{msg}");
         assert!(msg.contains("inventory: declared"), "{msg}");
@@ -274,10 +250,7 @@ mod tests {
         assert_eq!(inv.source, InventorySource::Nvml);
         assert_eq!(inv.nodes.len(), 1);
         let n = &inv.nodes[0];
-        assert_eq!(
-            (n.name.as_str(), n.gpu_model.name(), n.gpus),
-            ("box", "H200-141GB", 4)
-        );
+        assert_eq!((n.name.as_str(), n.gpu_model.name(), n.gpus), ("box", "H200-141GB", 4));
         assert_eq!(n.ask_micros_per_gpu_hour, Micros(2_000_000));
         assert_eq!(n.address, "10.0.0.1");
     }
@@ -289,10 +262,7 @@ mod tests {
         assert!(matches!(err, InventoryError::MixedModels { .. }), "{err}");
         let err = from_gpu_names(&["NVIDIA L4".to_string()], None).unwrap_err();
         assert!(matches!(err, InventoryError::NoAsk), "{err}");
-        assert!(matches!(
-            from_gpu_names(&[], None).unwrap_err(),
-            InventoryError::NoGpus
-        ));
+        assert!(matches!(from_gpu_names(&[], None).unwrap_err(), InventoryError::NoGpus));
     }
 
     fn config(mode: InventoryMode, nodes: Vec<NodeSpec>) -> AgentConfig {
@@ -311,10 +281,7 @@ mod tests {
         .unwrap();
         assert_eq!(inv.source, InventorySource::Declared);
         assert_eq!(
-            inv.nodes
-                .iter()
-                .map(|n| n.name.as_str())
-                .collect::<Vec<_>>(),
+            inv.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(),
             ["a", "b"]
         );
         assert_eq!(inv.nodes[0].gpus, 8);

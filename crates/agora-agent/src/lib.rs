@@ -32,8 +32,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use agora_proto::agent::{
-    Heartbeat, HeartbeatResponse, MAX_LOG_BYTES_PER_HEARTBEAT, PartEvent, RegisterAgent,
-    RegisterResponse,
+    Heartbeat, HeartbeatResponse, MAX_LOG_BYTES_PER_HEARTBEAT, PartEvent, RegisterAgent, RegisterResponse,
 };
 use agora_types::{AgentId, NodeId};
 use anyhow::Context as _;
@@ -129,10 +128,7 @@ impl Agent {
     }
 
     /// The loop proper; returns when `shutdown` completes or on a fatal error.
-    async fn serve<F: Future<Output = ()>>(
-        &mut self,
-        mut shutdown: Pin<&mut F>,
-    ) -> anyhow::Result<()> {
+    async fn serve<F: Future<Output = ()>>(&mut self, mut shutdown: Pin<&mut F>) -> anyhow::Result<()> {
         info!(server = %self.config.server, name = %self.config.name, "agent starting");
         loop {
             tokio::select! {
@@ -179,8 +175,8 @@ impl Agent {
                 warn!(node = %node.name, "the server's registration answer lacks a node id");
             }
         }
-        let interval = Duration::from_millis(answer.heartbeat_interval_ms)
-            .clamp(MIN_HEARTBEAT_INTERVAL, MAX_HEARTBEAT_INTERVAL);
+        let interval =
+            Duration::from_millis(answer.heartbeat_interval_ms).clamp(MIN_HEARTBEAT_INTERVAL, MAX_HEARTBEAT_INTERVAL);
         info!(
             agent = %answer.agent_id,
             nodes = ?answer.nodes,
@@ -230,11 +226,7 @@ impl Agent {
     }
 
     fn restore_logs(&mut self, batch: process::LogBatch) {
-        self.runtime
-            .logs()
-            .lock()
-            .expect("log buffer lock")
-            .restore(batch);
+        self.runtime.logs().lock().expect("log buffer lock").restore(batch);
     }
 
     /// One heartbeat and its answer. Returns false when shutdown came first.
@@ -273,13 +265,8 @@ impl Agent {
                 );
                 self.acknowledged(&heartbeat);
                 self.pacer.succeeded(sent_at);
-                let backlog = !self.pending.is_empty()
-                    || !self
-                        .runtime
-                        .logs()
-                        .lock()
-                        .expect("log buffer lock")
-                        .is_empty();
+                let backlog =
+                    !self.pending.is_empty() || !self.runtime.logs().lock().expect("log buffer lock").is_empty();
                 if backlog {
                     // More output than one heartbeat carries: keep flushing at
                     // the minimum gap rather than the full interval.
@@ -312,8 +299,7 @@ impl Agent {
         let plan = state::plan(answer, &running, &self.finished);
         for stop in plan.stop {
             info!(lease = %stop.part.lease, rank = stop.part.rank, reason = %stop.reason, grace_ms = stop.grace_ms, "stopping part");
-            self.runtime
-                .stop(stop.part, Duration::from_millis(stop.grace_ms));
+            self.runtime.stop(stop.part, Duration::from_millis(stop.grace_ms));
         }
         for spec in plan.start {
             let part = spec.part;
@@ -347,12 +333,7 @@ impl Agent {
         let deadline = Instant::now() + FINAL_HEARTBEAT_TIMEOUT;
         // A few rounds, so a log backlog larger than one heartbeat still gets out.
         for _ in 0..4 {
-            let logs_left = !self
-                .runtime
-                .logs()
-                .lock()
-                .expect("log buffer lock")
-                .is_empty();
+            let logs_left = !self.runtime.logs().lock().expect("log buffer lock").is_empty();
             if self.pending.is_empty() && !logs_left {
                 break;
             }
@@ -364,10 +345,7 @@ impl Agent {
                     break;
                 }
                 Err(_) => {
-                    warn!(
-                        undelivered_events = self.pending.len(),
-                        "final heartbeat timed out"
-                    );
+                    warn!(undelivered_events = self.pending.len(), "final heartbeat timed out");
                     break;
                 }
             }

@@ -35,11 +35,7 @@ const READER_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Clone, Debug, PartialEq)]
 enum Entry {
     Data(LogChunk),
-    Dropped {
-        part: PartRef,
-        stream: Stream,
-        bytes: u64,
-    },
+    Dropped { part: PartRef, stream: Stream, bytes: u64 },
 }
 
 impl Entry {
@@ -53,11 +49,7 @@ impl Entry {
     fn into_chunk(self) -> LogChunk {
         match self {
             Entry::Data(c) => c,
-            Entry::Dropped {
-                part,
-                stream,
-                bytes,
-            } => LogChunk {
+            Entry::Dropped { part, stream, bytes } => LogChunk {
                 part,
                 stream,
                 data: format!("[agora: {bytes} bytes of output dropped]\n"),
@@ -88,11 +80,7 @@ pub struct LogBatch {
 
 impl LogBatch {
     pub fn chunks(&self) -> Vec<LogChunk> {
-        self.entries
-            .iter()
-            .cloned()
-            .map(Entry::into_chunk)
-            .collect()
+        self.entries.iter().cloned().map(Entry::into_chunk).collect()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -168,40 +156,23 @@ impl LogBuffer {
         }
         let mut dropped: BTreeMap<(PartRef, Stream), u64> = BTreeMap::new();
         while self.output_bytes > self.cap_bytes {
-            match self
-                .entries
-                .pop_front()
-                .expect("over the bound means not empty")
-            {
+            match self.entries.pop_front().expect("over the bound means not empty") {
                 Entry::Data(c) => {
                     self.output_bytes -= c.data.len();
                     *dropped.entry((c.part, c.stream)).or_default() += c.data.len() as u64;
                 }
-                Entry::Dropped {
-                    part,
-                    stream,
-                    bytes,
-                } => *dropped.entry((part, stream)).or_default() += bytes,
+                Entry::Dropped { part, stream, bytes } => *dropped.entry((part, stream)).or_default() += bytes,
             }
         }
         // Older markers now at the front are folded in too, so repeated
         // overflows leave one marker per stream rather than a pile of them.
         while let Some(Entry::Dropped { .. }) = self.entries.front() {
-            if let Some(Entry::Dropped {
-                part,
-                stream,
-                bytes,
-            }) = self.entries.pop_front()
-            {
+            if let Some(Entry::Dropped { part, stream, bytes }) = self.entries.pop_front() {
                 *dropped.entry((part, stream)).or_default() += bytes;
             }
         }
         for ((part, stream), bytes) in dropped.into_iter().rev() {
-            self.entries.push_front(Entry::Dropped {
-                part,
-                stream,
-                bytes,
-            });
+            self.entries.push_front(Entry::Dropped { part, stream, bytes });
         }
     }
 }
@@ -257,10 +228,7 @@ fn take_ready(pending: &mut Vec<u8>, flush_all: bool, max: usize) -> Vec<String>
     let upto = if flush_all {
         pending.len()
     } else {
-        pending
-            .iter()
-            .rposition(|b| *b == b'\n')
-            .map_or(0, |i| i + 1)
+        pending.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1)
     };
     if upto > 0 {
         emit(&pending[..upto]);
@@ -370,10 +338,7 @@ impl ProcessRuntime {
     /// tokio runtime. The caller ensures the part is not already running.
     pub fn start(&mut self, spec: &LaunchSpec) -> PartEvent {
         let part = spec.part;
-        assert!(
-            !self.running.contains_key(&part),
-            "part {part:?} started twice"
-        );
+        assert!(!self.running.contains_key(&part), "part {part:?} started twice");
         let mut cmd = Command::new(&spec.command);
         cmd.args(&spec.args)
             .envs(&spec.env)
@@ -448,11 +413,7 @@ impl ProcessRuntime {
     /// Waits for the next part to exit and returns its `Exited` event. Pending
     /// forever while nothing runs; cancel-safe, so it can sit in a `select!`.
     pub async fn next_exit(&mut self) -> PartEvent {
-        let event = self
-            .exit_rx
-            .recv()
-            .await
-            .expect("the runtime holds a sender");
+        let event = self.exit_rx.recv().await.expect("the runtime holds a sender");
         self.forget(&event);
         event
     }
@@ -644,10 +605,7 @@ mod tests {
             b.push(chunk(0, &quarter));
         }
         let chunks = b.take_batch(usize::MAX).chunks();
-        let markers: Vec<_> = chunks
-            .iter()
-            .filter(|c| c.data.starts_with("[agora:"))
-            .collect();
+        let markers: Vec<_> = chunks.iter().filter(|c| c.data.starts_with("[agora:")).collect();
         assert_eq!(markers.len(), 1, "{markers:?}");
         assert_eq!(
             markers[0].data,
@@ -666,11 +624,7 @@ mod tests {
         b.restore(batch);
         let all = b.take_batch(usize::MAX).chunks();
         assert_eq!(all.len(), 10);
-        assert!(
-            all.iter()
-                .enumerate()
-                .all(|(i, c)| c.data.starts_with(&i.to_string()))
-        );
+        assert!(all.iter().enumerate().all(|(i, c)| c.data.starts_with(&i.to_string())));
         assert!(b.is_empty());
         assert_eq!(b.output_bytes(), 0);
     }

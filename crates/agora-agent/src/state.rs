@@ -40,10 +40,7 @@ impl FinishedParts {
         }
         self.order.push_back(part);
         if self.order.len() > self.capacity {
-            let oldest = self
-                .order
-                .pop_front()
-                .expect("over capacity means not empty");
+            let oldest = self.order.pop_front().expect("over capacity means not empty");
             self.set.remove(&oldest);
         }
         debug_assert_eq!(self.order.len(), self.set.len());
@@ -82,10 +79,7 @@ impl PendingEvents {
     /// A heartbeat carrying the oldest `sent` events succeeded. Events pushed
     /// since came after them, so they stay.
     pub fn acknowledge(&mut self, sent: usize) {
-        assert!(
-            sent <= self.events.len(),
-            "acknowledged more events than pending"
-        );
+        assert!(sent <= self.events.len(), "acknowledged more events than pending");
         self.events.drain(..sent);
     }
 
@@ -108,11 +102,7 @@ pub struct Plan {
 /// Filters an answer down to what must be done: starts of parts neither running
 /// nor finished (the first of duplicates), stops of running parts. Stops come
 /// first in spirit: a part both started and stopped in one answer is not started.
-pub fn plan(
-    answer: HeartbeatResponse,
-    running: &BTreeSet<PartRef>,
-    finished: &FinishedParts,
-) -> Plan {
+pub fn plan(answer: HeartbeatResponse, running: &BTreeSet<PartRef>, finished: &FinishedParts) -> Plan {
     let stopped: BTreeSet<PartRef> = answer.stop.iter().map(|s| s.part).collect();
     let mut seen = BTreeSet::new();
     let start = answer
@@ -153,12 +143,7 @@ pub struct Pacer {
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 
 impl Pacer {
-    pub fn new(
-        now: Instant,
-        interval: Duration,
-        min_gap: Duration,
-        max_backoff: Duration,
-    ) -> Pacer {
+    pub fn new(now: Instant, interval: Duration, min_gap: Duration, max_backoff: Duration) -> Pacer {
         Pacer {
             interval,
             min_gap,
@@ -206,9 +191,7 @@ impl Pacer {
 
 /// Wait after `failures` previous consecutive failures: 250 ms doubling, capped.
 pub fn backoff(failures: u32, max: Duration) -> Duration {
-    FIRST_BACKOFF
-        .saturating_mul(1u32 << failures.min(16))
-        .min(max)
+    FIRST_BACKOFF.saturating_mul(1u32 << failures.min(16)).min(max)
 }
 
 #[cfg(test)]
@@ -278,10 +261,7 @@ mod tests {
             stop: vec![stop(part(1, 1)), stop(part(9, 0)), stop(part(1, 1))],
         };
         let p = plan(answer, &running, &finished);
-        assert_eq!(
-            p.stop.iter().map(|s| s.part).collect::<Vec<_>>(),
-            [part(1, 1)]
-        );
+        assert_eq!(p.stop.iter().map(|s| s.part).collect::<Vec<_>>(), [part(1, 1)]);
     }
 
     #[test]
@@ -354,16 +334,9 @@ mod tests {
         let ms = Duration::from_millis;
         let mut p = Pacer::new(t0, ms(1000), ms(50), ms(2000));
         let waits: Vec<_> = (0..6).map(|_| p.failed(t0)).collect();
-        assert_eq!(
-            waits,
-            [ms(250), ms(500), ms(1000), ms(2000), ms(2000), ms(2000)]
-        );
+        assert_eq!(waits, [ms(250), ms(500), ms(1000), ms(2000), ms(2000), ms(2000)]);
         p.hurry(t0);
-        assert_eq!(
-            p.next_due(),
-            t0 + ms(2000),
-            "no hurrying a server that is down"
-        );
+        assert_eq!(p.next_due(), t0 + ms(2000), "no hurrying a server that is down");
         p.succeeded(t0);
         assert_eq!(p.failed(t0), ms(250), "success resets the backoff");
         assert_eq!(backoff(u32::MAX, ms(5000)), ms(5000));

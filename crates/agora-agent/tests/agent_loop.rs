@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 
 use agora_agent::AgentConfig;
 use agora_proto::agent::{
-    Heartbeat, HeartbeatResponse, LaunchSpec, PartEvent, PartRef, RegisterAgent, RegisterResponse,
-    StopOrder, Stream,
+    Heartbeat, HeartbeatResponse, LaunchSpec, PartEvent, PartRef, RegisterAgent, RegisterResponse, StopOrder, Stream,
 };
 use agora_types::{AgentId, GpuModel, JobId, LeaseId, Micros, NodeId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -60,14 +59,12 @@ impl Fake {
         if auth != Some(&format!("Bearer {TOKEN}")) {
             return (
                 401,
-                r#"{"error":{"code":"unauthorized","message":"unknown token","field":null}}"#
-                    .into(),
+                r#"{"error":{"code":"unauthorized","message":"unknown token","field":null}}"#.into(),
             );
         }
         match path {
             "/api/v1/agent/register" => {
-                self.registrations
-                    .push(serde_json::from_slice(body).unwrap());
+                self.registrations.push(serde_json::from_slice(body).unwrap());
                 let answer = RegisterResponse {
                     agent_id: AgentId(7),
                     nodes: BTreeMap::from([("node-0".to_string(), NodeId(3))]),
@@ -81,15 +78,10 @@ impl Fake {
                     // The first heartbeat with news is lost: its events and
                     // logs must come again.
                     self.failed_one = true;
-                    return (
-                        503,
-                        r#"{"error":{"code":"unavailable","message":"restarting"}}"#.into(),
-                    );
+                    return (503, r#"{"error":{"code":"unavailable","message":"restarting"}}"#.into());
                 }
                 self.acknowledged.push(heartbeat);
-                let b_started = self
-                    .events()
-                    .contains(&PartEvent::Started { part: part(2) });
+                let b_started = self.events().contains(&PartEvent::Started { part: part(2) });
                 let answer = HeartbeatResponse {
                     start: vec![
                         launch(1, "echo hello; echo oops >&2; exit 3"),
@@ -115,10 +107,7 @@ impl Fake {
                 };
                 (200, serde_json::to_string(&answer).unwrap())
             }
-            _ => (
-                404,
-                r#"{"error":{"code":"not_found","message":"no route"}}"#.into(),
-            ),
+            _ => (404, r#"{"error":{"code":"not_found","message":"no route"}}"#.into()),
         }
     }
 }
@@ -149,9 +138,7 @@ async fn connection(mut stream: TcpStream, fake: Arc<Mutex<Fake>>) {
         let header = |name: &str| {
             head.lines().find_map(|l| {
                 let (k, v) = l.split_once(':')?;
-                k.trim()
-                    .eq_ignore_ascii_case(name)
-                    .then(|| v.trim().to_string())
+                k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
             })
         };
         let length: usize = header("content-length").map_or(0, |v| v.parse().unwrap());
@@ -162,10 +149,10 @@ async fn connection(mut stream: TcpStream, fake: Arc<Mutex<Fake>>) {
             }
         }
         let body: Vec<u8> = buf.drain(..head_end + length).skip(head_end).collect();
-        let (status, json) =
-            fake.lock()
-                .unwrap()
-                .answer(&path, header("authorization").as_deref(), &body);
+        let (status, json) = fake
+            .lock()
+            .unwrap()
+            .answer(&path, header("authorization").as_deref(), &body);
         let response = format!(
             "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{json}",
             json.len()
@@ -336,10 +323,7 @@ async fn the_agent_keeps_retrying_until_the_server_answers() {
     tokio::spawn(serve(listener, fake.clone()));
     let deadline = Instant::now() + Duration::from_secs(10);
     while fake.lock().unwrap().acknowledged.is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the agent never reached the server"
-        );
+        assert!(Instant::now() < deadline, "the agent never reached the server");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     stop_tx.send(()).unwrap();
@@ -353,8 +337,6 @@ async fn the_agent_keeps_retrying_until_the_server_answers() {
 
 fn event_part(e: &PartEvent) -> PartRef {
     match e {
-        PartEvent::Started { part }
-        | PartEvent::Exited { part, .. }
-        | PartEvent::StartFailed { part, .. } => *part,
+        PartEvent::Started { part } | PartEvent::Exited { part, .. } | PartEvent::StartFailed { part, .. } => *part,
     }
 }

@@ -49,13 +49,7 @@ impl Output {
     }
 
     /// Waits until `part`'s `stream` contains `needle`, returning the text so far.
-    async fn wait_for(
-        &mut self,
-        rt: &ProcessRuntime,
-        part: PartRef,
-        stream: Stream,
-        needle: &str,
-    ) -> String {
+    async fn wait_for(&mut self, rt: &ProcessRuntime, part: PartRef, stream: Stream, needle: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             self.collect(rt);
@@ -102,9 +96,7 @@ async fn wait_dead(pid: i32) {
 }
 
 fn pids(line: &str) -> Vec<i32> {
-    line.split_whitespace()
-        .map(|p| p.parse().unwrap())
-        .collect()
+    line.split_whitespace().map(|p| p.parse().unwrap()).collect()
 }
 
 #[tokio::test]
@@ -196,10 +188,7 @@ async fn stop_kills_the_whole_process_group() {
 #[tokio::test]
 async fn a_part_ignoring_sigterm_is_killed_after_the_grace() {
     let mut rt = ProcessRuntime::new(1 << 20);
-    rt.start(&sh(
-        3,
-        "trap '' TERM; echo ready; while :; do sleep 0.05; done",
-    ));
+    rt.start(&sh(3, "trap '' TERM; echo ready; while :; do sleep 0.05; done"));
     let mut out = Output::default();
     out.wait_for(&rt, part(3), Stream::Stdout, "ready").await;
     let grace = Duration::from_millis(400);
@@ -215,10 +204,7 @@ async fn a_part_ignoring_sigterm_is_killed_after_the_grace() {
     );
     let took = started.elapsed();
     assert!(took >= grace, "killed after {took:?}, before the grace");
-    assert!(
-        took < grace + Duration::from_secs(4),
-        "killed after {took:?}"
-    );
+    assert!(took < grace + Duration::from_secs(4), "killed after {took:?}");
 }
 
 #[tokio::test]
@@ -279,11 +265,7 @@ async fn large_output_is_chunked_within_the_limit() {
     exit_of(&mut rt).await;
     let mut out = Output::default();
     out.collect(&rt);
-    assert!(
-        out.chunks
-            .iter()
-            .all(|c| c.data.len() <= MAX_LOG_CHUNK_BYTES)
-    );
+    assert!(out.chunks.iter().all(|c| c.data.len() <= MAX_LOG_CHUNK_BYTES));
     assert!(
         out.chunks.len() >= 300_000usize.div_ceil(MAX_LOG_CHUNK_BYTES),
         "{} chunks",
@@ -303,10 +285,7 @@ async fn overflow_drops_the_oldest_output_with_a_marker() {
     // The smallest bound: one chunk of output.
     let cap = MAX_LOG_CHUNK_BYTES;
     let mut rt = ProcessRuntime::new(cap);
-    rt.start(&sh(
-        8,
-        "head -c 1000000 /dev/zero | tr '\\0' x; echo; echo the-end",
-    ));
+    rt.start(&sh(8, "head -c 1000000 /dev/zero | tr '\\0' x; echo; echo the-end"));
     exit_of(&mut rt).await;
     let mut out = Output::default();
     out.collect(&rt);
@@ -315,12 +294,7 @@ async fn overflow_drops_the_oldest_output_with_a_marker() {
         .data
         .strip_prefix("[agora: ")
         .and_then(|r| r.strip_suffix(" bytes of output dropped]\n"))
-        .unwrap_or_else(|| {
-            panic!(
-                "no marker first: {:?}",
-                &first.data[..first.data.len().min(80)]
-            )
-        })
+        .unwrap_or_else(|| panic!("no marker first: {:?}", &first.data[..first.data.len().min(80)]))
         .parse()
         .unwrap();
     let kept: usize = out.chunks[1..].iter().map(|c| c.data.len()).sum();

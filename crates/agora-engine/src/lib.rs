@@ -11,10 +11,10 @@ pub mod lifecycle;
 pub mod market;
 
 pub use lifecycle::{
-    JobState, LeaseState, OrderState, TransitionError, check_job_transition,
-    check_lease_transition, check_order_transition,
+    JobState, LeaseState, OrderState, TransitionError, check_job_transition, check_lease_transition,
+    check_order_transition,
 };
 pub use market::{
-    Allocation, AskSummary, Demand, Lease, Market, Node, NodeSpec, OrderSpec, Placement,
-    Preemption, RoundPlan, Unplaced,
+    Allocation, AskSummary, Demand, Lease, Market, Node, NodeSpec, OrderSpec, Placement, Preemption, RoundPlan,
+    Unplaced,
 };

@@ -92,20 +92,14 @@ state_enum!(
 impl JobState {
     /// A terminal state allows no further transition.
     pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            JobState::Succeeded | JobState::Failed | JobState::Cancelled
-        )
+        matches!(self, JobState::Succeeded | JobState::Failed | JobState::Cancelled)
     }
 }
 
 impl OrderState {
     /// A terminal state allows no further transition.
     pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            OrderState::Done | OrderState::Failed | OrderState::Cancelled
-        )
+        matches!(self, OrderState::Done | OrderState::Failed | OrderState::Cancelled)
     }
 }
 
@@ -144,10 +138,7 @@ pub fn check_job_transition(from: JobState, to: JobState) -> Result<(), Transiti
 }
 
 /// Allows or refuses an order state change.
-pub fn check_order_transition(
-    from: OrderState,
-    to: OrderState,
-) -> Result<(), TransitionError<OrderState>> {
+pub fn check_order_transition(from: OrderState, to: OrderState) -> Result<(), TransitionError<OrderState>> {
     use OrderState::*;
     let allowed = matches!(
         (from, to),
@@ -167,10 +158,7 @@ pub fn check_order_transition(
 }
 
 /// Allows or refuses a lease state change.
-pub fn check_lease_transition(
-    from: LeaseState,
-    to: LeaseState,
-) -> Result<(), TransitionError<LeaseState>> {
+pub fn check_lease_transition(from: LeaseState, to: LeaseState) -> Result<(), TransitionError<LeaseState>> {
     use LeaseState::*;
     let allowed = matches!(
         (from, to),
@@ -213,8 +201,7 @@ mod tests {
                 if let Err(e) = got {
                     assert_eq!((e.from, e.to), (from, to));
                     assert!(
-                        e.to_string()
-                            .ends_with(&format!("cannot go from {from} to {to}")),
+                        e.to_string().ends_with(&format!("cannot go from {from} to {to}")),
                         "{e}"
                     );
                 }
@@ -302,11 +289,7 @@ mod tests {
         assert_eq!(names, expected);
         for &s in all {
             let json = serde_json::to_string(&s).unwrap();
-            assert_eq!(
-                json,
-                format!("\"{}\"", as_str(s)),
-                "serialized form is as_str"
-            );
+            assert_eq!(json, format!("\"{}\"", as_str(s)), "serialized form is as_str");
             assert_eq!(serde_json::from_str::<S>(&json).unwrap(), s);
             assert_eq!(s.to_string(), as_str(s));
         }

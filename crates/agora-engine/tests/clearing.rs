@@ -1,10 +1,9 @@
 //! Snapshot-style tests of clearing rounds: each case is a small market
 //! written as lines of text and the plan it must produce, rendered as text.
 
-use agora_engine::market::{Allocation, Market, NodeSpec, OrderSpec, Placement, RoundPlan};
+use agora_engine::market::{Allocation, Market, NodeSpec, OrderSpec, Placement, RECLAIM_CANDIDATES, RoundPlan};
 use agora_types::{
-    AgentId, GpuModel, JobId, LeaseId, Micros, NodeId, OrderId, PricePerGpuHour, ProviderId,
-    TenantId, Tier,
+    AgentId, GpuModel, JobId, LeaseId, Micros, NodeId, OrderId, PricePerGpuHour, ProviderId, TenantId, Tier,
 };
 
 fn price(text: &str) -> PricePerGpuHour {
@@ -60,10 +59,7 @@ fn market(setup: &str) -> Market {
                 for option in &words[5..] {
                     match option.split_once('=').unwrap() {
                         ("models", list) => {
-                            order.models = list
-                                .split(',')
-                                .map(|n| GpuModel::resolve(n).unwrap())
-                                .collect()
+                            order.models = list.split(',').map(|n| GpuModel::resolve(n).unwrap()).collect()
                         }
                         ("vram", mib) => order.min_vram_mib = mib.parse().unwrap(),
                         other => panic!("unknown order option {other:?}"),
@@ -120,10 +116,7 @@ fn render(plan: &RoundPlan) -> String {
         ));
     }
     for p in &plan.preemptions {
-        out.push(format!(
-            "preempt lease {} for order {}",
-            p.lease, p.for_order
-        ));
+        out.push(format!("preempt lease {} for order {}", p.lease, p.for_order));
     }
     for (order, reason) in &plan.unplaced {
         out.push(format!("unplaced order {order}: {reason}"));
@@ -135,11 +128,7 @@ fn render(plan: &RoundPlan) -> String {
 fn check(setup: &str, expected: &str) {
     let m = market(setup);
     let plan = m.clear();
-    let expected: Vec<&str> = expected
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
+    let expected: Vec<&str> = expected.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
     assert_eq!(render(&plan), expected.join("\n"), "setup:\n{setup}");
     assert_eq!(m.clear(), plan, "clearing twice gives the same plan");
 }
@@ -356,6 +345,38 @@ fn preemption_prefers_fewest_victims_then_fewest_gpus() {
 }
 
 #[test]
+fn preemption_scores_only_the_cheapest_candidates() {
+    // `cheap` nodes at 1.00 each need two victims; node 500 at 1.50 needs one.
+    // Within the candidate limit every node is scored and node 500 wins; past
+    // it, only the cheapest RECLAIM_CANDIDATES are scored.
+    let setup = |cheap: u64| {
+        let mut lines = vec![
+            "node 500 p1 H100 x8 @1.50".to_string(),
+            "lease 500 spot 500:0-7".to_string(),
+        ];
+        for i in 1..=cheap {
+            lines.push(format!("node {i} p1 H100 x8 @1.00"));
+            lines.push(format!("lease {} spot {i}:0-3", 2 * i));
+            lines.push(format!("lease {} spot {i}:4-7", 2 * i + 1));
+        }
+        lines.push("order 1 on-demand ≤2.00 1x8".to_string());
+        lines.join("\n")
+    };
+    let limit = RECLAIM_CANDIDATES as u64;
+    check(
+        &setup(limit - 1),
+        "preempt lease 500 for order 1
+         unplaced order 1: waiting for lease 500 to stop",
+    );
+    check(
+        &setup(limit),
+        "preempt lease 2 for order 1
+         preempt lease 3 for order 1
+         unplaced order 1: waiting for leases 2, 3 to stop",
+    );
+}
+
+#[test]
 fn a_preempted_gang_lease_is_preempted_whole() {
     check(
         "node 1 p1 H100 x8 @1.00
@@ -378,6 +399,18 @@ fn a_stopping_lease_is_never_a_victim_twice() {
          stopping 9
          order 1 on-demand ≤1.00 1x8",
         "unplaced order 1: waiting for lease 9 to stop",
+    );
+    // Two orders, two victims on one node: each gets its own.
+    check(
+        "node 1 p1 H100 x8 @1.00
+         lease 9 spot 1:0-3
+         lease 10 spot 1:4-7
+         order 1 on-demand ≤1.00 1x4
+         order 2 on-demand ≤1.00 1x4",
+        "preempt lease 9 for order 1
+         preempt lease 10 for order 2
+         unplaced order 1: waiting for lease 9 to stop
+         unplaced order 2: waiting for lease 10 to stop",
     );
     // Two on-demand orders, one spot lease: only the first counts on it.
     check(

@@ -3,8 +3,7 @@
 
 use agora_engine::market::{AskSummary, Market, NodeSpec, OrderSpec, Unplaced};
 use agora_types::{
-    AgentId, GpuModel, JobId, LeaseId, Micros, NodeId, OrderId, PricePerGpuHour, ProviderId,
-    TenantId, Tier,
+    AgentId, GpuModel, JobId, LeaseId, Micros, NodeId, OrderId, PricePerGpuHour, ProviderId, TenantId, Tier,
 };
 
 fn price(text: &str) -> PricePerGpuHour {
@@ -67,10 +66,7 @@ fn preempted_gpus_go_to_the_on_demand_order_once_freed() {
 
     let ended = m.end_lease(LeaseId(1)).unwrap();
     assert!(ended.stopping);
-    assert!(
-        m.end_lease(LeaseId(1)).is_none(),
-        "ending twice is harmless"
-    );
+    assert!(m.end_lease(LeaseId(1)).is_none(), "ending twice is harmless");
     let plan = m.clear();
     assert_eq!(plan.placements.len(), 1);
     assert_eq!(plan.placements[0].order, OrderId(2));
@@ -190,8 +186,5 @@ fn plans_serialize_for_the_event_log() {
     let plan = m.clear();
     let json = serde_json::to_string(&plan).unwrap();
     assert!(json.contains(r#"{"ask_above_max_price":"#), "{json}");
-    assert_eq!(
-        serde_json::from_str::<agora_engine::RoundPlan>(&json).unwrap(),
-        plan
-    );
+    assert_eq!(serde_json::from_str::<agora_engine::RoundPlan>(&json).unwrap(), plan);
 }

@@ -6,8 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use agora_engine::market::{Market, NodeSpec, OrderSpec, RoundPlan, Unplaced};
 use agora_types::{
-    AgentId, GpuModel, JobId, LeaseId, Micros, NodeId, OrderId, PricePerGpuHour, ProviderId,
-    TenantId, Tier,
+    AgentId, GpuModel, JobId, LeaseId, Micros, NodeId, OrderId, PricePerGpuHour, ProviderId, TenantId, Tier,
 };
 use proptest::prelude::*;
 
@@ -51,13 +50,11 @@ struct Step {
 }
 
 fn node_gen() -> impl Strategy<Value = NodeGen> {
-    (1u64..=3, 0..MODELS.len(), 1u32..=8, 0..ASKS.len()).prop_map(|(provider, model, gpus, ask)| {
-        NodeGen {
-            provider,
-            model,
-            gpus,
-            ask,
-        }
+    (1u64..=3, 0..MODELS.len(), 1u32..=8, 0..ASKS.len()).prop_map(|(provider, model, gpus, ask)| NodeGen {
+        provider,
+        model,
+        gpus,
+        ask,
     })
 }
 
@@ -136,11 +133,7 @@ fn order_spec(id: u64, g: &OrderGen) -> OrderSpec {
 }
 
 /// Checks one plan against the market it came from.
-fn check_plan(
-    m: &Market,
-    plan: &RoundPlan,
-    ever_stopping: &BTreeSet<LeaseId>,
-) -> Result<(), TestCaseError> {
+fn check_plan(m: &Market, plan: &RoundPlan, ever_stopping: &BTreeSet<LeaseId>) -> Result<(), TestCaseError> {
     let pending: BTreeSet<OrderId> = m.pending_orders().map(|o| o.id).collect();
     let mut decided = BTreeSet::new();
     let mut used: BTreeSet<(NodeId, u32)> = BTreeSet::new();
@@ -162,10 +155,7 @@ fn check_plan(
             prop_assert_eq!(node.spec().ask, p.price);
             prop_assert!(p.price <= order.max_price);
             prop_assert_eq!(a.gpu_indices.len(), order.gpus_per_node as usize);
-            prop_assert!(
-                a.gpu_indices.windows(2).all(|w| w[0] < w[1]),
-                "indices ascend"
-            );
+            prop_assert!(a.gpu_indices.windows(2).all(|w| w[0] < w[1]), "indices ascend");
             for &gpu in &a.gpu_indices {
                 prop_assert!(gpu < node.spec().gpus);
                 prop_assert_eq!(
@@ -175,12 +165,7 @@ fn check_plan(
                     gpu,
                     a.node
                 );
-                prop_assert!(
-                    used.insert((a.node, gpu)),
-                    "GPU {} of node {} given twice",
-                    gpu,
-                    a.node
-                );
+                prop_assert!(used.insert((a.node, gpu)), "GPU {} of node {} given twice", gpu, a.node);
             }
         }
         prop_assert_eq!(models.len(), 1, "a gang has one model");
@@ -211,11 +196,7 @@ fn check_plan(
     }
     let mut awaited = BTreeSet::new();
     for (order, reason) in &plan.unplaced {
-        prop_assert!(
-            decided.insert(*order),
-            "order {} both placed and unplaced",
-            order
-        );
+        prop_assert!(decided.insert(*order), "order {} both placed and unplaced", order);
         if let Unplaced::WaitingForPreemption { leases } = reason {
             prop_assert!(!leases.is_empty());
             for l in leases {
@@ -224,11 +205,7 @@ fn check_plan(
             }
         }
     }
-    prop_assert_eq!(
-        decided,
-        pending,
-        "every pending order is placed or has a reason"
-    );
+    prop_assert_eq!(decided, pending, "every pending order is placed or has a reason");
     Ok(())
 }
 
@@ -256,11 +233,7 @@ fn check_market(m: &Market) -> Result<(), TestCaseError> {
             *free_by_model.entry(node.spec().model).or_default() += u64::from(node.free_gpus());
         }
     }
-    let summaries: BTreeMap<GpuModel, u64> = m
-        .asks_by_model()
-        .into_iter()
-        .map(|(k, s)| (k, s.gpus_free))
-        .collect();
+    let summaries: BTreeMap<GpuModel, u64> = m.asks_by_model().into_iter().map(|(k, s)| (k, s.gpus_free)).collect();
     prop_assert_eq!(summaries, free_by_model);
     Ok(())
 }

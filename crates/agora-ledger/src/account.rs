@@ -90,15 +90,9 @@ impl FromStr for Account {
         }
         let mut parts = text.split(':');
         match (parts.next(), parts.next(), parts.next(), parts.next()) {
-            (Some("tenant"), Some(n), Some("available"), None) => {
-                Ok(Account::TenantAvailable(TenantId(id(n)?)))
-            }
-            (Some("tenant"), Some(n), Some("held"), None) => {
-                Ok(Account::TenantHeld(TenantId(id(n)?)))
-            }
-            (Some("provider"), Some(n), Some("earnings"), None) => {
-                Ok(Account::ProviderEarnings(ProviderId(id(n)?)))
-            }
+            (Some("tenant"), Some(n), Some("available"), None) => Ok(Account::TenantAvailable(TenantId(id(n)?))),
+            (Some("tenant"), Some(n), Some("held"), None) => Ok(Account::TenantHeld(TenantId(id(n)?))),
+            (Some("provider"), Some(n), Some("earnings"), None) => Ok(Account::ProviderEarnings(ProviderId(id(n)?))),
             _ => Err(bad()),
         }
     }
@@ -182,10 +176,7 @@ mod tests {
 
     #[test]
     fn only_funding_may_go_negative() {
-        let negative: Vec<Account> = all_kinds()
-            .into_iter()
-            .filter(|a| a.may_go_negative())
-            .collect();
+        let negative: Vec<Account> = all_kinds().into_iter().filter(|a| a.may_go_negative()).collect();
         assert_eq!(negative, [Account::Funding]);
     }
 }

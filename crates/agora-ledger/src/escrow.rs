@@ -33,10 +33,7 @@ pub const BPS_PER_WHOLE: u32 = 10_000;
 /// `floor(amount × fee_bps / 10,000)` for a non-negative amount, computed
 /// without overflow for any `i128` amount (`fee_bps` is at most 10,000).
 pub fn fee_of(amount: Micros, fee_bps: u32) -> Micros {
-    assert!(
-        amount.0 >= 0,
-        "fees are taken on charges, which are never negative"
-    );
+    assert!(amount.0 >= 0, "fees are taken on charges, which are never negative");
     assert!(fee_bps <= BPS_PER_WHOLE, "fee rates are checked before use");
     let whole = i128::from(BPS_PER_WHOLE);
     let bps = i128::from(fee_bps);
@@ -220,10 +217,7 @@ impl Ledger {
         if total_due.is_negative() {
             return Err(EscrowError::NegativeDue { lease, total_due });
         }
-        let hold = self
-            .holds
-            .get(&lease)
-            .ok_or(EscrowError::UnknownLease { lease })?;
+        let hold = self.holds.get(&lease).ok_or(EscrowError::UnknownLease { lease })?;
         if !hold.is_open() {
             return Err(EscrowError::Closed { lease });
         }
@@ -257,13 +251,7 @@ impl Ledger {
                 Account::ProviderEarnings(provider),
                 TransferKind::Settle,
             ),
-            (
-                fee_now,
-                "fee",
-                held,
-                Account::ExchangeFees,
-                TransferKind::Fee,
-            ),
+            (fee_now, "fee", held, Account::ExchangeFees, TransferKind::Fee),
         ]
         .into_iter()
         .filter(|(amount, ..)| amount.0 > 0)
@@ -360,9 +348,7 @@ mod tests {
     /// A ledger where tenant `T` has `amount` available.
     fn funded(amount: i128) -> Ledger {
         let mut ledger = Ledger::new();
-        ledger
-            .top_up("topup:1".into(), T, Micros(amount), at(0))
-            .unwrap();
+        ledger.top_up("topup:1".into(), T, Micros(amount), at(0)).unwrap();
         ledger
     }
 
@@ -402,20 +388,11 @@ mod tests {
         // A second hold tops the first one up.
         ledger.hold(L, T, P, Micros(100), at(20)).unwrap();
         assert_eq!(ledger.hold_of(L).unwrap().held, Micros(700));
-        assert_eq!(
-            ids(&ledger),
-            ["topup:1", "lease:5:hold:0", "lease:5:hold:1"]
-        );
+        assert_eq!(ids(&ledger), ["topup:1", "lease:5:hold:0", "lease:5:hold:1"]);
         let t = &ledger.journal()[1];
         assert_eq!(
             (t.kind, t.escrow),
-            (
-                TransferKind::Hold,
-                Some(EscrowRef {
-                    lease: L,
-                    provider: P
-                })
-            )
+            (TransferKind::Hold, Some(EscrowRef { lease: L, provider: P }))
         );
     }
 
@@ -475,10 +452,7 @@ mod tests {
             ledger.settle(L, Micros(2_500), 250, at(3)),
             Ok(SettleOutcome::default())
         );
-        assert_eq!(
-            ledger.settle(L, Micros(100), 250, at(3)),
-            Ok(SettleOutcome::default())
-        );
+        assert_eq!(ledger.settle(L, Micros(100), 250, at(3)), Ok(SettleOutcome::default()));
         assert_eq!(ledger, before);
         let hold = ledger.hold_of(L).unwrap();
         assert_eq!(
@@ -508,12 +482,7 @@ mod tests {
         step.hold(L, T, P, Micros(2_000), at(0)).unwrap();
         let mut fees_per_call = Vec::new();
         for i in 1..=40 {
-            fees_per_call.push(
-                step.settle(L, Micros(39 * i), 250, at(i as i64))
-                    .unwrap()
-                    .fee_now
-                    .0,
-            );
+            fees_per_call.push(step.settle(L, Micros(39 * i), 250, at(i as i64)).unwrap().fee_now.0);
         }
         let mut once = funded(10_000);
         once.hold(L, T, P, Micros(2_000), at(0)).unwrap();
@@ -546,12 +515,7 @@ mod tests {
         assert_eq!(ledger.tenant_balance(T), (Micros(700), Micros::ZERO));
         assert_eq!(
             ids(&ledger),
-            [
-                "topup:1",
-                "lease:5:hold:0",
-                "lease:5:cover:1",
-                "lease:5:settle:1"
-            ]
+            ["topup:1", "lease:5:hold:0", "lease:5:cover:1", "lease:5:settle:1"]
         );
         let hold = ledger.hold_of(L).unwrap();
         assert_eq!(
@@ -588,9 +552,7 @@ mod tests {
         );
         assert_eq!(ledger, before);
         // After a top-up, the same total collects what was owed, fee included.
-        ledger
-            .top_up("topup:2".into(), T, Micros(2_000), at(3))
-            .unwrap();
+        ledger.top_up("topup:2".into(), T, Micros(2_000), at(3)).unwrap();
         let paid = ledger.settle(L, Micros(1_500), 1_000, at(4)).unwrap();
         assert_eq!(
             paid,
@@ -601,10 +563,7 @@ mod tests {
                 short_by: Micros::ZERO
             }
         );
-        assert_eq!(
-            ledger.hold_of(L).unwrap().fees,
-            fee_of(Micros(1_500), 1_000)
-        );
+        assert_eq!(ledger.hold_of(L).unwrap().fees, fee_of(Micros(1_500), 1_000));
         assert_eq!(ledger.tenant_balance(T), (Micros(1_500), Micros::ZERO));
     }
 
@@ -619,10 +578,7 @@ mod tests {
         assert_eq!(ledger.hold_of(L).unwrap().fees, Micros(100));
         // And a higher one never takes more than the call charges.
         let outcome = ledger.settle(L, Micros(1_110), 10_000, at(3)).unwrap();
-        assert_eq!(
-            (outcome.charged_now, outcome.fee_now),
-            (Micros(10), Micros(10))
-        );
+        assert_eq!((outcome.charged_now, outcome.fee_now), (Micros(10), Micros(10)));
     }
 
     #[test]
@@ -687,9 +643,7 @@ mod tests {
     fn holds_of_different_leases_are_separate() {
         let mut ledger = funded(1_000);
         ledger.hold(LeaseId(1), T, P, Micros(300), at(0)).unwrap();
-        ledger
-            .hold(LeaseId(2), T, ProviderId(3), Micros(300), at(0))
-            .unwrap();
+        ledger.hold(LeaseId(2), T, ProviderId(3), Micros(300), at(0)).unwrap();
         ledger.settle(LeaseId(1), Micros(100), 0, at(1)).unwrap();
         assert_eq!(ledger.release(LeaseId(2), at(2)), Ok(Micros(300)));
         assert_eq!(ledger.tenant_balance(T), (Micros(700), Micros(200)));

@@ -156,9 +156,7 @@ impl Ledger {
             if leg.debit == leg.credit {
                 return Err(TransferError::SameAccount { account: leg.debit });
             }
-            if self.ids.contains_key(&leg.id)
-                || legs[..i].iter().any(|earlier| earlier.id == leg.id)
-            {
+            if self.ids.contains_key(&leg.id) || legs[..i].iter().any(|earlier| earlier.id == leg.id) {
                 return Err(TransferError::IdConflict { id: leg.id.clone() });
             }
             let debit_before = *scratch.get(&leg.debit).unwrap_or(&self.balance(&leg.debit));
@@ -173,16 +171,11 @@ impl Ledger {
                     amount: leg.amount,
                 });
             }
-            let credit_before = *scratch
-                .get(&leg.credit)
-                .unwrap_or(&self.balance(&leg.credit));
-            let credit_after =
-                credit_before
-                    .0
-                    .checked_add(leg.amount.0)
-                    .ok_or(TransferError::Overflow {
-                        account: leg.credit,
-                    })?;
+            let credit_before = *scratch.get(&leg.credit).unwrap_or(&self.balance(&leg.credit));
+            let credit_after = credit_before
+                .0
+                .checked_add(leg.amount.0)
+                .ok_or(TransferError::Overflow { account: leg.credit })?;
             scratch.insert(leg.debit, Micros(debit_after));
             scratch.insert(leg.credit, Micros(credit_after));
         }
@@ -218,11 +211,7 @@ impl Ledger {
             transfer.debit
         );
         let previous = self.ids.insert(transfer.id.clone(), self.journal.len());
-        assert!(
-            previous.is_none(),
-            "post checked that {} is unused",
-            transfer.id
-        );
+        assert!(previous.is_none(), "post checked that {} is unused", transfer.id);
         self.journal.push(transfer);
     }
 
@@ -233,9 +222,7 @@ impl Ledger {
 
     /// Every account a transfer ever touched, in [`Account`] order, with its balance.
     pub fn accounts(&self) -> impl Iterator<Item = (&Account, Micros)> + '_ {
-        self.balances
-            .iter()
-            .map(|(account, balance)| (account, *balance))
+        self.balances.iter().map(|(account, balance)| (account, *balance))
     }
 
     /// A tenant's `(available, held)` balances.
@@ -299,12 +286,7 @@ mod tests {
         let t = &ledger.journal()[0];
         assert_eq!(
             (t.seq, t.kind, t.debit, t.credit),
-            (
-                0,
-                TransferKind::TopUp,
-                Account::Funding,
-                Account::TenantAvailable(T)
-            )
+            (0, TransferKind::TopUp, Account::Funding, Account::TenantAvailable(T))
         );
         assert_eq!(ledger.head(), chain::link_hash(&GENESIS, t));
         assert_eq!(ledger.accounts().map(|(_, b)| b.0).sum::<i128>(), 0);
@@ -361,11 +343,7 @@ mod tests {
     #[test]
     fn funding_may_go_negative_without_limit_but_not_overflow() {
         let mut ledger = Ledger::new();
-        assert!(
-            ledger
-                .top_up("a".into(), T, Micros(i128::MAX), at(0))
-                .is_ok()
-        );
+        assert!(ledger.top_up("a".into(), T, Micros(i128::MAX), at(0)).is_ok());
         assert_eq!(ledger.balance(&Account::Funding), Micros(-i128::MAX));
         let before = ledger.clone();
         assert_eq!(
@@ -393,13 +371,8 @@ mod tests {
     fn duplicate_id_with_different_content_is_a_conflict() {
         let mut ledger = funded(100);
         let before = ledger.clone();
-        let conflict = Err(TransferError::IdConflict {
-            id: "topup:1".into(),
-        });
-        assert_eq!(
-            ledger.top_up("topup:1".into(), T, Micros(101), at(0)),
-            conflict
-        );
+        let conflict = Err(TransferError::IdConflict { id: "topup:1".into() });
+        assert_eq!(ledger.top_up("topup:1".into(), T, Micros(101), at(0)), conflict);
         assert_eq!(
             ledger.top_up("topup:1".into(), TenantId(2), Micros(100), at(0)),
             conflict
@@ -451,14 +424,7 @@ mod tests {
             })
         );
         assert_eq!(
-            ledger.transfer(
-                "x".into(),
-                avail,
-                Account::TenantHeld(T),
-                Micros(5),
-                adj,
-                at(0)
-            ),
+            ledger.transfer("x".into(), avail, Account::TenantHeld(T), Micros(5), adj, at(0)),
             Err(TransferError::EscrowAccount {
                 account: Account::TenantHeld(T)
             })

@@ -153,13 +153,7 @@ impl Transfer {
     /// Whether `self` records the same movement of money as the other fields.
     /// The time is left out on purpose: a retried request arrives later than
     /// the original, and it must still be recognised as the same transfer.
-    pub(crate) fn same_content(
-        &self,
-        debit: Account,
-        credit: Account,
-        amount: Micros,
-        kind: TransferKind,
-    ) -> bool {
+    pub(crate) fn same_content(&self, debit: Account, credit: Account, amount: Micros, kind: TransferKind) -> bool {
         self.debit == debit && self.credit == credit && self.amount == amount && self.kind == kind
     }
 }
@@ -179,10 +173,7 @@ pub enum TransferError {
     #[error("amount must be positive, got {amount}")]
     NonPositiveAmount { amount: Micros },
     #[error("transfer id `{id}` {reason}")]
-    InvalidId {
-        id: TransferId,
-        reason: &'static str,
-    },
+    InvalidId { id: TransferId, reason: &'static str },
     #[error("transfer id `{id}` is reserved for escrow operations")]
     ReservedId { id: TransferId },
     #[error("debit and credit are the same account `{account}`")]
@@ -207,10 +198,7 @@ mod tests {
 
     #[test]
     fn escrow_ids_are_derived_from_lease_leg_and_op() {
-        assert_eq!(
-            TransferId::escrow(LeaseId(5), "settle", 3).as_str(),
-            "lease:5:settle:3"
-        );
+        assert_eq!(TransferId::escrow(LeaseId(5), "settle", 3).as_str(), "lease:5:settle:3");
         assert!(
             TransferId::escrow(LeaseId(5), "hold", 0)
                 .as_str()
@@ -235,10 +223,7 @@ mod tests {
 
     #[test]
     fn kind_serializes_kebab_case() {
-        assert_eq!(
-            serde_json::to_string(&TransferKind::TopUp).unwrap(),
-            "\"top-up\""
-        );
+        assert_eq!(serde_json::to_string(&TransferKind::TopUp).unwrap(), "\"top-up\"");
         for kind in [
             TransferKind::TopUp,
             TransferKind::Hold,

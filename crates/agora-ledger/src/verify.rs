@@ -150,8 +150,7 @@ fn tally_escrow(
     lease: LeaseId,
     provider: ProviderId,
 ) -> Result<(), &'static str> {
-    let (id_lease, leg, op) =
-        parse_escrow_id(&transfer.id).ok_or("id is not lease:<lease>:<leg>:<op>")?;
+    let (id_lease, leg, op) = parse_escrow_id(&transfer.id).ok_or("id is not lease:<lease>:<leg>:<op>")?;
     if id_lease != lease {
         return Err("id names another lease");
     }
@@ -167,11 +166,7 @@ fn tally_escrow(
     }
     let tenant = match (transfer.kind, transfer.debit, transfer.credit) {
         (TransferKind::Hold, Account::TenantAvailable(a), Account::TenantHeld(b)) if a == b => a,
-        (TransferKind::Settle, Account::TenantHeld(t), Account::ProviderEarnings(p))
-            if p == provider =>
-        {
-            t
-        }
+        (TransferKind::Settle, Account::TenantHeld(t), Account::ProviderEarnings(p)) if p == provider => t,
         (TransferKind::Fee, Account::TenantHeld(t), Account::ExchangeFees) => t,
         (TransferKind::Release, Account::TenantHeld(a), Account::TenantAvailable(b)) if a == b => a,
         _ => return Err("accounts do not fit the kind"),
@@ -278,13 +273,10 @@ fn recompute(journal: &[Transfer]) -> Result<Recomputed, VerifyError> {
         head = computed;
 
         let debit = balances.entry(transfer.debit).or_default();
-        debit.0 = debit
-            .0
-            .checked_sub(transfer.amount.0)
-            .ok_or(VerifyError::Overflow {
-                seq,
-                account: transfer.debit,
-            })?;
+        debit.0 = debit.0.checked_sub(transfer.amount.0).ok_or(VerifyError::Overflow {
+            seq,
+            account: transfer.debit,
+        })?;
         if debit.is_negative() && !transfer.debit.may_go_negative() {
             return Err(VerifyError::NegativeBalance {
                 seq,
@@ -293,13 +285,10 @@ fn recompute(journal: &[Transfer]) -> Result<Recomputed, VerifyError> {
             });
         }
         let credit = balances.entry(transfer.credit).or_default();
-        credit.0 = credit
-            .0
-            .checked_add(transfer.amount.0)
-            .ok_or(VerifyError::Overflow {
-                seq,
-                account: transfer.credit,
-            })?;
+        credit.0 = credit.0.checked_add(transfer.amount.0).ok_or(VerifyError::Overflow {
+            seq,
+            account: transfer.credit,
+        })?;
 
         match transfer.escrow {
             None => {
@@ -346,18 +335,10 @@ impl Ledger {
         if recomputed.ids != self.ids {
             return Err(VerifyError::IdIndexMismatch);
         }
-        let accounts: BTreeSet<&Account> = self
-            .balances
-            .keys()
-            .chain(recomputed.balances.keys())
-            .collect();
+        let accounts: BTreeSet<&Account> = self.balances.keys().chain(recomputed.balances.keys()).collect();
         for account in accounts {
             let maintained = self.balance(account);
-            let recomputed = recomputed
-                .balances
-                .get(account)
-                .copied()
-                .unwrap_or(Micros::ZERO);
+            let recomputed = recomputed.balances.get(account).copied().unwrap_or(Micros::ZERO);
             if maintained != recomputed || !self.balances.contains_key(account) {
                 return Err(VerifyError::BalanceMismatch {
                     account: *account,
@@ -372,9 +353,7 @@ impl Ledger {
             .balances
             .values()
             .try_fold(0i128, |sum, balance| sum.checked_add(balance.0))
-            .ok_or(VerifyError::NotBalanced {
-                sum: Micros(i128::MAX),
-            })?;
+            .ok_or(VerifyError::NotBalanced { sum: Micros(i128::MAX) })?;
         if sum != 0 {
             return Err(VerifyError::NotBalanced { sum: Micros(sum) });
         }
@@ -439,10 +418,7 @@ impl Ledger {
                 ),
                 ("held", hold.is_open() || hold.held == Micros::ZERO),
                 ("charged", hold.charged == hold.earned + hold.fees),
-                (
-                    "deposited",
-                    hold.deposited == hold.held + hold.charged + hold.released,
-                ),
+                ("deposited", hold.deposited == hold.held + hold.charged + hold.released),
             ];
             if let Some((field, _)) = fields.iter().find(|(_, ok)| !ok) {
                 return Err(mismatch(*field));
@@ -476,10 +452,7 @@ impl Ledger {
     /// closed with nothing left to release leaves no transfer, so the journal
     /// alone cannot say it is closed), recomputing balances, ids and the head,
     /// and verifying the whole.
-    pub fn restore(
-        journal: Vec<Transfer>,
-        holds: BTreeMap<LeaseId, Hold>,
-    ) -> Result<Ledger, VerifyError> {
+    pub fn restore(journal: Vec<Transfer>, holds: BTreeMap<LeaseId, Hold>) -> Result<Ledger, VerifyError> {
         let recomputed = recompute(&journal)?;
         let ledger = Ledger {
             balances: recomputed.balances.clone(),
@@ -535,20 +508,14 @@ mod tests {
     /// A ledger that used every operation.
     fn busy() -> Ledger {
         let mut ledger = Ledger::new();
-        ledger
-            .top_up("topup:1".into(), T, Micros(10_000), UnixMs(0))
-            .unwrap();
+        ledger.top_up("topup:1".into(), T, Micros(10_000), UnixMs(0)).unwrap();
         ledger
             .top_up("topup:2".into(), TenantId(2), Micros(500), UnixMs(0))
             .unwrap();
         ledger.hold(L, T, P, Micros(3_000), UnixMs(1)).unwrap();
-        ledger
-            .hold(LeaseId(6), TenantId(2), P, Micros(400), UnixMs(1))
-            .unwrap();
+        ledger.hold(LeaseId(6), TenantId(2), P, Micros(400), UnixMs(1)).unwrap();
         ledger.settle(L, Micros(1_234), 250, UnixMs(2)).unwrap();
-        ledger
-            .settle(LeaseId(6), Micros(900), 250, UnixMs(2))
-            .unwrap();
+        ledger.settle(LeaseId(6), Micros(900), 250, UnixMs(2)).unwrap();
         ledger.release(L, UnixMs(3)).unwrap();
         ledger.release(LeaseId(6), UnixMs(3)).unwrap();
         ledger
@@ -584,10 +551,7 @@ mod tests {
     fn verify_catches_a_changed_amount() {
         let mut ledger = busy();
         ledger.journal[0].amount = Micros(10_001);
-        assert!(matches!(
-            ledger.verify(),
-            Err(VerifyError::HashMismatch { seq: 0, .. })
-        ));
+        assert!(matches!(ledger.verify(), Err(VerifyError::HashMismatch { seq: 0, .. })));
     }
 
     #[test]
@@ -601,10 +565,7 @@ mod tests {
             t.hash = chain::link_hash(&head, t);
             head = t.hash;
         }
-        assert!(matches!(
-            ledger.verify(),
-            Err(VerifyError::HeadMismatch { .. })
-        ));
+        assert!(matches!(ledger.verify(), Err(VerifyError::HeadMismatch { .. })));
         ledger.head = head;
         assert!(matches!(
             ledger.verify(),
@@ -619,10 +580,7 @@ mod tests {
     fn verify_catches_a_dropped_transfer() {
         let mut ledger = busy();
         ledger.journal.remove(1);
-        assert_eq!(
-            ledger.verify(),
-            Err(VerifyError::SeqMismatch { index: 1, seq: 2 })
-        );
+        assert_eq!(ledger.verify(), Err(VerifyError::SeqMismatch { index: 1, seq: 2 }));
     }
 
     #[test]

@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 
 use agora_ledger::{
-    Account, EscrowError, LeaseId, Ledger, Micros, ProviderId, TenantId, TransferError, TransferId,
-    TransferKind, UnixMs, fee_of,
+    Account, EscrowError, LeaseId, Ledger, Micros, ProviderId, TenantId, TransferError, TransferId, TransferKind,
+    UnixMs, fee_of,
 };
 use proptest::prelude::*;
 
@@ -66,24 +66,10 @@ fn apply(ledger: &mut Ledger, op: &Op, fee_bps: u32, step: usize) {
     let at = UnixMs(step as i64 * 1_000);
     let before = ledger.clone();
     let refused = match *op {
-        Op::TopUp {
-            key,
-            tenant,
-            amount,
-        } => ledger
-            .top_up(
-                TransferId(format!("topup:{key}")),
-                TenantId(tenant),
-                Micros(amount),
-                at,
-            )
+        Op::TopUp { key, tenant, amount } => ledger
+            .top_up(TransferId(format!("topup:{key}")), TenantId(tenant), Micros(amount), at)
             .is_err(),
-        Op::Move {
-            key,
-            from,
-            to,
-            amount,
-        } => {
+        Op::Move { key, from, to, amount } => {
             let credit = to.map_or(Account::Funding, |t| Account::TenantAvailable(TenantId(t)));
             let result = ledger.transfer(
                 TransferId(format!("move:{key}")),
@@ -116,14 +102,8 @@ fn apply(ledger: &mut Ledger, op: &Op, fee_bps: u32, step: usize) {
             }
             result.is_err()
         }
-        Op::Settle {
-            lease,
-            more,
-            bad_rate,
-        } => {
-            let charged = ledger
-                .hold_of(LeaseId(lease))
-                .map_or(Micros::ZERO, |h| h.charged);
+        Op::Settle { lease, more, bad_rate } => {
+            let charged = ledger.hold_of(LeaseId(lease)).map_or(Micros::ZERO, |h| h.charged);
             let total_due = Micros((charged.0 + more).max(0));
             let rate = if bad_rate { 10_001 } else { fee_bps };
             match ledger.settle(LeaseId(lease), total_due, rate, at) {
@@ -136,22 +116,13 @@ fn apply(ledger: &mut Ledger, op: &Op, fee_bps: u32, step: usize) {
                     if outcome.short_by.0 > 0 {
                         // A shortfall only when the tenant has nothing left anywhere.
                         assert_eq!(hold.held, Micros::ZERO);
-                        assert_eq!(
-                            ledger.balance(&Account::TenantAvailable(hold.tenant)),
-                            Micros::ZERO
-                        );
+                        assert_eq!(ledger.balance(&Account::TenantAvailable(hold.tenant)), Micros::ZERO);
                     }
                     assert_eq!(hold.charged, charged + outcome.charged_now);
                     false
                 }
                 Err(err) => {
-                    assert!(
-                        bad_rate
-                            || matches!(
-                                err,
-                                EscrowError::UnknownLease { .. } | EscrowError::Closed { .. }
-                            )
-                    );
+                    assert!(bad_rate || matches!(err, EscrowError::UnknownLease { .. } | EscrowError::Closed { .. }));
                     true
                 }
             }
@@ -213,9 +184,7 @@ fn check_invariants(ledger: &Ledger, fee_bps: u32) {
     }
     assert_eq!(ledger.balance(&Account::ExchangeFees).0, fees);
     // (3) The journal alone gives the same state.
-    let report = ledger
-        .verify()
-        .unwrap_or_else(|err| panic!("verify failed: {err}"));
+    let report = ledger.verify().unwrap_or_else(|err| panic!("verify failed: {err}"));
     assert_eq!(report.transfers, ledger.len() as u64);
 }
 

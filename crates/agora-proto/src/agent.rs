@@ -76,11 +76,20 @@ pub struct PartRef {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum PartEvent {
-    Started { part: PartRef },
+    Started {
+        part: PartRef,
+    },
     /// The process ended. `exit_code` is absent when a signal ended it.
-    Exited { part: PartRef, exit_code: Option<i32>, signal: Option<i32> },
+    Exited {
+        part: PartRef,
+        exit_code: Option<i32>,
+        signal: Option<i32>,
+    },
     /// The process could not be started (command not found, bad working dir, …).
-    StartFailed { part: PartRef, error: String },
+    StartFailed {
+        part: PartRef,
+        error: String,
+    },
 }
 
 /// Output of a part, in order. The agent splits output into chunks of at most

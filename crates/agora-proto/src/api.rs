@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use agora_types::{AgentId, GpuModel, JobId, JobKind, LeaseId, Micros, NodeId, OrderId, ProviderId, TenantId, Tier, UnixMs};
+use agora_types::{
+    AgentId, GpuModel, JobId, JobKind, LeaseId, Micros, NodeId, OrderId, ProviderId, TenantId, Tier, UnixMs,
+};
 use serde::{Deserialize, Serialize};
 
 /// Every error response: `{"error": {...}}` with a stable `code`.

@@ -238,10 +238,7 @@ impl Manifest {
     /// name the canonical fields (`resources.min_vram_mib`, `duration_estimate_s`).
     pub fn validate(&self) -> Result<(), ManifestError> {
         if self.kind == JobKind::Service {
-            return Err(ManifestError::new(
-                "kind",
-                "service workloads are not yet supported",
-            ));
+            return Err(ManifestError::new("kind", "service workloads are not yet supported"));
         }
         check_name(&self.name)?;
         self.validate_resources()?;
@@ -250,20 +247,15 @@ impl Manifest {
         if let Some(seconds) = self.duration_estimate_s {
             check_duration(seconds).map_err(|m| ManifestError::new("duration_estimate_s", m))?;
         }
-        check_text(&self.command, COMMAND_MAX_BYTES)
-            .map_err(|m| ManifestError::new("command", m))?;
+        check_text(&self.command, COMMAND_MAX_BYTES).map_err(|m| ManifestError::new("command", m))?;
         if self.args.len() > ARGS_MAX_ITEMS {
             return Err(ManifestError::new(
                 "args",
-                format!(
-                    "has {} items; at most {ARGS_MAX_ITEMS} are allowed",
-                    self.args.len()
-                ),
+                format!("has {} items; at most {ARGS_MAX_ITEMS} are allowed", self.args.len()),
             ));
         }
         for (i, arg) in self.args.iter().enumerate() {
-            check_bytes(arg, ARG_MAX_BYTES)
-                .map_err(|m| ManifestError::new(format!("args[{i}]"), m))?;
+            check_bytes(arg, ARG_MAX_BYTES).map_err(|m| ManifestError::new(format!("args[{i}]"), m))?;
         }
         if self.env.len() > ENV_MAX_ENTRIES {
             return Err(ManifestError::new(
@@ -277,8 +269,7 @@ impl Manifest {
         for (key, value) in &self.env {
             check_env_name(key).map_err(|m| ManifestError::new("env", m))?;
             check_env_not_reserved(key).map_err(|m| ManifestError::new(format!("env.{key}"), m))?;
-            check_bytes(value, ENV_VALUE_MAX_BYTES)
-                .map_err(|m| ManifestError::new(format!("env.{key}"), m))?;
+            check_bytes(value, ENV_VALUE_MAX_BYTES).map_err(|m| ManifestError::new(format!("env.{key}"), m))?;
         }
         if let Some(workdir) = &self.workdir {
             check_text(workdir, WORKDIR_MAX_BYTES).map_err(|m| ManifestError::new("workdir", m))?;
@@ -288,27 +279,18 @@ impl Manifest {
 
     fn validate_resources(&self) -> Result<(), ManifestError> {
         let r = &self.resources;
-        check_range(r.gpus_per_node, GPUS_PER_NODE)
-            .map_err(|m| ManifestError::new("resources.gpus_per_node", m))?;
+        check_range(r.gpus_per_node, GPUS_PER_NODE).map_err(|m| ManifestError::new("resources.gpus_per_node", m))?;
         match self.kind {
             JobKind::Training => {
-                check_range(r.nodes, NODES)
-                    .map_err(|m| ManifestError::new("resources.nodes", m))?;
+                check_range(r.nodes, NODES).map_err(|m| ManifestError::new("resources.nodes", m))?;
                 if r.tasks != 1 {
-                    return Err(ManifestError::new(
-                        "resources.tasks",
-                        "only applies to batch jobs",
-                    ));
+                    return Err(ManifestError::new("resources.tasks", "only applies to batch jobs"));
                 }
             }
             JobKind::Batch => {
-                check_range(r.tasks, TASKS)
-                    .map_err(|m| ManifestError::new("resources.tasks", m))?;
+                check_range(r.tasks, TASKS).map_err(|m| ManifestError::new("resources.tasks", m))?;
                 if r.nodes != 1 {
-                    return Err(ManifestError::new(
-                        "resources.nodes",
-                        "only applies to training jobs",
-                    ));
+                    return Err(ManifestError::new("resources.nodes", "only applies to training jobs"));
                 }
             }
             JobKind::Service => {}
@@ -322,8 +304,7 @@ impl Manifest {
                 ));
             }
         }
-        check_min_vram_mib(r.min_vram_mib, &r.gpu_models)
-            .map_err(|m| ManifestError::new("resources.min_vram_mib", m))
+        check_min_vram_mib(r.min_vram_mib, &r.gpu_models).map_err(|m| ManifestError::new("resources.min_vram_mib", m))
     }
 
     /// GPUs the whole job holds when fully placed: `gpus_per_node` × `nodes` for
@@ -418,10 +399,7 @@ fn check_price(price: Micros) -> Result<(), String> {
         return Err("must be greater than 0".into());
     }
     if price > Micros::from_units(PRICE_MAX_UNITS) {
-        return Err(format!(
-            "must be at most {}",
-            Micros::from_units(PRICE_MAX_UNITS)
-        ));
+        return Err(format!("must be at most {}", Micros::from_units(PRICE_MAX_UNITS)));
     }
     Ok(())
 }
@@ -446,10 +424,7 @@ fn check_text(text: &str, max_bytes: usize) -> Result<(), String> {
 
 fn check_bytes(text: &str, max_bytes: usize) -> Result<(), String> {
     if text.len() > max_bytes {
-        return Err(format!(
-            "is {} bytes; at most {max_bytes} are allowed",
-            text.len()
-        ));
+        return Err(format!("is {} bytes; at most {max_bytes} are allowed", text.len()));
     }
     if text.contains('\0') {
         return Err("must not contain NUL bytes".into());
@@ -460,18 +435,14 @@ fn check_bytes(text: &str, max_bytes: usize) -> Result<(), String> {
 fn check_env_name(name: &str) -> Result<(), String> {
     let shown = shown(name);
     let mut chars = name.chars();
-    let valid_start = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    let valid_start = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
     if !valid_start || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
         return Err(format!(
             "`{shown}` is not a valid variable name: use [A-Za-z_][A-Za-z0-9_]*"
         ));
     }
     if name.len() > ENV_NAME_MAX_BYTES {
-        return Err(format!(
-            "`{shown}` is longer than {ENV_NAME_MAX_BYTES} bytes"
-        ));
+        return Err(format!("`{shown}` is longer than {ENV_NAME_MAX_BYTES} bytes"));
     }
     Ok(())
 }
@@ -484,9 +455,7 @@ fn check_env_not_reserved(name: &str) -> Result<(), String> {
         ));
     }
     if RESERVED_ENV_VARS.contains(&name) {
-        return Err(format!(
-            "`{name}` is reserved: the exchange sets it for every job"
-        ));
+        return Err(format!("`{name}` is reserved: the exchange sets it for every job"));
     }
     Ok(())
 }
@@ -567,19 +536,8 @@ mod tests {
         assert!(check_env_name("1X").is_err());
         assert!(check_env_name("").is_err());
         assert!(check_env_name("A-B").is_err());
-        assert!(
-            check_env_not_reserved("AGORA_JOB")
-                .unwrap_err()
-                .contains("reserved")
-        );
-        assert!(
-            check_env_not_reserved("RANK")
-                .unwrap_err()
-                .contains("reserved")
-        );
-        assert!(
-            check_env_not_reserved("rank").is_ok(),
-            "names are case-sensitive"
-        );
+        assert!(check_env_not_reserved("AGORA_JOB").unwrap_err().contains("reserved"));
+        assert!(check_env_not_reserved("RANK").unwrap_err().contains("reserved"));
+        assert!(check_env_not_reserved("rank").is_ok(), "names are case-sensitive");
     }
 }

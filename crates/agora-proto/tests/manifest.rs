@@ -22,7 +22,8 @@ fn price(text: &str) -> PricePerGpuHour {
 
 /// A valid training manifest; the bad cases below edit it. Lines:
 /// 1 name, 2 kind, 3 resources, 4 gpus_per_node, 5 price, 6 command.
-const BASE: &str = "name: hello\nkind: training\nresources:\n  gpus_per_node: 2\nmax_price_per_gpu_hour: 3.00\ncommand: bash\n";
+const BASE: &str =
+    "name: hello\nkind: training\nresources:\n  gpus_per_node: 2\nmax_price_per_gpu_hour: 3.00\ncommand: bash\n";
 
 #[test]
 fn training_manifest_with_aliases() {
@@ -121,10 +122,7 @@ fn minimal_manifest_gets_the_defaults() {
 
 #[test]
 fn null_optional_fields_are_absent() {
-    let m = Manifest::from_yaml(&format!(
-        "{BASE}duration: ~\nargs:\nenv: null\nworkdir:\ntier:\n"
-    ))
-    .unwrap();
+    let m = Manifest::from_yaml(&format!("{BASE}duration: ~\nargs:\nenv: null\nworkdir:\ntier:\n")).unwrap();
     assert_eq!(m, Manifest::from_yaml(BASE).unwrap());
 }
 
@@ -162,11 +160,7 @@ fn prices_as_numbers_and_strings() {
             &format!("max_price_per_gpu_hour: {written}"),
         );
         let m = Manifest::from_yaml(&yaml).unwrap();
-        assert_eq!(
-            m.max_price_per_gpu_hour,
-            PricePerGpuHour(Micros(micros)),
-            "{written}"
-        );
+        assert_eq!(m.max_price_per_gpu_hour, PricePerGpuHour(Micros(micros)), "{written}");
     }
 }
 
@@ -180,31 +174,15 @@ fn gpu_model_aliases_resolve() {
     let names: Vec<&str> = m.resources.gpu_models.iter().map(|g| g.name()).collect();
     assert_eq!(
         names,
-        [
-            "H100-80GB-SXM",
-            "H200-141GB",
-            "A100-80GB",
-            "RTX-4090",
-            "MI300X"
-        ]
+        ["H100-80GB-SXM", "H200-141GB", "A100-80GB", "RTX-4090", "MI300X"]
     );
-    let any = BASE.replace(
-        "  gpus_per_node: 2\n",
-        "  gpus_per_node: 2\n  gpu_models: []\n",
-    );
-    assert!(
-        Manifest::from_yaml(&any)
-            .unwrap()
-            .resources
-            .gpu_models
-            .is_empty()
-    );
+    let any = BASE.replace("  gpus_per_node: 2\n", "  gpus_per_node: 2\n  gpu_models: []\n");
+    assert!(Manifest::from_yaml(&any).unwrap().resources.gpu_models.is_empty());
 }
 
 #[test]
 fn env_values_keep_the_text_written() {
-    let yaml =
-        format!("{BASE}env: {{A: 1.10, B: 0x1F, C: .inf, D: TRUE, E: no, F: '', G: \"q\"}}\n");
+    let yaml = format!("{BASE}env: {{A: 1.10, B: 0x1F, C: .inf, D: TRUE, E: no, F: '', G: \"q\"}}\n");
     let env = Manifest::from_yaml(&yaml).unwrap().env;
     let values: Vec<&str> = env.values().map(String::as_str).collect();
     assert_eq!(values, ["1.10", "0x1F", ".inf", "TRUE", "no", "", "q"]);
@@ -236,20 +214,12 @@ fn json_manifests_get_defaults_and_reject_unknown_fields() {
         r#"{"name":"j","kind":"training","resources":{"gpus_per_node":4},"max_price_per_gpu_hour":2000000,"command":"x"}"#,
     )
     .unwrap();
-    assert_eq!(
-        (m.resources.nodes, m.resources.tasks, m.tier),
-        (1, 1, Tier::OnDemand)
-    );
+    assert_eq!((m.resources.nodes, m.resources.tasks, m.tier), (1, 1, Tier::OnDemand));
     m.validate().unwrap();
     let unknown = serde_json::from_str::<Manifest>(
         r#"{"name":"j","kind":"training","resources":{"gpus_per_node":4,"gpus":1},"max_price_per_gpu_hour":1,"command":"x"}"#,
     );
-    assert!(
-        unknown
-            .unwrap_err()
-            .to_string()
-            .contains("unknown field `gpus`")
-    );
+    assert!(unknown.unwrap_err().to_string().contains("unknown field `gpus`"));
 }
 
 #[test]
@@ -266,10 +236,7 @@ fn validate_names_canonical_fields_without_lines() {
     );
     let mut m = Manifest::from_yaml(BASE).unwrap();
     m.duration_estimate_s = Some(0);
-    assert_eq!(
-        m.validate().unwrap_err().field.as_deref(),
-        Some("duration_estimate_s")
-    );
+    assert_eq!(m.validate().unwrap_err().field.as_deref(), Some("duration_estimate_s"));
     let mut m = Manifest::from_yaml(BASE).unwrap();
     m.kind = JobKind::Batch;
     m.resources.nodes = 2;
@@ -298,10 +265,7 @@ fn validate_names_canonical_fields_without_lines() {
 fn service_parses_but_does_not_validate() {
     let yaml = BASE.replace("kind: training", "kind: service");
     let err = Manifest::from_yaml(&yaml).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "line 2: kind: service workloads are not yet supported"
-    );
+    assert_eq!(err.to_string(), "line 2: kind: service workloads are not yet supported");
     let mut m = Manifest::from_yaml(BASE).unwrap();
     m.kind = JobKind::Service;
     assert_eq!(
@@ -315,11 +279,7 @@ fn oversized_document_is_refused_before_parsing() {
     let yaml = format!("{BASE}# {}\n", "x".repeat(MAX_MANIFEST_BYTES));
     let err = Manifest::from_yaml(&yaml).unwrap_err();
     assert_eq!((err.field, err.line), (None, None));
-    assert!(
-        err.message.contains("the limit is 262144 bytes"),
-        "{}",
-        err.message
-    );
+    assert!(err.message.contains("the limit is 262144 bytes"), "{}", err.message);
 }
 
 /// `(yaml, field, line, part of the message)` for one bad manifest.
@@ -351,26 +311,11 @@ fn cases() -> Vec<Case> {
     vec![
         // Documents.
         ("name: [hello\n".into(), None, l(1), "invalid YAML"),
-        (
-            "name: hello\n  kind: x\n".into(),
-            None,
-            l(2),
-            "invalid YAML",
-        ),
+        ("name: hello\n  kind: x\n".into(), None, l(2), "invalid YAML"),
         ("".into(), None, None, "the manifest is empty"),
-        (
-            "# nothing here\n".into(),
-            None,
-            None,
-            "the manifest is empty",
-        ),
+        ("# nothing here\n".into(), None, None, "the manifest is empty"),
         ("---\n".into(), None, None, "the manifest is empty"),
-        (
-            format!("{BASE}---\n{BASE}"),
-            None,
-            l(8),
-            "single YAML document",
-        ),
+        (format!("{BASE}---\n{BASE}"), None, l(8), "single YAML document"),
         (
             "- name\n- kind\n".into(),
             None,
@@ -383,12 +328,7 @@ fn cases() -> Vec<Case> {
             l(1),
             "must be a mapping of fields, found the text `hello`",
         ),
-        (
-            "? [a]\n: b\n".into(),
-            None,
-            l(1),
-            "keys must be names, found a list",
-        ),
+        ("? [a]\n: b\n".into(), None, l(1), "keys must be names, found a list"),
         (
             extra(&format!("args: {}x{}\n", "[".repeat(30), "]".repeat(30))),
             None,
@@ -416,10 +356,7 @@ fn cases() -> Vec<Case> {
             "valid fields: gpus_per_node, nodes",
         ),
         (
-            with(
-                "  gpus_per_node: 2\n",
-                "  gpus_per_node: 2\n  min_vram_mib: 1\n",
-            ),
+            with("  gpus_per_node: 2\n", "  gpus_per_node: 2\n  min_vram_mib: 1\n"),
             f("resources.min_vram_mib"),
             l(5),
             "did you mean `min_vram_gb`?",
@@ -432,24 +369,14 @@ fn cases() -> Vec<Case> {
         ),
         // Required fields.
         (with("name: hello\n", ""), f("name"), None, "is required"),
-        (
-            with("command: bash\n", ""),
-            f("command"),
-            None,
-            "is required",
-        ),
+        (with("command: bash\n", ""), f("command"), None, "is required"),
         (
             with("  gpus_per_node: 2\n", "  nodes: 2\n"),
             f("resources.gpus_per_node"),
             l(3),
             "is required",
         ),
-        (
-            with("name: hello", "name:"),
-            f("name"),
-            l(1),
-            "must have a value",
-        ),
+        (with("name: hello", "name:"), f("name"), l(1), "must have a value"),
         (
             with("resources:\n  gpus_per_node: 2\n", "resources: 5\n"),
             f("resources"),
@@ -469,12 +396,7 @@ fn cases() -> Vec<Case> {
             l(1),
             "at most 64 characters",
         ),
-        (
-            with("name: hello", "name: ''"),
-            f("name"),
-            l(1),
-            "must not be empty",
-        ),
+        (with("name: hello", "name: ''"), f("name"), l(1), "must not be empty"),
         (
             with("kind: training", "kind: Training"),
             f("kind"),
@@ -561,15 +483,13 @@ fn cases() -> Vec<Case> {
             "only applies to batch jobs",
         ),
         (
-            with("kind: training", "kind: batch")
-                .replace("gpus_per_node: 2", "gpus_per_node: 2\n  nodes: 1"),
+            with("kind: training", "kind: batch").replace("gpus_per_node: 2", "gpus_per_node: 2\n  nodes: 1"),
             f("resources.nodes"),
             l(5),
             "only applies to training jobs",
         ),
         (
-            with("kind: training", "kind: batch")
-                .replace("gpus_per_node: 2", "gpus_per_node: 2\n  tasks: 10001"),
+            with("kind: training", "kind: batch").replace("gpus_per_node: 2", "gpus_per_node: 2\n  tasks: 10001"),
             f("resources.tasks"),
             l(5),
             "must be between 1 and 10000",
@@ -618,12 +538,7 @@ fn cases() -> Vec<Case> {
             l(5),
             "must be greater than 0",
         ),
-        (
-            priced("0"),
-            f("max_price_per_gpu_hour"),
-            l(5),
-            "must be greater than 0",
-        ),
+        (priced("0"), f("max_price_per_gpu_hour"), l(5), "must be greater than 0"),
         (
             priced("0.0000001"),
             f("max_price_per_gpu_hour"),
@@ -679,18 +594,8 @@ fn cases() -> Vec<Case> {
             "must be at most 1000000.00",
         ),
         // Duration.
-        (
-            extra("duration: 0\n"),
-            f("duration"),
-            l(7),
-            "must be greater than 0",
-        ),
-        (
-            extra("duration: -5\n"),
-            f("duration"),
-            l(7),
-            "must be greater than 0",
-        ),
+        (extra("duration: 0\n"), f("duration"), l(7), "must be greater than 0"),
+        (extra("duration: -5\n"), f("duration"), l(7), "must be greater than 0"),
         (
             extra("duration: 366d\n"),
             f("duration"),
@@ -735,12 +640,7 @@ fn cases() -> Vec<Case> {
             l(6),
             "is 4097 bytes; at most 4096",
         ),
-        (
-            with("command: bash", "command: \"a\\0b\""),
-            f("command"),
-            l(6),
-            "NUL",
-        ),
+        (with("command: bash", "command: \"a\\0b\""), f("command"), l(6), "NUL"),
         (
             extra("args: -c\n"),
             f("args"),
@@ -753,24 +653,14 @@ fn cases() -> Vec<Case> {
             l(9),
             "must be text, found a mapping",
         ),
-        (
-            extra("args: [a, ~]\n"),
-            f("args[1]"),
-            l(7),
-            "must have a value",
-        ),
+        (extra("args: [a, ~]\n"), f("args[1]"), l(7), "must have a value"),
         (
             extra(&format!("args: [{}]\n", vec!["a"; 1025].join(","))),
             f("args"),
             l(7),
             "has 1025 items; at most 1024",
         ),
-        (
-            extra("workdir: []\n"),
-            f("workdir"),
-            l(7),
-            "must be text, found a list",
-        ),
+        (extra("workdir: []\n"), f("workdir"), l(7), "must be text, found a list"),
         (
             extra("tier: gold\n"),
             f("tier"),
@@ -790,12 +680,7 @@ fn cases() -> Vec<Case> {
             l(7),
             "reserved: the exchange sets AGORA_* variables",
         ),
-        (
-            extra("env: {RANK: 0}\n"),
-            f("env.RANK"),
-            l(7),
-            "is reserved",
-        ),
+        (extra("env: {RANK: 0}\n"), f("env.RANK"), l(7), "is reserved"),
         (
             extra("env:\n  1X: y\n"),
             f("env"),
@@ -829,10 +714,7 @@ fn cases() -> Vec<Case> {
         (
             extra(&format!(
                 "env: {{{}}}\n",
-                (0..257)
-                    .map(|i| format!("V{i}: x"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                (0..257).map(|i| format!("V{i}: x")).collect::<Vec<_>>().join(", ")
             )),
             f("env"),
             l(7),
@@ -848,8 +730,7 @@ fn bad_manifests_name_field_and_line() {
         match Manifest::from_yaml(&yaml) {
             Ok(_) => failures.push(format!("accepted:\n{yaml}")),
             Err(err) => {
-                if err.field.as_deref() != field || err.line != line || !err.message.contains(part)
-                {
+                if err.field.as_deref() != field || err.line != line || !err.message.contains(part) {
                     failures.push(format!(
                         "wanted {field:?} line {line:?} `{part}`, got {:?} line {:?} `{}` for:\n{}",
                         err.field,

@@ -103,8 +103,7 @@ const FRAGMENTS: &[&str] = &[
 fn edit() -> impl Strategy<Value = Edit> {
     prop_oneof![
         (any::<usize>(), 1usize..20).prop_map(|(at, len)| Edit::Delete { at, len }),
-        (any::<usize>(), prop::sample::select(FRAGMENTS))
-            .prop_map(|(at, fragment)| Edit::Insert { at, fragment }),
+        (any::<usize>(), prop::sample::select(FRAGMENTS)).prop_map(|(at, fragment)| Edit::Insert { at, fragment }),
         any::<usize>().prop_map(|at| Edit::DuplicateLine { at }),
     ]
 }
@@ -165,25 +164,23 @@ fn manifest() -> impl Strategy<Value = Manifest> {
         // Every model of the catalog has at least 15 GiB, so any minimum up to that is satisfiable.
         0u32..=15,
     )
-        .prop_map(
-            |(kind, gpus_per_node, nodes, tasks, gpu_models, min_vram_gib)| {
-                let (nodes, tasks) = if kind == JobKind::Training {
-                    (nodes, 1)
-                } else {
-                    (1, tasks)
-                };
-                (
-                    kind,
-                    Resources {
-                        gpus_per_node,
-                        nodes,
-                        tasks,
-                        gpu_models,
-                        min_vram_mib: min_vram_gib * 1024,
-                    },
-                )
-            },
-        );
+        .prop_map(|(kind, gpus_per_node, nodes, tasks, gpu_models, min_vram_gib)| {
+            let (nodes, tasks) = if kind == JobKind::Training {
+                (nodes, 1)
+            } else {
+                (1, tasks)
+            };
+            (
+                kind,
+                Resources {
+                    gpus_per_node,
+                    nodes,
+                    tasks,
+                    gpu_models,
+                    min_vram_mib: min_vram_gib * 1024,
+                },
+            )
+        });
     (
         "[A-Za-z0-9._-]{1,64}",
         resources,
@@ -196,19 +193,17 @@ fn manifest() -> impl Strategy<Value = Manifest> {
         prop::option::of("/[a-z0-9/]{0,20}"),
     )
         .prop_map(
-            |(name, (kind, resources), tier, micros, duration, command, args, env, workdir)| {
-                Manifest {
-                    name,
-                    kind,
-                    resources,
-                    tier,
-                    max_price_per_gpu_hour: PricePerGpuHour(Micros(micros)),
-                    duration_estimate_s: duration,
-                    command,
-                    args,
-                    env,
-                    workdir,
-                }
+            |(name, (kind, resources), tier, micros, duration, command, args, env, workdir)| Manifest {
+                name,
+                kind,
+                resources,
+                tier,
+                max_price_per_gpu_hour: PricePerGpuHour(Micros(micros)),
+                duration_estimate_s: duration,
+                command,
+                args,
+                env,
+                workdir,
             },
         )
 }
@@ -239,21 +234,13 @@ fn to_yaml(m: &Manifest, style: u8) -> String {
         r.gpus_per_node
     );
     match m.kind {
-        JobKind::Training if style & 1 == 0 || r.nodes != 1 => {
-            y.push_str(&format!("  nodes: {}\n", r.nodes))
-        }
-        JobKind::Batch if style & 1 == 0 || r.tasks != 1 => {
-            y.push_str(&format!("  tasks: {}\n", r.tasks))
-        }
+        JobKind::Training if style & 1 == 0 || r.nodes != 1 => y.push_str(&format!("  nodes: {}\n", r.nodes)),
+        JobKind::Batch if style & 1 == 0 || r.tasks != 1 => y.push_str(&format!("  tasks: {}\n", r.tasks)),
         _ => {}
     }
     if !r.gpu_models.is_empty() || style & 2 == 0 {
         // Lowercase names go through alias resolution.
-        let names: Vec<String> = r
-            .gpu_models
-            .iter()
-            .map(|g| g.name().to_lowercase())
-            .collect();
+        let names: Vec<String> = r.gpu_models.iter().map(|g| g.name().to_lowercase()).collect();
         y.push_str(&format!("  gpu_models: [{}]\n", names.join(", ")));
     }
     if r.min_vram_mib != 0 || style & 4 == 0 {
@@ -283,11 +270,7 @@ fn to_yaml(m: &Manifest, style: u8) -> String {
         }
     }
     if !m.env.is_empty() {
-        let entries: Vec<String> = m
-            .env
-            .iter()
-            .map(|(k, v)| format!("{k}: {}", quoted(v)))
-            .collect();
+        let entries: Vec<String> = m.env.iter().map(|(k, v)| format!("{k}: {}", quoted(v))).collect();
         y.push_str(&format!("env: {{{}}}\n", entries.join(", ")));
     }
     if let Some(workdir) = &m.workdir {

@@ -5,9 +5,11 @@
 use std::time::Duration;
 
 use agora_proto::Manifest;
-use agora_proto::manifest::MAX_MANIFEST_BYTES;
 use agora_proto::agent::{Heartbeat, RegisterAgent};
-use agora_proto::api::{CreateProvider, CreateTenant, CreatedPrincipal, IssueToken, IssuedToken, SubmitResponse, TopUp, WhoAmI};
+use agora_proto::api::{
+    CreateProvider, CreateTenant, CreatedPrincipal, IssueToken, IssuedToken, SubmitResponse, TopUp, WhoAmI,
+};
+use agora_proto::manifest::MAX_MANIFEST_BYTES;
 use agora_types::{JobId, Micros, ProviderId, TenantId};
 use axum::Router;
 use axum::body::Bytes;
@@ -61,7 +63,9 @@ type ApiResult = Result<Response, ApiError>;
 
 fn bearer(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))?;
     Some(token.trim().to_string())
 }
 
@@ -72,7 +76,10 @@ async fn as_caller<R: Send + 'static>(
     f: impl FnOnce(&mut Txn<'_>, Principal) -> Result<R, ApiError> + Send + 'static,
 ) -> Result<R, ApiError> {
     let token = bearer(headers);
-    state.core.call(move |txn| ops::authenticate(txn, token.as_deref()).and_then(|p| f(txn, p))).await?
+    state
+        .core
+        .call(move |txn| ops::authenticate(txn, token.as_deref()).and_then(|p| f(txn, p)))
+        .await?
 }
 
 fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> ApiResult {
@@ -122,7 +129,12 @@ fn admin(p: Principal) -> Result<(), ApiError> {
 }
 
 fn parse_id(field: &str, text: &str) -> Result<u64, ApiError> {
-    text.trim().parse().map_err(|_| ApiError::invalid(field, format!("`{}` is not an id", text.chars().take(40).collect::<String>())))
+    text.trim().parse().map_err(|_| {
+        ApiError::invalid(
+            field,
+            format!("`{}` is not an id", text.chars().take(40).collect::<String>()),
+        )
+    })
 }
 
 async fn health() -> impl IntoResponse {
@@ -131,14 +143,25 @@ async fn health() -> impl IntoResponse {
 
 async fn whoami(State(s): State<AppState>, headers: HeaderMap) -> ApiResult {
     let p = as_caller(&s, &headers, |_, p| Ok(p)).await?;
-    json(StatusCode::OK, &WhoAmI { role: p.role().to_string(), id: p.id() })
+    json(
+        StatusCode::OK,
+        &WhoAmI {
+            role: p.role().to_string(),
+            id: p.id(),
+        },
+    )
 }
 
 async fn submit(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult {
     if body.len() > MAX_MANIFEST_BYTES {
-        return Err(ApiError::too_large(format!("a manifest is at most {MAX_MANIFEST_BYTES} bytes")));
+        return Err(ApiError::too_large(format!(
+            "a manifest is at most {MAX_MANIFEST_BYTES} bytes"
+        )));
     }
-    let is_json = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"));
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
     // Parsing happens here, off the control loop; the token is checked there.
     let parsed = if is_json {
         parse_json::<Manifest>(&body).and_then(|m| m.validate().map(|()| m).map_err(ApiError::manifest))
@@ -202,7 +225,12 @@ struct LogsQuery {
     wait_ms: Option<u64>,
 }
 
-async fn job_logs(State(s): State<AppState>, headers: HeaderMap, Path(id): Path<String>, Query(q): Query<LogsQuery>) -> ApiResult {
+async fn job_logs(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<LogsQuery>,
+) -> ApiResult {
     let job = JobId(parse_id("id", &id)?);
     let after = q.after.unwrap_or(0);
     let limit = q.limit.unwrap_or(1000);
@@ -234,13 +262,19 @@ async fn provider_nodes(State(s): State<AppState>, headers: HeaderMap) -> ApiRes
 
 async fn provider_leases(State(s): State<AppState>, headers: HeaderMap, Query(q): Query<ListQuery>) -> ApiResult {
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let l = as_caller(&s, &headers, move |txn, p| Ok(ops::provider_leases(txn, provider_of(p)?, limit))).await?;
+    let l = as_caller(&s, &headers, move |txn, p| {
+        Ok(ops::provider_leases(txn, provider_of(p)?, limit))
+    })
+    .await?;
     json(StatusCode::OK, &l)
 }
 
 async fn agent_register(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult {
     let req: RegisterAgent = parse_json(&body)?;
-    let r = as_caller(&s, &headers, move |txn, p| ops::register_agent(txn, provider_of(p)?, req)).await?;
+    let r = as_caller(&s, &headers, move |txn, p| {
+        ops::register_agent(txn, provider_of(p)?, req)
+    })
+    .await?;
     json(StatusCode::OK, &r)
 }
 
@@ -269,7 +303,15 @@ async fn create_tenant(State(s): State<AppState>, headers: HeaderMap, body: Byte
         ops::create_tenant(txn, &req.name, initial)
     })
     .await?;
-    json(StatusCode::CREATED, &CreatedPrincipal { id: id.0, name, role: "tenant".into(), token })
+    json(
+        StatusCode::CREATED,
+        &CreatedPrincipal {
+            id: id.0,
+            name,
+            role: "tenant".into(),
+            token,
+        },
+    )
 }
 
 async fn list_tenants(State(s): State<AppState>, headers: HeaderMap) -> ApiResult {
@@ -301,7 +343,15 @@ async fn create_provider(State(s): State<AppState>, headers: HeaderMap, body: By
         ops::create_provider(txn, &req.name)
     })
     .await?;
-    json(StatusCode::CREATED, &CreatedPrincipal { id: id.0, name, role: "provider".into(), token })
+    json(
+        StatusCode::CREATED,
+        &CreatedPrincipal {
+            id: id.0,
+            name,
+            role: "provider".into(),
+            token,
+        },
+    )
 }
 
 async fn list_providers(State(s): State<AppState>, headers: HeaderMap) -> ApiResult {
@@ -321,9 +371,13 @@ async fn issue_token(State(s): State<AppState>, headers: HeaderMap, body: Bytes)
         let principal = match (req.role.as_str(), req.id) {
             ("admin", None) => Principal::Admin,
             ("tenant", Some(id)) if txn.ex.tenants.contains_key(&TenantId(id)) => Principal::Tenant(TenantId(id)),
-            ("provider", Some(id)) if txn.ex.providers.contains_key(&ProviderId(id)) => Principal::Provider(ProviderId(id)),
+            ("provider", Some(id)) if txn.ex.providers.contains_key(&ProviderId(id)) => {
+                Principal::Provider(ProviderId(id))
+            }
             ("admin", Some(_)) => return Err(ApiError::invalid("id", "an admin token takes no id")),
-            ("tenant" | "provider", None) => return Err(ApiError::invalid("id", "required for tenant and provider tokens")),
+            ("tenant" | "provider", None) => {
+                return Err(ApiError::invalid("id", "required for tenant and provider tokens"));
+            }
             ("tenant" | "provider", Some(id)) => return Err(ApiError::not_found(format!("{} {id}", req.role))),
             _ => return Err(ApiError::invalid("role", "must be admin, tenant or provider")),
         };

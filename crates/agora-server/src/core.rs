@@ -73,7 +73,10 @@ pub struct CoreHandle {
 impl CoreHandle {
     /// Runs `f` on the control loop and returns its result once the events it
     /// emitted are durable.
-    pub async fn call<R: Send + 'static>(&self, f: impl FnOnce(&mut Txn<'_>) -> R + Send + 'static) -> Result<R, ApiError> {
+    pub async fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Txn<'_>) -> R + Send + 'static,
+    ) -> Result<R, ApiError> {
         let (reply_tx, reply_rx) = oneshot::channel();
         let work: Work = Box::new(move |txn| {
             let r = f(txn);
@@ -87,7 +90,11 @@ impl CoreHandle {
 }
 
 pub fn now_ms() -> UnixMs {
-    UnixMs(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64))
+    UnixMs(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64),
+    )
 }
 
 /// Rebuilds the state from the store's log.
@@ -100,7 +107,8 @@ pub fn recover(store: &dyn Store) -> anyhow::Result<Exchange> {
             break;
         }
         for (seq, bytes) in batch {
-            let event: Event = serde_json::from_slice(&bytes).map_err(|e| anyhow::anyhow!("event {seq} is not readable: {e}"))?;
+            let event: Event =
+                serde_json::from_slice(&bytes).map_err(|e| anyhow::anyhow!("event {seq} is not readable: {e}"))?;
             ex.apply(&event);
             after = seq;
         }
@@ -109,7 +117,11 @@ pub fn recover(store: &dyn Store) -> anyhow::Result<Exchange> {
 }
 
 /// Starts the control loop on its own thread.
-pub fn spawn(mut ex: Exchange, mut store: Box<dyn Store>, cfg: ServerConfig) -> (CoreHandle, std::thread::JoinHandle<()>) {
+pub fn spawn(
+    mut ex: Exchange,
+    mut store: Box<dyn Store>,
+    cfg: ServerConfig,
+) -> (CoreHandle, std::thread::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel::<Work>();
     let handle = std::thread::Builder::new()
         .name("agora-core".into())
@@ -139,7 +151,14 @@ pub fn spawn(mut ex: Exchange, mut store: Box<dyn Store>, cfg: ServerConfig) -> 
                     Err(mpsc::RecvTimeoutError::Timeout) => {}
                     Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 }
-                let mut txn = Txn { ex: &mut ex, store: store.as_mut(), cfg: &cfg, vol: &mut vol, now: now_ms(), events: &mut events };
+                let mut txn = Txn {
+                    ex: &mut ex,
+                    store: store.as_mut(),
+                    cfg: &cfg,
+                    vol: &mut vol,
+                    now: now_ms(),
+                    events: &mut events,
+                };
                 let replies: Vec<Reply> = batch.drain(..).map(|w| w(&mut txn)).collect();
                 if Instant::now() >= next_round {
                     crate::ops::tick(&mut txn);

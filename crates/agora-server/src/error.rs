@@ -16,11 +16,20 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into(), field: None, line: None }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+            line: None,
+        }
     }
 
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> ApiError {
-        ApiError { field: Some(field.into()), ..ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message) }
+        ApiError {
+            field: Some(field.into()),
+            ..ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+        }
     }
 
     pub fn invalid_body(message: impl Into<String>) -> ApiError {
@@ -28,7 +37,11 @@ impl ApiError {
     }
 
     pub fn unauthorized() -> ApiError {
-        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or unknown bearer token")
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or unknown bearer token",
+        )
     }
 
     pub fn forbidden(what: &str) -> ApiError {
@@ -48,7 +61,10 @@ impl ApiError {
     }
 
     pub fn unsupported(field: impl Into<String>, message: impl Into<String>) -> ApiError {
-        ApiError { field: Some(field.into()), ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unsupported", message) }
+        ApiError {
+            field: Some(field.into()),
+            ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unsupported", message)
+        }
     }
 
     pub fn too_large(message: impl Into<String>) -> ApiError {
@@ -56,7 +72,11 @@ impl ApiError {
     }
 
     pub fn unavailable() -> ApiError {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the exchange is shutting down")
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the exchange is shutting down",
+        )
     }
 
     pub fn manifest(err: agora_proto::ManifestError) -> ApiError {
@@ -79,8 +99,19 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::error!(code = self.code, message = %self.message, "request failed");
         }
-        let message = if self.status == StatusCode::INTERNAL_SERVER_ERROR { "internal error".to_string() } else { self.message };
-        let body = ErrorBody { error: ErrorDetail { code: self.code.to_string(), message, field: self.field, line: self.line } };
+        let message = if self.status == StatusCode::INTERNAL_SERVER_ERROR {
+            "internal error".to_string()
+        } else {
+            self.message
+        };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                message,
+                field: self.field,
+                line: self.line,
+            },
+        };
         (self.status, axum::Json(body)).into_response()
     }
 }

@@ -11,7 +11,9 @@
 use agora_engine::market::Placement;
 use agora_proto::Manifest;
 use agora_proto::agent::InventorySource;
-use agora_types::{AgentId, GpuModel, JobId, LeaseId, Micros, NodeId, OrderId, PricePerGpuHour, ProviderId, TenantId, UnixMs};
+use agora_types::{
+    AgentId, GpuModel, JobId, LeaseId, Micros, NodeId, OrderId, PricePerGpuHour, ProviderId, TenantId, UnixMs,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Principal;
@@ -50,35 +52,117 @@ pub struct MarketRules {
 
 impl Default for MarketRules {
     fn default() -> Self {
-        MarketRules { fee_bps: 500, max_retries: 3 }
+        MarketRules {
+            fee_bps: 500,
+            max_retries: 3,
+        }
     }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
-    RulesSet { rules: MarketRules, at: UnixMs },
-    TenantCreated { tenant: TenantId, name: String, at: UnixMs },
-    ProviderCreated { provider: ProviderId, name: String, at: UnixMs },
+    RulesSet {
+        rules: MarketRules,
+        at: UnixMs,
+    },
+    TenantCreated {
+        tenant: TenantId,
+        name: String,
+        at: UnixMs,
+    },
+    ProviderCreated {
+        provider: ProviderId,
+        name: String,
+        at: UnixMs,
+    },
     /// Only the SHA-256 of a token is ever stored.
-    TokenIssued { token_sha256: String, principal: Principal, at: UnixMs },
-    ToppedUp { tenant: TenantId, amount: Micros, idempotency_key: String, at: UnixMs },
-    AgentRegistered { agent: AgentId, provider: ProviderId, name: String, source: InventorySource, at: UnixMs },
-    NodeReported { node: NodeId, agent: AgentId, provider: ProviderId, name: String, model: GpuModel, gpus: u32, address: String, ask: PricePerGpuHour, at: UnixMs },
-    JobSubmitted { job: JobId, tenant: TenantId, manifest: Box<Manifest>, first_order: OrderId, at: UnixMs },
-    CancelRequested { job: JobId, at: UnixMs },
+    TokenIssued {
+        token_sha256: String,
+        principal: Principal,
+        at: UnixMs,
+    },
+    ToppedUp {
+        tenant: TenantId,
+        amount: Micros,
+        idempotency_key: String,
+        at: UnixMs,
+    },
+    AgentRegistered {
+        agent: AgentId,
+        provider: ProviderId,
+        name: String,
+        source: InventorySource,
+        at: UnixMs,
+    },
+    NodeReported {
+        node: NodeId,
+        agent: AgentId,
+        provider: ProviderId,
+        name: String,
+        model: GpuModel,
+        gpus: u32,
+        address: String,
+        ask: PricePerGpuHour,
+        at: UnixMs,
+    },
+    JobSubmitted {
+        job: JobId,
+        tenant: TenantId,
+        manifest: Box<Manifest>,
+        first_order: OrderId,
+        at: UnixMs,
+    },
+    CancelRequested {
+        job: JobId,
+        at: UnixMs,
+    },
     /// A clearing round placed an order; `hold` is escrowed from the tenant.
-    LeaseStarted { lease: LeaseId, placement: Placement, hold: Micros, at: UnixMs },
-    StopRequested { lease: LeaseId, reason: StopReason, at: UnixMs },
-    PartStarted { lease: LeaseId, rank: u32, at: UnixMs },
-    PartExited { lease: LeaseId, rank: u32, exit_code: Option<i32>, signal: Option<i32>, at: UnixMs },
-    PartStartFailed { lease: LeaseId, rank: u32, error: String, at: UnixMs },
+    LeaseStarted {
+        lease: LeaseId,
+        placement: Placement,
+        hold: Micros,
+        at: UnixMs,
+    },
+    StopRequested {
+        lease: LeaseId,
+        reason: StopReason,
+        at: UnixMs,
+    },
+    PartStarted {
+        lease: LeaseId,
+        rank: u32,
+        at: UnixMs,
+    },
+    PartExited {
+        lease: LeaseId,
+        rank: u32,
+        exit_code: Option<i32>,
+        signal: Option<i32>,
+        at: UnixMs,
+    },
+    PartStartFailed {
+        lease: LeaseId,
+        rank: u32,
+        error: String,
+        at: UnixMs,
+    },
     /// The agent no longer runs a part it had started, and reported no exit.
-    PartVanished { lease: LeaseId, rank: u32, at: UnixMs },
+    PartVanished {
+        lease: LeaseId,
+        rank: u32,
+        at: UnixMs,
+    },
     /// Periodic settlement of a running lease's usage up to `at`.
-    Settled { lease: LeaseId, at: UnixMs },
+    Settled {
+        lease: LeaseId,
+        at: UnixMs,
+    },
     /// An agent was silent past the timeout; its nodes go offline and their leases are lost.
-    AgentLost { agent: AgentId, at: UnixMs },
+    AgentLost {
+        agent: AgentId,
+        at: UnixMs,
+    },
 }
 
 impl Event {

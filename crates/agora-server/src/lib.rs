@@ -46,13 +46,20 @@ impl Server {
     /// Opens (or creates) the store in the data dir, rebuilds the state from its
     /// log and starts serving.
     pub async fn start(cfg: ServerConfig) -> anyhow::Result<Server> {
-        std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating the data dir {}", cfg.data_dir.display()))?;
+        std::fs::create_dir_all(&cfg.data_dir)
+            .with_context(|| format!("creating the data dir {}", cfg.data_dir.display()))?;
         let db = cfg.data_dir.join("agora.db");
         let store = agora_store::SqliteStore::open(&db).with_context(|| format!("opening {}", db.display()))?;
         let started = std::time::Instant::now();
         let ex = core::recover(&store).context("replaying the event log")?;
-        tracing::info!(events = ex.applied, ms = started.elapsed().as_millis() as u64, "state rebuilt from the event log");
-        let listener = TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
+        tracing::info!(
+            events = ex.applied,
+            ms = started.elapsed().as_millis() as u64,
+            "state rebuilt from the event log"
+        );
+        let listener = TcpListener::bind(cfg.listen)
+            .await
+            .with_context(|| format!("binding {}", cfg.listen))?;
         let addr = listener.local_addr()?;
         let rules = cfg.rules.clone();
         let (core, core_thread) = core::spawn(ex, Box::new(store), cfg);
@@ -74,7 +81,13 @@ impl Server {
             }
         });
         tracing::info!(%addr, "serving");
-        Ok(Server { addr, core, core_thread, http, shutdown })
+        Ok(Server {
+            addr,
+            core,
+            core_thread,
+            http,
+            shutdown,
+        })
     }
 
     /// On a fresh exchange, creates an admin, a funded demo tenant and a local
@@ -86,9 +99,14 @@ impl Server {
                     return Ok(None);
                 }
                 let admin_token = ops::issue_token(txn, Principal::Admin);
-                let (_, tenant_token) = ops::create_tenant(txn, "demo", tenant_balance).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let (_, tenant_token) =
+                    ops::create_tenant(txn, "demo", tenant_balance).map_err(|e| anyhow::anyhow!("{e}"))?;
                 let (_, provider_token) = ops::create_provider(txn, "local").map_err(|e| anyhow::anyhow!("{e}"))?;
-                Ok(Some(Bootstrap { admin_token, tenant_token, provider_token }))
+                Ok(Some(Bootstrap {
+                    admin_token,
+                    tenant_token,
+                    provider_token,
+                }))
             })
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?

@@ -6,9 +6,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use agora_engine::lifecycle::{LeaseState, OrderState};
 use agora_ledger::Account;
 use agora_proto::Manifest;
-use agora_proto::agent::{Heartbeat, HeartbeatResponse, LaunchSpec, PartEvent, PartRef, RegisterAgent, RegisterResponse, StopOrder};
+use agora_proto::agent::{
+    Heartbeat, HeartbeatResponse, LaunchSpec, PartEvent, PartRef, RegisterAgent, RegisterResponse, StopOrder,
+};
 use agora_proto::api::{
-    BalanceView, JobView, LeaseView, LedgerVerifyView, LogLine, LogsResponse, MarketView, ModelMarket, NodeView, PartView, ProviderView, TaskView, TenantView,
+    BalanceView, JobView, LeaseView, LedgerVerifyView, LogLine, LogsResponse, MarketView, ModelMarket, NodeView,
+    PartView, ProviderView, TaskView, TenantView,
 };
 use agora_store::{LogRecord, LogStream};
 use agora_types::{JobId, JobKind, LeaseId, Micros, PricePerGpuHour, ProviderId, TenantId};
@@ -31,12 +34,22 @@ const MASTER_PORT_BASE: u64 = 29_500;
 
 pub fn authenticate(txn: &Txn<'_>, token: Option<&str>) -> Result<Principal, ApiError> {
     let token = token.ok_or_else(ApiError::unauthorized)?;
-    txn.ex.principal_for(&token_sha256(token)).ok_or_else(ApiError::unauthorized)
+    txn.ex
+        .principal_for(&token_sha256(token))
+        .ok_or_else(ApiError::unauthorized)
 }
 
 pub fn validate_name(field: &str, name: &str) -> Result<(), ApiError> {
-    if name.is_empty() || name.len() > MAX_NAME_LEN || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
-        return Err(ApiError::invalid(field, format!("must be 1..={MAX_NAME_LEN} characters of A-Z a-z 0-9 . _ -")));
+    if name.is_empty()
+        || name.len() > MAX_NAME_LEN
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(ApiError::invalid(
+            field,
+            format!("must be 1..={MAX_NAME_LEN} characters of A-Z a-z 0-9 . _ -"),
+        ));
     }
     Ok(())
 }
@@ -44,7 +57,11 @@ pub fn validate_name(field: &str, name: &str) -> Result<(), ApiError> {
 /// Issues a fresh token for `principal` and returns it (shown once).
 pub fn issue_token(txn: &mut Txn<'_>, principal: Principal) -> String {
     let token = new_token();
-    txn.emit(Event::TokenIssued { token_sha256: token_sha256(&token), principal, at: txn.now });
+    txn.emit(Event::TokenIssued {
+        token_sha256: token_sha256(&token),
+        principal,
+        at: txn.now,
+    });
     token
 }
 
@@ -57,10 +74,19 @@ pub fn create_tenant(txn: &mut Txn<'_>, name: &str, initial: Micros) -> Result<(
         return Err(ApiError::invalid("initial_balance", "must not be negative"));
     }
     let id = txn.ex.next_tenant_id();
-    txn.emit(Event::TenantCreated { tenant: id, name: name.to_string(), at: txn.now });
+    txn.emit(Event::TenantCreated {
+        tenant: id,
+        name: name.to_string(),
+        at: txn.now,
+    });
     let token = issue_token(txn, Principal::Tenant(id));
     if initial > Micros::ZERO {
-        txn.emit(Event::ToppedUp { tenant: id, amount: initial, idempotency_key: "initial".into(), at: txn.now });
+        txn.emit(Event::ToppedUp {
+            tenant: id,
+            amount: initial,
+            idempotency_key: "initial".into(),
+            at: txn.now,
+        });
     }
     Ok((id, token))
 }
@@ -71,7 +97,11 @@ pub fn create_provider(txn: &mut Txn<'_>, name: &str) -> Result<(ProviderId, Str
         return Err(ApiError::conflict(format!("a provider named `{name}` exists")));
     }
     let id = txn.ex.next_provider_id();
-    txn.emit(Event::ProviderCreated { provider: id, name: name.to_string(), at: txn.now });
+    txn.emit(Event::ProviderCreated {
+        provider: id,
+        name: name.to_string(),
+        at: txn.now,
+    });
     let token = issue_token(txn, Principal::Provider(id));
     Ok((id, token))
 }
@@ -89,15 +119,29 @@ pub fn top_up(txn: &mut Txn<'_>, tenant: TenantId, amount: Micros, key: &str) ->
     if key.is_empty() || key.len() > 128 {
         return Err(ApiError::invalid("idempotency_key", "must be 1..=128 characters"));
     }
-    if txn.ex.ledger.transfer_by_id(&agora_ledger::TransferId::new(format!("topup:{tenant}:{key}"))).is_none() {
-        txn.emit(Event::ToppedUp { tenant, amount, idempotency_key: key.to_string(), at: txn.now });
+    if txn
+        .ex
+        .ledger
+        .transfer_by_id(&agora_ledger::TransferId::new(format!("topup:{tenant}:{key}")))
+        .is_none()
+    {
+        txn.emit(Event::ToppedUp {
+            tenant,
+            amount,
+            idempotency_key: key.to_string(),
+            at: txn.now,
+        });
     }
     Ok(balance(txn, tenant))
 }
 
 pub fn balance(txn: &Txn<'_>, tenant: TenantId) -> BalanceView {
     let (available, held) = txn.ex.tenant_funds(tenant);
-    BalanceView { tenant, available, held }
+    BalanceView {
+        tenant,
+        available,
+        held,
+    }
 }
 
 /// Escrow for a lease: price × GPUs × the duration estimate, or the horizon.
@@ -117,7 +161,12 @@ pub fn submit(txn: &mut Txn<'_>, tenant: TenantId, manifest: Manifest) -> Result
         return Err(ApiError::unsupported("kind", "service workloads are not yet supported"));
     }
     let (available, _) = txn.ex.tenant_funds(tenant);
-    let per_order_gpus = manifest.resources.gpus_per_node * if manifest.kind == JobKind::Training { manifest.resources.nodes } else { 1 };
+    let per_order_gpus = manifest.resources.gpus_per_node
+        * if manifest.kind == JobKind::Training {
+            manifest.resources.nodes
+        } else {
+            1
+        };
     let needed = minimum_funds(txn, manifest.max_price_per_gpu_hour, per_order_gpus);
     if available < needed || available <= Micros::ZERO {
         return Err(ApiError::insufficient_funds(format!(
@@ -127,14 +176,24 @@ pub fn submit(txn: &mut Txn<'_>, tenant: TenantId, manifest: Manifest) -> Result
     }
     let job = txn.ex.next_job_id();
     let first_order = txn.ex.next_order_id();
-    txn.emit(Event::JobSubmitted { job, tenant, manifest: Box::new(manifest), first_order, at: txn.now });
+    txn.emit(Event::JobSubmitted {
+        job,
+        tenant,
+        manifest: Box::new(manifest),
+        first_order,
+        at: txn.now,
+    });
     Ok(job)
 }
 
 /// The job if `who` may see it. Another tenant's job is "not found", never "forbidden",
 /// so ids leak nothing.
 pub fn visible_job<'a>(txn: &'a Txn<'_>, who: Principal, job: JobId) -> Result<&'a Job, ApiError> {
-    let j = txn.ex.jobs.get(&job).ok_or_else(|| ApiError::not_found(format!("job {job}")))?;
+    let j = txn
+        .ex
+        .jobs
+        .get(&job)
+        .ok_or_else(|| ApiError::not_found(format!("job {job}")))?;
     match who {
         Principal::Admin => Ok(j),
         Principal::Tenant(t) if t == j.tenant => Ok(j),
@@ -185,11 +244,19 @@ pub fn job_view(txn: &Txn<'_>, id: JobId) -> JobView {
                     exit_code = l.exit_code;
                 }
             }
-            let pending_reason = (o.state == OrderState::Pending).then(|| txn.vol.pending_reasons.get(oid).cloned()).flatten();
+            let pending_reason = (o.state == OrderState::Pending)
+                .then(|| txn.vol.pending_reasons.get(oid).cloned())
+                .flatten();
             if reason.is_none() {
                 reason = o.failure.clone().or_else(|| pending_reason.clone());
             }
-            TaskView { order: *oid, state: o.state.as_str().to_string(), attempts: o.leases.len() as u32, pending_reason, leases }
+            TaskView {
+                order: *oid,
+                state: o.state.as_str().to_string(),
+                attempts: o.leases.len() as u32,
+                pending_reason,
+                leases,
+            }
         })
         .collect();
     JobView {
@@ -222,7 +289,14 @@ pub fn lease_view(txn: &Txn<'_>, l: &Lease) -> LeaseView {
         parts: l
             .parts
             .iter()
-            .map(|p| PartView { rank: p.rank, node: p.node, gpu_indices: p.gpu_indices.clone(), started_at: p.started_at, exit_code: p.exit_code, signal: p.signal })
+            .map(|p| PartView {
+                rank: p.rank,
+                node: p.node,
+                gpu_indices: p.gpu_indices.clone(),
+                started_at: p.started_at,
+                exit_code: p.exit_code,
+                signal: p.signal,
+            })
             .collect(),
         assigned_at: l.assigned_at,
         running_at: l.running_at,
@@ -236,9 +310,15 @@ pub fn lease_view(txn: &Txn<'_>, l: &Lease) -> LeaseView {
 
 pub fn logs(txn: &Txn<'_>, who: Principal, job: JobId, after: u64, limit: usize) -> Result<LogsResponse, ApiError> {
     let j = visible_job(txn, who, job)?;
-    let ended = j.state.is_terminal() && j.orders.iter().all(|o| txn.ex.orders[o].leases.iter().all(|l| txn.ex.leases[l].is_terminal()));
+    let ended = j.state.is_terminal()
+        && j.orders
+            .iter()
+            .all(|o| txn.ex.orders[o].leases.iter().all(|l| txn.ex.leases[l].is_terminal()));
     let limit = limit.clamp(1, MAX_LOG_PAGE);
-    let rows = txn.store.read_logs(job, after, limit).map_err(|e| ApiError { ..internal(e) })?;
+    let rows = txn
+        .store
+        .read_logs(job, after, limit)
+        .map_err(|e| ApiError { ..internal(e) })?;
     let next = rows.last().map_or(after, |r| r.seq);
     let complete = ended && rows.len() < limit;
     let lines = rows
@@ -254,11 +334,22 @@ pub fn logs(txn: &Txn<'_>, who: Principal, job: JobId, after: u64, limit: usize)
             data: r.data,
         })
         .collect();
-    Ok(LogsResponse { job, lines, next, complete })
+    Ok(LogsResponse {
+        job,
+        lines,
+        next,
+        complete,
+    })
 }
 
 pub fn internal(e: impl std::fmt::Display) -> ApiError {
-    ApiError { status: axum::http::StatusCode::INTERNAL_SERVER_ERROR, code: "internal", message: e.to_string(), field: None, line: None }
+    ApiError {
+        status: axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+        code: "internal",
+        message: e.to_string(),
+        field: None,
+        line: None,
+    }
 }
 
 pub fn market(txn: &Txn<'_>) -> MarketView {
@@ -292,7 +383,10 @@ pub fn market(txn: &Txn<'_>) -> MarketView {
             }
         }
     }
-    MarketView { models: models.into_values().collect(), fee_bps: txn.ex.rules.fee_bps }
+    MarketView {
+        models: models.into_values().collect(),
+        fee_bps: txn.ex.rules.fee_bps,
+    }
 }
 
 pub fn tenants(txn: &Txn<'_>) -> Vec<TenantView> {
@@ -301,7 +395,12 @@ pub fn tenants(txn: &Txn<'_>) -> Vec<TenantView> {
         .values()
         .map(|t| {
             let (available, held) = txn.ex.tenant_funds(t.id);
-            TenantView { id: t.id, name: t.name.clone(), available, held }
+            TenantView {
+                id: t.id,
+                name: t.name.clone(),
+                available,
+                held,
+            }
         })
         .collect()
 }
@@ -344,7 +443,14 @@ pub fn nodes(txn: &Txn<'_>, provider: Option<ProviderId>) -> Vec<NodeView> {
 }
 
 pub fn provider_leases(txn: &Txn<'_>, provider: ProviderId, limit: usize) -> Vec<LeaseView> {
-    txn.ex.leases.values().rev().filter(|l| l.provider == provider).take(limit).map(|l| lease_view(txn, l)).collect()
+    txn.ex
+        .leases
+        .values()
+        .rev()
+        .filter(|l| l.provider == provider)
+        .take(limit)
+        .map(|l| lease_view(txn, l))
+        .collect()
 }
 
 pub fn verify_ledger(txn: &Txn<'_>) -> LedgerVerifyView {
@@ -372,32 +478,60 @@ pub fn verify_ledger(txn: &Txn<'_>) -> LedgerVerifyView {
     }
 }
 
-pub fn register_agent(txn: &mut Txn<'_>, provider: ProviderId, req: RegisterAgent) -> Result<RegisterResponse, ApiError> {
+pub fn register_agent(
+    txn: &mut Txn<'_>,
+    provider: ProviderId,
+    req: RegisterAgent,
+) -> Result<RegisterResponse, ApiError> {
     validate_name("name", &req.name)?;
     if req.nodes.is_empty() {
         return Err(ApiError::invalid("nodes", "an agent must report at least one node"));
     }
     if req.nodes.len() > MAX_NODES_PER_AGENT {
-        return Err(ApiError::invalid("nodes", format!("at most {MAX_NODES_PER_AGENT} nodes per agent")));
+        return Err(ApiError::invalid(
+            "nodes",
+            format!("at most {MAX_NODES_PER_AGENT} nodes per agent"),
+        ));
     }
     let mut names = BTreeSet::new();
     for (i, n) in req.nodes.iter().enumerate() {
         validate_name(&format!("nodes[{i}].name"), &n.name)?;
         if !names.insert(n.name.as_str()) {
-            return Err(ApiError::invalid(format!("nodes[{i}].name"), format!("duplicate node name `{}`", n.name)));
+            return Err(ApiError::invalid(
+                format!("nodes[{i}].name"),
+                format!("duplicate node name `{}`", n.name),
+            ));
         }
         if n.gpus == 0 || n.gpus > MAX_GPUS_PER_NODE {
-            return Err(ApiError::invalid(format!("nodes[{i}].gpus"), format!("must be 1..={MAX_GPUS_PER_NODE}")));
+            return Err(ApiError::invalid(
+                format!("nodes[{i}].gpus"),
+                format!("must be 1..={MAX_GPUS_PER_NODE}"),
+            ));
         }
         if n.ask_micros_per_gpu_hour <= Micros::ZERO || n.ask_micros_per_gpu_hour > Micros::from_units(1_000_000) {
-            return Err(ApiError::invalid(format!("nodes[{i}].ask_micros_per_gpu_hour"), "must be greater than zero and at most 1,000,000.00"));
+            return Err(ApiError::invalid(
+                format!("nodes[{i}].ask_micros_per_gpu_hour"),
+                "must be greater than zero and at most 1,000,000.00",
+            ));
         }
         if n.address.is_empty() || n.address.len() > 253 {
-            return Err(ApiError::invalid(format!("nodes[{i}].address"), "must be 1..=253 characters"));
+            return Err(ApiError::invalid(
+                format!("nodes[{i}].address"),
+                "must be 1..=253 characters",
+            ));
         }
     }
-    let agent = txn.ex.agent_named(provider, &req.name).unwrap_or_else(|| txn.ex.next_agent_id());
-    txn.emit(Event::AgentRegistered { agent, provider, name: req.name.clone(), source: req.inventory_source, at: txn.now });
+    let agent = txn
+        .ex
+        .agent_named(provider, &req.name)
+        .unwrap_or_else(|| txn.ex.next_agent_id());
+    txn.emit(Event::AgentRegistered {
+        agent,
+        provider,
+        name: req.name.clone(),
+        source: req.inventory_source,
+        at: txn.now,
+    });
     let mut ids = BTreeMap::new();
     for n in req.nodes {
         let existing = txn.ex.node_named(agent, &n.name);
@@ -409,17 +543,38 @@ pub fn register_agent(txn: &mut Txn<'_>, provider: ProviderId, req: RegisterAgen
         });
         if !unchanged {
             if let Some(id) = existing
-                && txn.ex.market.node(id).is_some_and(|m| m.gpu_owners().len() as u32 - m.free_gpus() > n.gpus)
+                && txn
+                    .ex
+                    .market
+                    .node(id)
+                    .is_some_and(|m| m.gpu_owners().len() as u32 - m.free_gpus() > n.gpus)
             {
-                return Err(ApiError::conflict(format!("node `{}` has leases on more GPUs than it now reports", n.name)));
+                return Err(ApiError::conflict(format!(
+                    "node `{}` has leases on more GPUs than it now reports",
+                    n.name
+                )));
             }
-            txn.emit(Event::NodeReported { node, agent, provider, name: n.name.clone(), model: n.gpu_model, gpus: n.gpus, address: n.address, ask, at: txn.now });
+            txn.emit(Event::NodeReported {
+                node,
+                agent,
+                provider,
+                name: n.name.clone(),
+                model: n.gpu_model,
+                gpus: n.gpus,
+                address: n.address,
+                ask,
+                at: txn.now,
+            });
         }
         ids.insert(n.name, node);
     }
     txn.vol.agent_last_seen.insert(agent, txn.now);
     tracing::info!(%agent, %provider, nodes = ids.len(), "agent registered");
-    Ok(RegisterResponse { agent_id: agent, nodes: ids, heartbeat_interval_ms: txn.cfg.heartbeat_interval_ms })
+    Ok(RegisterResponse {
+        agent_id: agent,
+        nodes: ids,
+        heartbeat_interval_ms: txn.cfg.heartbeat_interval_ms,
+    })
 }
 
 /// Bytes of log data one heartbeat may carry, all chunks together.
@@ -440,33 +595,65 @@ pub fn heartbeat(txn: &mut Txn<'_>, provider: ProviderId, hb: Heartbeat) -> Resu
     if !txn.ex.agents[&agent].online {
         // A lost agent came back: its nodes are offered again.
         let a = &txn.ex.agents[&agent];
-        txn.emit(Event::AgentRegistered { agent, provider, name: a.name.clone(), source: a.source, at: txn.now });
+        txn.emit(Event::AgentRegistered {
+            agent,
+            provider,
+            name: a.name.clone(),
+            source: a.source,
+            at: txn.now,
+        });
     }
     txn.vol.agent_last_seen.insert(agent, txn.now);
     let now = txn.now;
     // Only parts this agent owns are accepted.
     let owns = |txn: &Txn<'_>, part: &PartRef| -> bool {
-        txn.ex.leases.get(&part.lease).and_then(|l| l.parts.get(part.rank as usize)).is_some_and(|p| p.agent == agent)
+        txn.ex
+            .leases
+            .get(&part.lease)
+            .and_then(|l| l.parts.get(part.rank as usize))
+            .is_some_and(|p| p.agent == agent)
     };
     for ev in &hb.events {
         match ev {
             PartEvent::Started { part } if owns(txn, part) => {
                 let l = &txn.ex.leases[&part.lease];
-                if !l.is_terminal() && l.parts[part.rank as usize].started_at.is_none() && !l.parts[part.rank as usize].exited {
-                    txn.emit(Event::PartStarted { lease: part.lease, rank: part.rank, at: now });
+                if !l.is_terminal()
+                    && l.parts[part.rank as usize].started_at.is_none()
+                    && !l.parts[part.rank as usize].exited
+                {
+                    txn.emit(Event::PartStarted {
+                        lease: part.lease,
+                        rank: part.rank,
+                        at: now,
+                    });
                 }
             }
-            PartEvent::Exited { part, exit_code, signal } if owns(txn, part) => {
+            PartEvent::Exited {
+                part,
+                exit_code,
+                signal,
+            } if owns(txn, part) => {
                 let l = &txn.ex.leases[&part.lease];
                 if !l.is_terminal() && !l.parts[part.rank as usize].exited {
-                    txn.emit(Event::PartExited { lease: part.lease, rank: part.rank, exit_code: *exit_code, signal: *signal, at: now });
+                    txn.emit(Event::PartExited {
+                        lease: part.lease,
+                        rank: part.rank,
+                        exit_code: *exit_code,
+                        signal: *signal,
+                        at: now,
+                    });
                 }
             }
             PartEvent::StartFailed { part, error } if owns(txn, part) => {
                 let l = &txn.ex.leases[&part.lease];
                 if !l.is_terminal() && !l.parts[part.rank as usize].exited {
                     let error: String = error.chars().take(1000).collect();
-                    txn.emit(Event::PartStartFailed { lease: part.lease, rank: part.rank, error, at: now });
+                    txn.emit(Event::PartStartFailed {
+                        lease: part.lease,
+                        rank: part.rank,
+                        error,
+                        at: now,
+                    });
                 }
             }
             _ => tracing::warn!(%agent, "ignoring an event for a part this agent does not own"),
@@ -483,13 +670,20 @@ pub fn heartbeat(txn: &mut Txn<'_>, provider: ProviderId, hb: Heartbeat) -> Resu
             l.parts
                 .iter()
                 .filter(|p| p.agent == agent && p.started_at.is_some() && !p.exited)
-                .map(move |p| PartRef { lease: l.id, rank: p.rank })
+                .map(move |p| PartRef {
+                    lease: l.id,
+                    rank: p.rank,
+                })
         })
         .filter(|p| !running.contains(p))
         .collect();
     for p in vanished {
         tracing::warn!(lease = %p.lease, rank = p.rank, %agent, "part vanished from its agent");
-        txn.emit(Event::PartVanished { lease: p.lease, rank: p.rank, at: now });
+        txn.emit(Event::PartVanished {
+            lease: p.lease,
+            rank: p.rank,
+            at: now,
+        });
     }
     store_logs(txn, &hb)?;
     Ok(instructions(txn, agent, &running))
@@ -498,7 +692,9 @@ pub fn heartbeat(txn: &mut Txn<'_>, provider: ProviderId, hb: Heartbeat) -> Resu
 fn store_logs(txn: &mut Txn<'_>, hb: &Heartbeat) -> Result<(), ApiError> {
     let mut records = Vec::new();
     for c in &hb.logs {
-        let Some(l) = txn.ex.leases.get(&c.part.lease) else { continue };
+        let Some(l) = txn.ex.leases.get(&c.part.lease) else {
+            continue;
+        };
         if l.parts.get(c.part.rank as usize).is_none_or(|p| p.agent != hb.agent_id) {
             continue;
         }
@@ -540,7 +736,10 @@ fn instructions(txn: &Txn<'_>, agent: agora_types::AgentId, running: &BTreeSet<P
     for id in &txn.ex.live_leases {
         let l = &txn.ex.leases[id];
         for p in l.parts.iter().filter(|p| p.agent == agent && !p.exited) {
-            let part = PartRef { lease: l.id, rank: p.rank };
+            let part = PartRef {
+                lease: l.id,
+                rank: p.rank,
+            };
             if l.state == LeaseState::Stopping {
                 if running.contains(&part) || p.started_at.is_some() {
                     let reason = l.stop_reason.map_or("stopped", |r| r.as_str()).to_string();
@@ -553,9 +752,18 @@ fn instructions(txn: &Txn<'_>, agent: agora_types::AgentId, running: &BTreeSet<P
     }
     // Anything the agent runs that the exchange no longer wants is stopped.
     for part in running {
-        let wanted = txn.ex.leases.get(&part.lease).is_some_and(|l| !l.is_terminal() && l.parts.get(part.rank as usize).is_some_and(|p| p.agent == agent && !p.exited));
+        let wanted = txn.ex.leases.get(&part.lease).is_some_and(|l| {
+            !l.is_terminal()
+                && l.parts
+                    .get(part.rank as usize)
+                    .is_some_and(|p| p.agent == agent && !p.exited)
+        });
         if !wanted {
-            resp.stop.push(StopOrder { part: *part, grace_ms, reason: "ended".into() });
+            resp.stop.push(StopOrder {
+                part: *part,
+                grace_ms,
+                reason: "ended".into(),
+            });
         }
     }
     resp
@@ -570,7 +778,10 @@ fn launch_spec(txn: &Txn<'_>, l: &Lease, rank: u32) -> LaunchSpec {
     env.insert("CUDA_VISIBLE_DEVICES".into(), devices.join(","));
     env.insert("AGORA_JOB_ID".into(), l.job.to_string());
     env.insert("AGORA_LEASE_ID".into(), l.id.to_string());
-    env.insert("AGORA_TASK_INDEX".into(), txn.ex.orders[&l.order].task_index.to_string());
+    env.insert(
+        "AGORA_TASK_INDEX".into(),
+        txn.ex.orders[&l.order].task_index.to_string(),
+    );
     if l.parts.len() > 1 {
         // torchrun's conventions: one launcher per node, `LOCAL_WORLD_SIZE` workers each.
         let per_node = part.gpu_indices.len() as u32;
@@ -616,17 +827,29 @@ fn clearing_round(txn: &mut Txn<'_>) {
         let (available, _) = txn.ex.tenant_funds(o.spec.tenant);
         let minimum = minimum_funds(txn, p.price, gpus);
         if available < minimum {
-            reasons.insert(p.order, format!("insufficient funds: placing it needs at least {minimum}, available {available}"));
+            reasons.insert(
+                p.order,
+                format!("insufficient funds: placing it needs at least {minimum}, available {available}"),
+            );
             continue;
         }
         let hold = hold_for(txn, &job.manifest, p.price, gpus).min(available);
         let lease = txn.ex.next_lease_id();
         tracing::info!(%lease, order = %p.order, provider = %p.provider, price = %p.price, gpus, "placed");
-        txn.emit(Event::LeaseStarted { lease, placement: p, hold, at: txn.now });
+        txn.emit(Event::LeaseStarted {
+            lease,
+            placement: p,
+            hold,
+            at: txn.now,
+        });
     }
     for pre in plan.preemptions {
         tracing::info!(lease = %pre.lease, for_order = %pre.for_order, "preempting spot lease");
-        txn.emit(Event::StopRequested { lease: pre.lease, reason: StopReason::Preempted, at: txn.now });
+        txn.emit(Event::StopRequested {
+            lease: pre.lease,
+            reason: StopReason::Preempted,
+            at: txn.now,
+        });
     }
     txn.vol.pending_reasons = reasons;
 }
@@ -645,7 +868,11 @@ fn settle_and_check_funds(txn: &mut Txn<'_>) {
         if let Some(since) = l.funds_short_since {
             if l.state != LeaseState::Stopping && now.0 - since.0 >= grace {
                 tracing::warn!(lease = %id, "ending lease: insufficient funds");
-                txn.emit(Event::StopRequested { lease: id, reason: StopReason::InsufficientFunds, at: now });
+                txn.emit(Event::StopRequested {
+                    lease: id,
+                    reason: StopReason::InsufficientFunds,
+                    at: now,
+                });
             } else if txn.vol.warned.insert(id) {
                 let (job, secs) = (l.job, (grace - (now.0 - since.0)).max(0) / 1000);
                 tracing::warn!(lease = %id, "tenant out of funds; lease warned");
@@ -654,7 +881,9 @@ fn settle_and_check_funds(txn: &mut Txn<'_>) {
                     lease: id,
                     rank: 0,
                     stream: LogStream::Stderr,
-                    data: format!("[agora] the balance is exhausted: top up within {secs} s or this lease ends with reason insufficient_funds\n"),
+                    data: format!(
+                        "[agora] the balance is exhausted: top up within {secs} s or this lease ends with reason insufficient_funds\n"
+                    ),
                 };
                 if let Err(e) = txn.store.append_logs(&[record]) {
                     tracing::error!(error = %e, "cannot store a funds warning");

@@ -13,7 +13,10 @@ use agora_engine::market::{Market, NodeSpec, OrderSpec, Placement};
 use agora_ledger::{Account, Ledger, TransferId};
 use agora_proto::Manifest;
 use agora_proto::agent::InventorySource;
-use agora_types::{AgentId, GpuModel, JobId, JobKind, LeaseId, Micros, NodeId, OrderId, PricePerGpuHour, ProviderId, TenantId, Tier, UnixMs};
+use agora_types::{
+    AgentId, GpuModel, JobId, JobKind, LeaseId, Micros, NodeId, OrderId, PricePerGpuHour, ProviderId, TenantId, Tier,
+    UnixMs,
+};
 
 use crate::auth::Principal;
 use crate::events::{Event, MarketRules, StopReason};
@@ -208,7 +211,10 @@ impl Exchange {
     }
 
     pub fn tenant_funds(&self, tenant: TenantId) -> (Micros, Micros) {
-        (self.ledger.balance(&Account::TenantAvailable(tenant)), self.ledger.balance(&Account::TenantHeld(tenant)))
+        (
+            self.ledger.balance(&Account::TenantAvailable(tenant)),
+            self.ledger.balance(&Account::TenantHeld(tenant)),
+        )
     }
 
     /// Money charged so far for a lease (what moved out of escrow to provider and fees).
@@ -224,21 +230,53 @@ impl Exchange {
             Event::RulesSet { rules, .. } => self.rules = rules.clone(),
             Event::TenantCreated { tenant, name, .. } => {
                 assert_eq!(*tenant, self.next_tenant_id(), "tenant ids are sequential");
-                self.tenants.insert(*tenant, Tenant { id: *tenant, name: name.clone() });
+                self.tenants.insert(
+                    *tenant,
+                    Tenant {
+                        id: *tenant,
+                        name: name.clone(),
+                    },
+                );
             }
             Event::ProviderCreated { provider, name, .. } => {
                 assert_eq!(*provider, self.next_provider_id(), "provider ids are sequential");
-                self.providers.insert(*provider, Provider { id: *provider, name: name.clone() });
+                self.providers.insert(
+                    *provider,
+                    Provider {
+                        id: *provider,
+                        name: name.clone(),
+                    },
+                );
             }
-            Event::TokenIssued { token_sha256, principal, .. } => {
+            Event::TokenIssued {
+                token_sha256,
+                principal,
+                ..
+            } => {
                 self.tokens.insert(token_sha256.clone(), *principal);
             }
-            Event::ToppedUp { tenant, amount, idempotency_key, at } => {
+            Event::ToppedUp {
+                tenant,
+                amount,
+                idempotency_key,
+                at,
+            } => {
                 self.ledger
-                    .top_up(TransferId::new(format!("topup:{tenant}:{idempotency_key}")), *tenant, *amount, *at)
+                    .top_up(
+                        TransferId::new(format!("topup:{tenant}:{idempotency_key}")),
+                        *tenant,
+                        *amount,
+                        *at,
+                    )
                     .expect("a top-up validated by the control loop applies");
             }
-            Event::AgentRegistered { agent, provider, name, source, .. } => {
+            Event::AgentRegistered {
+                agent,
+                provider,
+                name,
+                source,
+                ..
+            } => {
                 let entry = self.agents.entry(*agent).or_insert_with(|| Agent {
                     id: *agent,
                     provider: *provider,
@@ -254,7 +292,17 @@ impl Exchange {
                     self.set_node_online(node, true);
                 }
             }
-            Event::NodeReported { node, agent, provider, name, model, gpus, address, ask, .. } => {
+            Event::NodeReported {
+                node,
+                agent,
+                provider,
+                name,
+                model,
+                gpus,
+                address,
+                ask,
+                ..
+            } => {
                 self.nodes.insert(
                     *node,
                     Node {
@@ -270,13 +318,35 @@ impl Exchange {
                     },
                 );
                 self.node_by_name.insert((*agent, name.clone()), *node);
-                self.agents.get_mut(agent).expect("node of a known agent").nodes.insert(*node);
-                self.market.upsert_node(NodeSpec { id: *node, provider: *provider, agent: *agent, model: *model, gpus: *gpus, ask: *ask });
+                self.agents
+                    .get_mut(agent)
+                    .expect("node of a known agent")
+                    .nodes
+                    .insert(*node);
+                self.market.upsert_node(NodeSpec {
+                    id: *node,
+                    provider: *provider,
+                    agent: *agent,
+                    model: *model,
+                    gpus: *gpus,
+                    ask: *ask,
+                });
                 self.market.set_node_online(*node, true);
             }
-            Event::JobSubmitted { job, tenant, manifest, first_order, at } => self.apply_submit(*job, *tenant, manifest, *first_order, *at),
+            Event::JobSubmitted {
+                job,
+                tenant,
+                manifest,
+                first_order,
+                at,
+            } => self.apply_submit(*job, *tenant, manifest, *first_order, *at),
             Event::CancelRequested { job, at } => self.apply_cancel(*job, *at),
-            Event::LeaseStarted { lease, placement, hold, at } => self.apply_lease_started(*lease, placement, *hold, *at),
+            Event::LeaseStarted {
+                lease,
+                placement,
+                hold,
+                at,
+            } => self.apply_lease_started(*lease, placement, *hold, *at),
             Event::StopRequested { lease, reason, at } => self.request_stop(*lease, *reason, *at),
             Event::PartStarted { lease, rank, at } => {
                 let l = self.leases.get_mut(lease).expect("known lease");
@@ -294,14 +364,22 @@ impl Exchange {
                 let job = l.job;
                 self.refresh_job(job, *at);
             }
-            Event::PartExited { lease, rank, exit_code, signal, at } => {
+            Event::PartExited {
+                lease,
+                rank,
+                exit_code,
+                signal,
+                at,
+            } => {
                 self.part_ended(*lease, *rank, *at, |p| {
                     p.exit_code = *exit_code;
                     p.signal = *signal;
                 });
             }
             Event::PartStartFailed { lease, rank, error, at } => {
-                self.part_ended(*lease, *rank, *at, |p| p.error = Some(format!("failed to start: {error}")));
+                self.part_ended(*lease, *rank, *at, |p| {
+                    p.error = Some(format!("failed to start: {error}"))
+                });
             }
             Event::PartVanished { lease, rank, at } => {
                 self.part_ended(*lease, *rank, *at, |p| {
@@ -345,7 +423,17 @@ impl Exchange {
                 gpus_per_node: r.gpus_per_node,
             };
             self.market.add_order(spec.clone());
-            self.orders.insert(id, Order { spec, task_index: i, state: OrderState::Pending, leases: Vec::new(), lost: 0, failure: None });
+            self.orders.insert(
+                id,
+                Order {
+                    spec,
+                    task_index: i,
+                    state: OrderState::Pending,
+                    leases: Vec::new(),
+                    lost: 0,
+                    failure: None,
+                },
+            );
             orders.push(id);
         }
         self.jobs.insert(
@@ -409,7 +497,9 @@ impl Exchange {
             .collect();
         let model = self.nodes[&placement.allocations[0].node].model;
         let gpus = parts.iter().map(|p| p.gpu_indices.len() as u32).sum();
-        self.ledger.hold(lease, spec.tenant, placement.provider, hold, at).expect("the control loop checked the tenant can cover the hold");
+        self.ledger
+            .hold(lease, spec.tenant, placement.provider, hold, at)
+            .expect("the control loop checked the tenant can cover the hold");
         self.market.start_lease(lease, spec.tier, placement);
         let prices = self.recent_prices.entry(model).or_default();
         prices.push_front(placement.price.0);
@@ -452,7 +542,12 @@ impl Exchange {
         l.stop_requested_at = Some(at);
         self.market.mark_stopping(lease);
         // Parts that never started have nothing to stop: they end now.
-        let unstarted: Vec<u32> = l.parts.iter().filter(|p| p.started_at.is_none() && !p.exited).map(|p| p.rank).collect();
+        let unstarted: Vec<u32> = l
+            .parts
+            .iter()
+            .filter(|p| p.started_at.is_none() && !p.exited)
+            .map(|p| p.rank)
+            .collect();
         for rank in unstarted {
             self.part_ended(lease, rank, at, |_| {});
         }
@@ -504,7 +599,9 @@ impl Exchange {
         // Settle what was delivered, then return the rest of the escrow. A
         // shortfall here is absorbed: the lease has ended and cannot be stopped
         // earlier than it was; the settlement charges what the tenant had.
-        self.ledger.settle(lease, due, fee_bps, at).expect("settling a known hold");
+        self.ledger
+            .settle(lease, due, fee_bps, at)
+            .expect("settling a known hold");
         self.ledger.release(lease, at).expect("releasing a known hold");
 
         let max_retries = self.rules.max_retries;
@@ -527,9 +624,15 @@ impl Exchange {
             _ => {
                 let l = &self.leases[&lease];
                 o.failure = Some(match (l.stop_reason, l.exit_code) {
-                    (Some(StopReason::InsufficientFunds), _) => "insufficient_funds: the tenant's balance ran out".to_string(),
+                    (Some(StopReason::InsufficientFunds), _) => {
+                        "insufficient_funds: the tenant's balance ran out".to_string()
+                    }
                     (_, Some(code)) => format!("exited with code {code}"),
-                    _ => l.parts.iter().find_map(|p| p.error.clone()).unwrap_or_else(|| "ended by a signal".to_string()),
+                    _ => l
+                        .parts
+                        .iter()
+                        .find_map(|p| p.error.clone())
+                        .unwrap_or_else(|| "ended by a signal".to_string()),
                 });
                 OrderState::Failed
             }
@@ -548,7 +651,10 @@ impl Exchange {
             return;
         }
         let due = l.due_until(at);
-        let outcome = self.ledger.settle(lease, due, fee_bps, at).expect("settling a known hold");
+        let outcome = self
+            .ledger
+            .settle(lease, due, fee_bps, at)
+            .expect("settling a known hold");
         l.last_settled_at = Some(at);
         if outcome.short_by > Micros::ZERO {
             l.funds_short_since.get_or_insert(at);
@@ -568,7 +674,10 @@ impl Exchange {
             .iter()
             .flat_map(|id| {
                 let l = &self.leases[id];
-                l.parts.iter().filter(|p| p.agent == agent && !p.exited).map(move |p| (l.id, p.rank))
+                l.parts
+                    .iter()
+                    .filter(|p| p.agent == agent && !p.exited)
+                    .map(move |p| (l.id, p.rank))
             })
             .collect();
         for (lease, rank) in affected {
@@ -592,7 +701,9 @@ impl Exchange {
             } else {
                 JobState::Cancelled
             }
-        } else if states.contains(&OrderState::Leased) || (j.state == JobState::Running && states.contains(&OrderState::Done)) {
+        } else if states.contains(&OrderState::Leased)
+            || (j.state == JobState::Running && states.contains(&OrderState::Done))
+        {
             JobState::Running
         } else {
             JobState::Pending

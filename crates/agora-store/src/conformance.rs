@@ -29,18 +29,12 @@ pub const CHECKS: &[(&str, Check)] = &[
         logs_are_ordered_per_job_and_isolated,
     ),
     ("empty_log_append_is_a_noop", empty_log_append_is_a_noop),
-    (
-        "prune_keeps_newest_within_budget",
-        prune_keeps_newest_within_budget,
-    ),
+    ("prune_keeps_newest_within_budget", prune_keeps_newest_within_budget),
     (
         "log_seqs_are_never_reused_after_prune",
         log_seqs_are_never_reused_after_prune,
     ),
-    (
-        "random_operations_match_model",
-        random_operations_match_model,
-    ),
+    ("random_operations_match_model", random_operations_match_model),
 ];
 
 /// Runs every check of [`CHECKS`], each on a fresh store from `make`.
@@ -71,9 +65,7 @@ fn all_events(store: &dyn Store) -> Vec<(u64, Vec<u8>)> {
 }
 
 fn all_logs(store: &dyn Store, job: u64) -> Vec<StoredLog> {
-    store
-        .read_logs(JobId(job), 0, usize::MAX)
-        .expect("read_logs")
+    store.read_logs(JobId(job), 0, usize::MAX).expect("read_logs")
 }
 
 fn records(logs: &[StoredLog]) -> Vec<LogRecord> {
@@ -95,11 +87,7 @@ fn assert_strictly_increasing(logs: &[StoredLog], context: &str) {
 pub fn seqs_are_dense_from_one(store: &mut dyn Store) {
     assert_eq!(store.last_seq().unwrap(), 0, "a new store has no events");
     assert!(store.read_events(0, 10).unwrap().is_empty());
-    assert_eq!(
-        store.append(&[payload(1)]).unwrap(),
-        1,
-        "the first seq is 1"
-    );
+    assert_eq!(store.append(&[payload(1)]).unwrap(), 1, "the first seq is 1");
     assert_eq!(
         store.append(&[payload(2), payload(3), payload(4)]).unwrap(),
         4,
@@ -118,11 +106,7 @@ pub fn empty_append_is_a_noop(store: &mut dyn Store) {
     store.append(&[payload(1), payload(2)]).unwrap();
     assert_eq!(store.append(&[]).unwrap(), 2);
     assert_eq!(store.last_seq().unwrap(), 2);
-    assert_eq!(
-        store.append(&[payload(3)]).unwrap(),
-        3,
-        "no seq was consumed"
-    );
+    assert_eq!(store.append(&[payload(3)]).unwrap(), 3, "no seq was consumed");
     assert_eq!(all_events(store).len(), 3);
 }
 
@@ -170,10 +154,7 @@ pub fn binary_payloads_round_trip(store: &mut dyn Store) {
     ];
     let last = store.append(&payloads).unwrap();
     assert_eq!(last, payloads.len() as u64);
-    let read: Vec<_> = all_events(store)
-        .into_iter()
-        .map(|(_, bytes)| bytes)
-        .collect();
+    let read: Vec<_> = all_events(store).into_iter().map(|(_, bytes)| bytes).collect();
     assert_eq!(read, payloads);
 
     let snapshot: Vec<u8> = (0..=255u8).rev().chain([0, 0, 0]).collect();
@@ -192,23 +173,13 @@ pub fn large_payloads_round_trip(store: &mut dyn Store) {
     const MIB: usize = 1 << 20;
     let big: Vec<u8> = (0..MIB).map(|i| (i * 31 % 251) as u8).collect();
     let other: Vec<u8> = big.iter().rev().copied().collect();
-    assert_eq!(
-        store
-            .append(&[big.clone(), payload(2), other.clone()])
-            .unwrap(),
-        3
-    );
-    assert_eq!(
-        all_events(store),
-        vec![(1, big.clone()), (2, payload(2)), (3, other)]
-    );
+    assert_eq!(store.append(&[big.clone(), payload(2), other.clone()]).unwrap(), 3);
+    assert_eq!(all_events(store), vec![(1, big.clone()), (2, payload(2)), (3, other)]);
     store.save_snapshot(3, &big).unwrap();
     assert_eq!(store.latest_snapshot().unwrap(), Some((3, big)));
 
     let text: String = "line of output ✓\n".chars().cycle().take(MIB).collect();
-    store
-        .append_logs(&[log(1, 1, 0, LogStream::Stdout, &text)])
-        .unwrap();
+    store.append_logs(&[log(1, 1, 0, LogStream::Stdout, &text)]).unwrap();
     let logs = all_logs(store, 1);
     assert_eq!(logs.len(), 1);
     assert_eq!(logs[0].data, text);
@@ -218,31 +189,19 @@ pub fn large_payloads_round_trip(store: &mut dyn Store) {
 pub fn snapshots_keep_the_newest(store: &mut dyn Store) {
     assert_eq!(store.latest_snapshot().unwrap(), None);
     match store.save_snapshot(1, b"ahead") {
-        Err(StoreError::SnapshotAhead {
-            seq: 1,
-            last_seq: 0,
-        }) => {}
+        Err(StoreError::SnapshotAhead { seq: 1, last_seq: 0 }) => {}
         other => panic!("a snapshot ahead of an empty log must be refused, got {other:?}"),
     }
     assert_eq!(store.latest_snapshot().unwrap(), None);
     store.save_snapshot(0, b"genesis").unwrap();
-    assert_eq!(
-        store.latest_snapshot().unwrap(),
-        Some((0, b"genesis".to_vec()))
-    );
+    assert_eq!(store.latest_snapshot().unwrap(), Some((0, b"genesis".to_vec())));
 
     let batch: Vec<_> = (1..=5).map(payload).collect();
     store.append(&batch).unwrap();
     store.save_snapshot(3, b"at 3").unwrap();
-    assert_eq!(
-        store.latest_snapshot().unwrap(),
-        Some((3, b"at 3".to_vec()))
-    );
+    assert_eq!(store.latest_snapshot().unwrap(), Some((3, b"at 3".to_vec())));
     store.save_snapshot(5, b"at 5").unwrap();
-    assert_eq!(
-        store.latest_snapshot().unwrap(),
-        Some((5, b"at 5".to_vec()))
-    );
+    assert_eq!(store.latest_snapshot().unwrap(), Some((5, b"at 5".to_vec())));
     store.save_snapshot(5, b"at 5 again").unwrap();
     assert_eq!(
         store.latest_snapshot().unwrap(),
@@ -256,21 +215,11 @@ pub fn snapshots_keep_the_newest(store: &mut dyn Store) {
         "an older snapshot does not replace a newer one"
     );
     match store.save_snapshot(6, b"ahead") {
-        Err(StoreError::SnapshotAhead {
-            seq: 6,
-            last_seq: 5,
-        }) => {}
+        Err(StoreError::SnapshotAhead { seq: 6, last_seq: 5 }) => {}
         other => panic!("a snapshot ahead of the log must be refused, got {other:?}"),
     }
-    assert_eq!(
-        store.latest_snapshot().unwrap(),
-        Some((5, b"at 5 again".to_vec()))
-    );
-    assert_eq!(
-        store.last_seq().unwrap(),
-        5,
-        "snapshots do not touch the event log"
-    );
+    assert_eq!(store.latest_snapshot().unwrap(), Some((5, b"at 5 again".to_vec())));
+    assert_eq!(store.last_seq().unwrap(), 5, "snapshots do not touch the event log");
 }
 
 /// Log records come back per job in append order with all fields; jobs do not see each other's.
@@ -291,42 +240,24 @@ pub fn logs_are_ordered_per_job_and_isolated(store: &mut dyn Store) {
 
     let job1 = all_logs(store, 1);
     let job2 = all_logs(store, 2);
-    let expect = |job: u64| -> Vec<LogRecord> {
-        everything
-            .iter()
-            .filter(|r| r.job == JobId(job))
-            .cloned()
-            .collect()
-    };
+    let expect = |job: u64| -> Vec<LogRecord> { everything.iter().filter(|r| r.job == JobId(job)).cloned().collect() };
     assert_eq!(records(&job1), expect(1), "job 1 sees its records in order");
     assert_eq!(records(&job2), expect(2), "job 2 sees its records in order");
-    assert!(
-        all_logs(store, 3).is_empty(),
-        "a job without output sees nothing"
-    );
+    assert!(all_logs(store, 3).is_empty(), "a job without output sees nothing");
     assert_strictly_increasing(&job1, "job 1");
     assert_strictly_increasing(&job2, "job 2");
 
     // Seqs are per store: merged by seq, the two jobs give back the global append order.
     let mut merged: Vec<_> = job1.iter().chain(&job2).cloned().collect();
     merged.sort_by_key(|l| l.seq);
-    assert_eq!(
-        records(&merged),
-        everything,
-        "seqs follow the global append order"
-    );
+    assert_eq!(records(&merged), everything, "seqs follow the global append order");
 
     // Windows: after a seq, at most `limit`.
     let after_first = store.read_logs(JobId(1), job1[0].seq, 2).unwrap();
     assert_eq!(after_first, job1[1..3].to_vec());
     let tail = store.read_logs(JobId(1), job1[2].seq, 10).unwrap();
     assert_eq!(tail, job1[3..].to_vec());
-    assert!(
-        store
-            .read_logs(JobId(1), job1[3].seq, 10)
-            .unwrap()
-            .is_empty()
-    );
+    assert!(store.read_logs(JobId(1), job1[3].seq, 10).unwrap().is_empty());
     assert!(store.read_logs(JobId(1), 0, 0).unwrap().is_empty());
     // A cursor taken from another job's seqs still works: seqs are comparable store-wide.
     let after_job2_first = store.read_logs(JobId(1), job2[0].seq, 10).unwrap();
@@ -337,9 +268,7 @@ pub fn logs_are_ordered_per_job_and_isolated(store: &mut dyn Store) {
 pub fn empty_log_append_is_a_noop(store: &mut dyn Store) {
     store.append_logs(&[]).unwrap();
     assert!(all_logs(store, 1).is_empty());
-    store
-        .append_logs(&[log(1, 1, 0, LogStream::Stdout, "x")])
-        .unwrap();
+    store.append_logs(&[log(1, 1, 0, LogStream::Stdout, "x")]).unwrap();
     store.append_logs(&[]).unwrap();
     assert_eq!(all_logs(store, 1).len(), 1);
 }
@@ -354,16 +283,8 @@ pub fn prune_keeps_newest_within_budget(store: &mut dyn Store) {
     store.append_logs(&[sized(2, 60), sized(1, 40)]).unwrap();
     let job2_before = all_logs(store, 2);
 
-    assert_eq!(
-        store.prune_logs(JobId(1), 1000).unwrap(),
-        0,
-        "within budget"
-    );
-    assert_eq!(
-        store.prune_logs(JobId(1), 100).unwrap(),
-        0,
-        "exactly the budget"
-    );
+    assert_eq!(store.prune_logs(JobId(1), 1000).unwrap(), 0, "within budget");
+    assert_eq!(store.prune_logs(JobId(1), 100).unwrap(), 0, "exactly the budget");
     assert_eq!(all_logs(store, 1).len(), 4);
 
     // 40 + 30 = 70 fits 75, adding 20 would not: the 10 and the 20 go.
@@ -375,16 +296,8 @@ pub fn prune_keeps_newest_within_budget(store: &mut dyn Store) {
     // Records are deleted whole: a newest record larger than the budget goes too.
     assert_eq!(store.prune_logs(JobId(1), 39).unwrap(), 70);
     assert!(all_logs(store, 1).is_empty());
-    assert_eq!(
-        store.prune_logs(JobId(1), 0).unwrap(),
-        0,
-        "nothing left to prune"
-    );
-    assert_eq!(
-        store.prune_logs(JobId(9), 0).unwrap(),
-        0,
-        "a job without logs"
-    );
+    assert_eq!(store.prune_logs(JobId(1), 0).unwrap(), 0, "nothing left to prune");
+    assert_eq!(store.prune_logs(JobId(9), 0).unwrap(), 0, "a job without logs");
     assert_eq!(all_logs(store, 2), job2_before);
 
     // The budget is in bytes, not characters: "ü" is two bytes.
@@ -415,11 +328,7 @@ pub fn log_seqs_are_never_reused_after_prune(store: &mut dyn Store) {
         .append_logs(&[log(1, 2, 0, LogStream::Stdout, "after restart")])
         .unwrap();
     let new = store.read_logs(JobId(1), cursor, 10).unwrap();
-    assert_eq!(
-        new.len(),
-        1,
-        "the reader at seq {cursor} sees the new record"
-    );
+    assert_eq!(new.len(), 1, "the reader at seq {cursor} sees the new record");
     assert!(new[0].seq > cursor);
     assert_eq!(new[0].data, "after restart");
 }
@@ -571,9 +480,7 @@ pub fn random_operations_match_model_with_seed(store: &mut dyn Store, seed: u64,
                 if !stored.is_empty() {
                     let from = rng.below(stored.len() as u64) as usize;
                     let limit = rng.below(4) as usize;
-                    let window = store
-                        .read_logs(JobId(job as u64), stored[from].seq, limit)
-                        .unwrap();
+                    let window = store.read_logs(JobId(job as u64), stored[from].seq, limit).unwrap();
                     let want: Vec<_> = stored[from + 1..].iter().take(limit).cloned().collect();
                     assert_eq!(window, want, "{at}: log window of job {job}");
                 }
@@ -590,10 +497,7 @@ pub fn random_operations_match_model_with_seed(store: &mut dyn Store, seed: u64,
                     want_deleted += oldest.data.len() as u64;
                 }
                 let deleted = store.prune_logs(JobId(job as u64), keep_bytes).unwrap();
-                assert_eq!(
-                    deleted, want_deleted,
-                    "{at}: prune_logs({job}, {keep_bytes})"
-                );
+                assert_eq!(deleted, want_deleted, "{at}: prune_logs({job}, {keep_bytes})");
             }
         }
     }
@@ -618,14 +522,8 @@ pub fn survives_reopen(open: &mut dyn FnMut() -> Box<dyn Store>) {
     let binary: Vec<u8> = (0..=255u8).collect();
     let log_cursor = {
         let mut store = open();
-        assert_eq!(
-            store.last_seq().unwrap(),
-            0,
-            "survives_reopen needs an empty store"
-        );
-        store
-            .append(&[payload(1), binary.clone(), payload(3)])
-            .unwrap();
+        assert_eq!(store.last_seq().unwrap(), 0, "survives_reopen needs an empty store");
+        store.append(&[payload(1), binary.clone(), payload(3)]).unwrap();
         store.save_snapshot(2, b"snapshot at 2").unwrap();
         store
             .append_logs(&[
@@ -643,27 +541,15 @@ pub fn survives_reopen(open: &mut dyn FnMut() -> Box<dyn Store>) {
         let mut store = open();
         assert_eq!(store.last_seq().unwrap(), 3);
         assert_eq!(all_events(store.as_ref()), expected_events);
-        assert_eq!(
-            store.latest_snapshot().unwrap(),
-            Some((2, b"snapshot at 2".to_vec()))
-        );
-        let job1: Vec<_> = all_logs(store.as_ref(), 1)
-            .into_iter()
-            .map(|l| l.data)
-            .collect();
+        assert_eq!(store.latest_snapshot().unwrap(), Some((2, b"snapshot at 2".to_vec())));
+        let job1: Vec<_> = all_logs(store.as_ref(), 1).into_iter().map(|l| l.data).collect();
         assert_eq!(job1, vec!["kept ✓".to_owned()], "pruning is durable too");
         assert_eq!(
             records(&all_logs(store.as_ref(), 2)),
             vec![log(2, 5, 1, LogStream::Stderr, "other job")]
         );
-        assert_eq!(
-            store.append(&[payload(4)]).unwrap(),
-            4,
-            "seqs continue after reopen"
-        );
-        store
-            .append_logs(&[log(2, 5, 1, LogStream::Stderr, "later")])
-            .unwrap();
+        assert_eq!(store.append(&[payload(4)]).unwrap(), 4, "seqs continue after reopen");
+        store.append_logs(&[log(2, 5, 1, LogStream::Stderr, "later")]).unwrap();
         let new = store.read_logs(JobId(2), log_cursor, 10).unwrap();
         assert_eq!(new.len(), 1);
         assert!(new[0].seq > log_cursor, "log seqs continue after reopen");

@@ -23,9 +23,7 @@ pub enum StoreError {
     Open { path: PathBuf, reason: String },
 
     /// The database was written by a newer agora whose schema this build does not know.
-    #[error(
-        "store schema version {found} is newer than the newest this build knows ({supported}); upgrade agora"
-    )]
+    #[error("store schema version {found} is newer than the newest this build knows ({supported}); upgrade agora")]
     NewerSchema { found: i64, supported: i64 },
 
     /// The database holds tables but no agora schema: opening it would mix our tables into
@@ -63,17 +61,13 @@ impl From<rusqlite::Error> for StoreError {
         use rusqlite::ErrorCode;
         match &err {
             rusqlite::Error::SqliteFailure(failure, _) => match failure.code {
-                ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => {
-                    StoreError::Corrupt(err.to_string())
-                }
+                ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => StoreError::Corrupt(err.to_string()),
                 ErrorCode::DiskFull
                 | ErrorCode::SystemIoFailure
                 | ErrorCode::CannotOpen
                 | ErrorCode::ReadOnly
                 | ErrorCode::PermissionDenied => StoreError::Io(err.to_string()),
-                ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
-                    StoreError::Busy(err.to_string())
-                }
+                ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => StoreError::Busy(err.to_string()),
                 _ => StoreError::Backend(err.to_string()),
             },
             // A stored value of the wrong type or range means the file no longer matches the

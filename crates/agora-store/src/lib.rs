@@ -70,12 +70,7 @@ pub trait Store: Send {
     fn append_logs(&mut self, records: &[LogRecord]) -> Result<(), StoreError>;
 
     /// Log records of `job` with seq greater than `after_seq`, in seq order, at most `limit`.
-    fn read_logs(
-        &self,
-        job: JobId,
-        after_seq: u64,
-        limit: usize,
-    ) -> Result<Vec<StoredLog>, StoreError>;
+    fn read_logs(&self, job: JobId, after_seq: u64, limit: usize) -> Result<Vec<StoredLog>, StoreError>;
 
     /// Deletes the oldest log records of `job` until at most `keep_bytes` bytes of `data` remain
     /// (counted as UTF-8 bytes) and returns the number of bytes deleted.
@@ -191,9 +186,7 @@ fn parse_location(url_or_path: &str) -> Result<Location<'_>, StoreError> {
         // sqlx-style options such as `?mode=rwc` would otherwise silently become part of the
         // file name.
         if path.contains('?') {
-            return Err(invalid(
-                "query parameters are not supported in a sqlite url",
-            ));
+            return Err(invalid("query parameters are not supported in a sqlite url"));
         }
         return Ok(Location::SqliteFile(Path::new(path)));
     }
@@ -213,46 +206,23 @@ mod tests {
     fn locations_parse_to_the_expected_backend() {
         let file = |p: &'static str| Some(Location::SqliteFile(Path::new(p)));
         assert_eq!(parse_location("agora.db").ok(), file("agora.db"));
-        assert_eq!(
-            parse_location("/var/lib/agora.db").ok(),
-            file("/var/lib/agora.db")
-        );
-        assert_eq!(
-            parse_location("sqlite://data/agora.db").ok(),
-            file("data/agora.db")
-        );
-        assert_eq!(
-            parse_location("sqlite:///abs/agora.db").ok(),
-            file("/abs/agora.db")
-        );
+        assert_eq!(parse_location("/var/lib/agora.db").ok(), file("/var/lib/agora.db"));
+        assert_eq!(parse_location("sqlite://data/agora.db").ok(), file("data/agora.db"));
+        assert_eq!(parse_location("sqlite:///abs/agora.db").ok(), file("/abs/agora.db"));
         assert_eq!(parse_location("sqlite:agora.db").ok(), file("agora.db"));
-        assert_eq!(
-            parse_location(":memory:").ok(),
-            Some(Location::SqliteMemory)
-        );
-        assert_eq!(
-            parse_location("sqlite::memory:").ok(),
-            Some(Location::SqliteMemory)
-        );
+        assert_eq!(parse_location(":memory:").ok(), Some(Location::SqliteMemory));
+        assert_eq!(parse_location("sqlite::memory:").ok(), Some(Location::SqliteMemory));
     }
 
     #[test]
     fn postgres_is_refused_as_unsupported_backend() {
-        for url in [
-            "postgres://u:p@127.0.0.1:5432/agora",
-            "postgresql://localhost/agora",
-        ] {
-            let err = open_store(url)
-                .err()
-                .expect("postgres must be refused for now");
+        for url in ["postgres://u:p@127.0.0.1:5432/agora", "postgresql://localhost/agora"] {
+            let err = open_store(url).err().expect("postgres must be refused for now");
             assert!(
                 matches!(&err, StoreError::UnsupportedBackend { scheme } if url.starts_with(scheme.as_str())),
                 "{err:?}"
             );
-            assert!(
-                err.to_string().contains("unsupported store backend"),
-                "{err}"
-            );
+            assert!(err.to_string().contains("unsupported store backend"), "{err}");
         }
     }
 

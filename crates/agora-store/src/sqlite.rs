@@ -80,16 +80,13 @@ impl SqliteStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         // No SQLITE_OPEN_URI: a path is a path, even if it starts with `file:`. NO_MUTEX because
         // the connection is never shared between threads (`Connection` is not `Sync`).
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(|err| StoreError::Open {
             path: path.to_owned(),
             reason: err.to_string(),
         })?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
-        let mode: String =
-            conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+        let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StoreError::Backend(format!(
                 "sqlite refused write-ahead logging (journal_mode is {mode})"
@@ -129,11 +126,9 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     )?;
     if has_meta {
         let version: Option<i64> = tx
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'schema_version'",
-                [],
-                |row| row.get(0),
-            )
+            .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |row| {
+                row.get(0)
+            })
             .optional()?;
         match version {
             Some(SCHEMA_VERSION) => {}
@@ -144,22 +139,16 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
                 });
             }
             Some(found) => {
-                return Err(StoreError::Corrupt(format!(
-                    "unknown schema version {found}"
-                )));
+                return Err(StoreError::Corrupt(format!("unknown schema version {found}")));
             }
             None => {
-                return Err(StoreError::Corrupt(
-                    "meta table has no schema_version".to_owned(),
-                ));
+                return Err(StoreError::Corrupt("meta table has no schema_version".to_owned()));
             }
         }
     } else {
-        let table_count: i64 = tx.query_row(
-            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'",
-            [],
-            |row| row.get(0),
-        )?;
+        let table_count: i64 = tx.query_row("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'", [], |row| {
+            row.get(0)
+        })?;
         if table_count > 0 {
             return Err(StoreError::NotAnAgoraStore);
         }
@@ -201,16 +190,11 @@ impl Store for SqliteStore {
         }
         // The seqs are read inside the write transaction, not cached, so that even a second
         // writer process could not make two events share a seq: it would wait on the lock.
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let last: i64 = tx
-            .prepare_cached(SQL_LAST_SEQ)?
-            .query_row([], |row| row.get(0))?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let last: i64 = tx.prepare_cached(SQL_LAST_SEQ)?.query_row([], |row| row.get(0))?;
         let mut seq = from_sql_int("event seq", last)?;
         {
-            let mut insert =
-                tx.prepare_cached("INSERT INTO events (seq, payload) VALUES (?1, ?2)")?;
+            let mut insert = tx.prepare_cached("INSERT INTO events (seq, payload) VALUES (?1, ?2)")?;
             for payload in events {
                 seq += 1;
                 insert.execute(params![to_sql_int("event seq", seq)?, payload])?;
@@ -229,9 +213,9 @@ impl Store for SqliteStore {
     }
 
     fn read_events(&self, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT seq, payload FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-        )?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT seq, payload FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
         let mut rows = stmt.query(params![after_bound(after), limit_bound(limit)])?;
         let mut events = Vec::new();
         let mut expected = after.saturating_add(1);
@@ -252,12 +236,8 @@ impl Store for SqliteStore {
 
     fn save_snapshot(&mut self, seq: u64, bytes: &[u8]) -> Result<(), StoreError> {
         let seq_sql = to_sql_int("snapshot seq", seq)?;
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let last: i64 = tx
-            .prepare_cached(SQL_LAST_SEQ)?
-            .query_row([], |row| row.get(0))?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let last: i64 = tx.prepare_cached(SQL_LAST_SEQ)?.query_row([], |row| row.get(0))?;
         let last_seq = from_sql_int("event seq", last)?;
         if seq > last_seq {
             return Err(StoreError::SnapshotAhead { seq, last_seq });
@@ -286,9 +266,7 @@ impl Store for SqliteStore {
         if records.is_empty() {
             return Ok(());
         }
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO logs (job, lease, rank, stream, data, data_bytes)
@@ -309,12 +287,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn read_logs(
-        &self,
-        job: JobId,
-        after_seq: u64,
-        limit: usize,
-    ) -> Result<Vec<StoredLog>, StoreError> {
+    fn read_logs(&self, job: JobId, after_seq: u64, limit: usize) -> Result<Vec<StoredLog>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT seq, lease, rank, stream, data FROM logs
              WHERE job = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
@@ -327,9 +300,8 @@ impl Store for SqliteStore {
         let mut logs = Vec::new();
         while let Some(row) = rows.next()? {
             let stream_name: String = row.get(3)?;
-            let stream = LogStream::from_name(&stream_name).ok_or_else(|| {
-                StoreError::Corrupt(format!("unknown log stream {stream_name:?}"))
-            })?;
+            let stream = LogStream::from_name(&stream_name)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown log stream {stream_name:?}")))?;
             logs.push(StoredLog {
                 seq: from_sql_int("log seq", row.get(0)?)?,
                 job,
@@ -344,16 +316,12 @@ impl Store for SqliteStore {
 
     fn prune_logs(&mut self, job: JobId, keep_bytes: u64) -> Result<u64, StoreError> {
         let job_sql = to_sql_int("job id", job.0)?;
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         // Walk from the newest record back, keeping records while they fit the budget; the first
         // one that does not fit and everything older goes. This reads only the covering index
         // and only as many entries as are kept, plus one.
         let cutoff: Option<i64> = {
-            let mut stmt = tx.prepare_cached(
-                "SELECT seq, data_bytes FROM logs WHERE job = ?1 ORDER BY seq DESC",
-            )?;
+            let mut stmt = tx.prepare_cached("SELECT seq, data_bytes FROM logs WHERE job = ?1 ORDER BY seq DESC")?;
             let mut rows = stmt.query([job_sql])?;
             let mut kept_bytes: u64 = 0;
             let mut cutoff = None;
@@ -373,9 +341,7 @@ impl Store for SqliteStore {
             return Ok(0);
         };
         let deleted: i64 = tx
-            .prepare_cached(
-                "SELECT COALESCE(SUM(data_bytes), 0) FROM logs WHERE job = ?1 AND seq <= ?2",
-            )?
+            .prepare_cached("SELECT COALESCE(SUM(data_bytes), 0) FROM logs WHERE job = ?1 AND seq <= ?2")?
             .query_row(params![job_sql, cutoff], |row| row.get(0))?;
         tx.prepare_cached("DELETE FROM logs WHERE job = ?1 AND seq <= ?2")?
             .execute(params![job_sql, cutoff])?;
@@ -401,9 +367,7 @@ mod tests {
             )
             .unwrap();
         }
-        let err = SqliteStore::open(&path)
-            .err()
-            .expect("newer schema must be refused");
+        let err = SqliteStore::open(&path).err().expect("newer schema must be refused");
         assert!(
             matches!(err, StoreError::NewerSchema { found, supported }
                 if found == SCHEMA_VERSION + 1 && supported == SCHEMA_VERSION),
@@ -432,9 +396,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("garbage.db");
         std::fs::write(&path, vec![0xAB; 8192]).unwrap();
-        let err = SqliteStore::open(&path)
-            .err()
-            .expect("garbage must be refused");
+        let err = SqliteStore::open(&path).err().expect("garbage must be refused");
         assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
     }
 
@@ -442,9 +404,7 @@ mod tests {
     fn missing_parent_directory_is_an_open_error_naming_the_path() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("no-such-dir").join("agora.db");
-        let err = SqliteStore::open(&path)
-            .err()
-            .expect("missing directory must fail");
+        let err = SqliteStore::open(&path).err().expect("missing directory must fail");
         assert!(
             matches!(&err, StoreError::Open { path: p, .. } if *p == path),
             "{err:?}"
@@ -470,13 +430,8 @@ mod tests {
     #[test]
     fn a_gap_in_the_event_log_is_reported_corrupt() {
         let mut store = SqliteStore::open_in_memory().unwrap();
-        store
-            .append(&[b"a".to_vec(), b"b".to_vec(), b"c".to_vec()])
-            .unwrap();
-        store
-            .conn
-            .execute("DELETE FROM events WHERE seq = 2", [])
-            .unwrap();
+        store.append(&[b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]).unwrap();
+        store.conn.execute("DELETE FROM events WHERE seq = 2", []).unwrap();
         let err = store.read_events(0, 10).expect_err("gap must be detected");
         assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
     }
@@ -492,10 +447,7 @@ mod tests {
             data: "x".to_owned(),
         };
         let err = store.append_logs(&[record]).expect_err("must be refused");
-        assert!(
-            matches!(err, StoreError::OutOfRange { what: "job id", .. }),
-            "{err:?}"
-        );
+        assert!(matches!(err, StoreError::OutOfRange { what: "job id", .. }), "{err:?}");
         // A read bound beyond i64 simply matches nothing.
         assert!(store.read_events(u64::MAX, 10).unwrap().is_empty());
     }

@@ -25,11 +25,7 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn event_payload(seq: u64) -> Vec<u8> {
     // Long enough that a torn write could show, and checkable against its seq.
-    format!(
-        "{{\"seq\":{seq},\"pad\":\"{}\"}}",
-        "p".repeat((seq % 97) as usize)
-    )
-    .into_bytes()
+    format!("{{\"seq\":{seq},\"pad\":\"{}\"}}", "p".repeat((seq % 97) as usize)).into_bytes()
 }
 
 /// The child: appends batches of 1..=8 events forever, printing `ack SEQ` after each commit.
@@ -94,18 +90,13 @@ fn acknowledged_events_survive_sigkill() {
         while acks < ACKS_PER_ROUND {
             match rx.recv_timeout(ACK_TIMEOUT) {
                 Ok(seq) => {
-                    assert!(
-                        seq > max_acked,
-                        "round {round}: ack {seq} after {max_acked}"
-                    );
+                    assert!(seq > max_acked, "round {round}: ack {seq} after {max_acked}");
                     max_acked = seq;
                     acks += 1;
                 }
                 Err(err) => {
                     let status = child.0.kill().and_then(|()| child.0.wait());
-                    panic!(
-                        "round {round}: child stopped acking after {acks} acks ({err}); {status:?}"
-                    );
+                    panic!("round {round}: child stopped acking after {acks} acks ({err}); {status:?}");
                 }
             }
         }
@@ -129,11 +120,7 @@ fn acknowledged_events_survive_sigkill() {
         assert_eq!(events.len() as u64, last, "round {round}: seqs are dense");
         for (i, (seq, bytes)) in events.iter().enumerate() {
             assert_eq!(*seq, i as u64 + 1, "round {round}: seq order");
-            assert_eq!(
-                *bytes,
-                event_payload(*seq),
-                "round {round}: payload of seq {seq}"
-            );
+            assert_eq!(*bytes, event_payload(*seq), "round {round}: payload of seq {seq}");
         }
     }
     assert!(max_acked >= (ACKS_PER_ROUND * ROUNDS) as u64);

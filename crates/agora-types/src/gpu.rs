@@ -18,21 +18,104 @@ pub struct GpuSpec {
 }
 
 const CATALOG: &[GpuSpec] = &[
-    GpuSpec { name: "H100-80GB-SXM", vram_mib: 81_920, tdp_w: 700, aliases: &["h100", "h100-sxm", "h100-80gb", "h100-sxm5", "nvidia-h100-sxm", "nvidia-h100", "h100-80gb-hbm3"] },
-    GpuSpec { name: "H100-80GB-PCIe", vram_mib: 81_920, tdp_w: 350, aliases: &["h100-pcie", "nvidia-h100-pcie"] },
-    GpuSpec { name: "H200-141GB", vram_mib: 144_384, tdp_w: 700, aliases: &["h200", "nvidia-h200", "h200-sxm"] },
-    GpuSpec { name: "B200-180GB", vram_mib: 184_320, tdp_w: 1000, aliases: &["b200", "nvidia-b200"] },
-    GpuSpec { name: "A100-80GB", vram_mib: 81_920, tdp_w: 400, aliases: &["a100-80g", "nvidia-a100-80gb", "a100-sxm4-80gb"] },
-    GpuSpec { name: "A100-40GB", vram_mib: 40_960, tdp_w: 400, aliases: &["a100", "nvidia-a100", "a100-sxm4-40gb"] },
-    GpuSpec { name: "L40S", vram_mib: 46_068, tdp_w: 350, aliases: &["nvidia-l40s"] },
-    GpuSpec { name: "L4", vram_mib: 23_034, tdp_w: 72, aliases: &["nvidia-l4"] },
-    GpuSpec { name: "A10", vram_mib: 23_028, tdp_w: 150, aliases: &["a10g", "nvidia-a10"] },
-    GpuSpec { name: "RTX-4090", vram_mib: 24_564, tdp_w: 450, aliases: &["rtx4090", "4090", "geforce-rtx-4090", "nvidia-geforce-rtx-4090"] },
-    GpuSpec { name: "RTX-3090", vram_mib: 24_576, tdp_w: 350, aliases: &["rtx3090", "3090", "geforce-rtx-3090"] },
-    GpuSpec { name: "RTX-A6000", vram_mib: 49_140, tdp_w: 300, aliases: &["rtxa6000", "a6000", "nvidia-rtx-a6000"] },
-    GpuSpec { name: "V100-32GB", vram_mib: 32_768, tdp_w: 300, aliases: &["v100", "tesla-v100"] },
-    GpuSpec { name: "T4", vram_mib: 15_360, tdp_w: 70, aliases: &["tesla-t4", "nvidia-t4"] },
-    GpuSpec { name: "MI300X", vram_mib: 196_608, tdp_w: 750, aliases: &["amd-mi300x", "instinct-mi300x"] },
+    GpuSpec {
+        name: "H100-80GB-SXM",
+        vram_mib: 81_920,
+        tdp_w: 700,
+        aliases: &[
+            "h100",
+            "h100-sxm",
+            "h100-80gb",
+            "h100-sxm5",
+            "nvidia-h100-sxm",
+            "nvidia-h100",
+            "h100-80gb-hbm3",
+        ],
+    },
+    GpuSpec {
+        name: "H100-80GB-PCIe",
+        vram_mib: 81_920,
+        tdp_w: 350,
+        aliases: &["h100-pcie", "nvidia-h100-pcie"],
+    },
+    GpuSpec {
+        name: "H200-141GB",
+        vram_mib: 144_384,
+        tdp_w: 700,
+        aliases: &["h200", "nvidia-h200", "h200-sxm"],
+    },
+    GpuSpec {
+        name: "B200-180GB",
+        vram_mib: 184_320,
+        tdp_w: 1000,
+        aliases: &["b200", "nvidia-b200"],
+    },
+    GpuSpec {
+        name: "A100-80GB",
+        vram_mib: 81_920,
+        tdp_w: 400,
+        aliases: &["a100-80g", "nvidia-a100-80gb", "a100-sxm4-80gb"],
+    },
+    GpuSpec {
+        name: "A100-40GB",
+        vram_mib: 40_960,
+        tdp_w: 400,
+        aliases: &["a100", "nvidia-a100", "a100-sxm4-40gb"],
+    },
+    GpuSpec {
+        name: "L40S",
+        vram_mib: 46_068,
+        tdp_w: 350,
+        aliases: &["nvidia-l40s"],
+    },
+    GpuSpec {
+        name: "L4",
+        vram_mib: 23_034,
+        tdp_w: 72,
+        aliases: &["nvidia-l4"],
+    },
+    GpuSpec {
+        name: "A10",
+        vram_mib: 23_028,
+        tdp_w: 150,
+        aliases: &["a10g", "nvidia-a10"],
+    },
+    GpuSpec {
+        name: "RTX-4090",
+        vram_mib: 24_564,
+        tdp_w: 450,
+        aliases: &["rtx4090", "4090", "geforce-rtx-4090", "nvidia-geforce-rtx-4090"],
+    },
+    GpuSpec {
+        name: "RTX-3090",
+        vram_mib: 24_576,
+        tdp_w: 350,
+        aliases: &["rtx3090", "3090", "geforce-rtx-3090"],
+    },
+    GpuSpec {
+        name: "RTX-A6000",
+        vram_mib: 49_140,
+        tdp_w: 300,
+        aliases: &["rtxa6000", "a6000", "nvidia-rtx-a6000"],
+    },
+    GpuSpec {
+        name: "V100-32GB",
+        vram_mib: 32_768,
+        tdp_w: 300,
+        aliases: &["v100", "tesla-v100"],
+    },
+    GpuSpec {
+        name: "T4",
+        vram_mib: 15_360,
+        tdp_w: 70,
+        aliases: &["tesla-t4", "nvidia-t4"],
+    },
+    GpuSpec {
+        name: "MI300X",
+        vram_mib: 196_608,
+        tdp_w: 750,
+        aliases: &["amd-mi300x", "instinct-mi300x"],
+    },
 ];
 
 /// A GPU model of the catalog.
@@ -49,7 +132,10 @@ pub struct UnknownGpuModel {
 
 fn suggestion(close: &[&'static str]) -> String {
     if close.is_empty() {
-        format!("; known models: {}", CATALOG.iter().map(|s| s.name).collect::<Vec<_>>().join(", "))
+        format!(
+            "; known models: {}",
+            CATALOG.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
+        )
     } else {
         format!("; did you mean {}?", close.join(", "))
     }
@@ -90,7 +176,10 @@ impl GpuModel {
             .filter(|(d, _)| *d <= 3)
             .collect();
         scored.sort();
-        Err(UnknownGpuModel { name: name.to_string(), close_matches: scored.into_iter().take(3).map(|(_, n)| n).collect() })
+        Err(UnknownGpuModel {
+            name: name.to_string(),
+            close_matches: scored.into_iter().take(3).map(|(_, n)| n).collect(),
+        })
     }
 
     pub fn spec(self) -> &'static GpuSpec {
@@ -152,7 +241,10 @@ mod tests {
     fn unknown_model_lists_close_matches() {
         let err = GpuModel::resolve("h10").unwrap_err();
         assert!(err.close_matches.contains(&"H100-80GB-SXM"), "{err}");
-        assert!(err.to_string().starts_with("unknown GPU model `h10`; did you mean"), "{err}");
+        assert!(
+            err.to_string().starts_with("unknown GPU model `h10`; did you mean"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -39,10 +39,14 @@ impl<'de> Deserialize<'de> for Micros {
                 Ok(Micros(v))
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Micros, E> {
-                v.parse().map(Micros).map_err(|_| E::custom(format!("`{v}` is not an integer amount of micro-units")))
+                v.parse()
+                    .map(Micros)
+                    .map_err(|_| E::custom(format!("`{v}` is not an integer amount of micro-units")))
             }
             fn visit_u128<E: serde::de::Error>(self, v: u128) -> Result<Micros, E> {
-                i128::try_from(v).map(Micros).map_err(|_| E::custom("amount out of range"))
+                i128::try_from(v)
+                    .map(Micros)
+                    .map_err(|_| E::custom("amount out of range"))
             }
         }
         d.deserialize_any(V)
@@ -81,8 +85,16 @@ impl Micros {
         if whole.len() > 24 {
             return Err(ParseMoneyError::TooLarge(t.to_string()));
         }
-        let whole_v: i128 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| bad())? };
-        let mut frac_v: i128 = if frac.is_empty() { 0 } else { frac.parse().map_err(|_| bad())? };
+        let whole_v: i128 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().map_err(|_| bad())?
+        };
+        let mut frac_v: i128 = if frac.is_empty() {
+            0
+        } else {
+            frac.parse().map_err(|_| bad())?
+        };
         for _ in frac.len()..6 {
             frac_v *= 10;
         }
@@ -194,9 +206,15 @@ mod tests {
     #[test]
     fn parse_rejects_garbage_and_extra_precision() {
         assert!(matches!(Micros::parse_decimal("abc"), Err(ParseMoneyError::Invalid(_))));
-        assert!(matches!(Micros::parse_decimal("1.2.3"), Err(ParseMoneyError::Invalid(_))));
+        assert!(matches!(
+            Micros::parse_decimal("1.2.3"),
+            Err(ParseMoneyError::Invalid(_))
+        ));
         assert!(matches!(Micros::parse_decimal(""), Err(ParseMoneyError::Invalid(_))));
-        assert!(matches!(Micros::parse_decimal("0.0000001"), Err(ParseMoneyError::TooPrecise(_))));
+        assert!(matches!(
+            Micros::parse_decimal("0.0000001"),
+            Err(ParseMoneyError::TooPrecise(_))
+        ));
     }
 
     #[test]
@@ -206,12 +224,17 @@ mod tests {
         enum Tagged {
             Paid { amount: Micros },
         }
-        let v = Tagged::Paid { amount: Micros(-2_500_000) };
+        let v = Tagged::Paid {
+            amount: Micros(-2_500_000),
+        };
         let json = serde_json::to_string(&v).unwrap();
         assert_eq!(json, r#"{"type":"Paid","amount":-2500000}"#);
         assert_eq!(serde_json::from_str::<Tagged>(&json).unwrap(), v);
         let huge = Micros(i128::from(i64::MAX) * 4);
-        assert_eq!(serde_json::from_str::<Micros>(&serde_json::to_string(&huge).unwrap()).unwrap(), huge);
+        assert_eq!(
+            serde_json::from_str::<Micros>(&serde_json::to_string(&huge).unwrap()).unwrap(),
+            huge
+        );
     }
 
     #[test]

@@ -47,7 +47,9 @@ impl Client {
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(anyhow!("the server URL `{base}` must start with http:// or https://"));
         }
-        let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(60)).build()?;
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(60))
+            .build()?;
         Ok(Client { base, token, http })
     }
 
@@ -60,12 +62,20 @@ impl Client {
     }
 
     async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> anyhow::Result<T> {
-        let resp = req.send().await.with_context(|| format!("cannot reach the exchange at {}", self.base))?;
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the exchange at {}", self.base))?;
         let status = resp.status();
         let text = resp.text().await.context("reading the answer")?;
         if !status.is_success() {
             let body = serde_json::from_str::<ErrorBody>(&text).ok();
-            return Err(ApiFailure { status: status.as_u16(), body, raw: text }.into());
+            return Err(ApiFailure {
+                status: status.as_u16(),
+                body,
+                raw: text,
+            }
+            .into());
         }
         serde_json::from_str(&text).with_context(|| format!("unexpected answer from the exchange: {text}"))
     }
@@ -79,6 +89,11 @@ impl Client {
     }
 
     pub(crate) async fn post_yaml<T: DeserializeOwned>(&self, path: &str, yaml: String) -> anyhow::Result<T> {
-        self.send(self.request(reqwest::Method::POST, path).header("content-type", "application/yaml").body(yaml)).await
+        self.send(
+            self.request(reqwest::Method::POST, path)
+                .header("content-type", "application/yaml")
+                .body(yaml),
+        )
+        .await
     }
 }

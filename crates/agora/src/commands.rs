@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use agora_proto::api::{
-    BalanceView, CreatedPrincipal, IssuedToken, JobView, LeaseView, LedgerVerifyView, LogsResponse, MarketView, NodeView, ProviderView, SubmitResponse, TenantView,
+    BalanceView, CreatedPrincipal, IssuedToken, JobView, LeaseView, LedgerVerifyView, LogsResponse, MarketView,
+    NodeView, ProviderView, SubmitResponse, TenantView,
 };
 use agora_types::{Micros, UnixMs};
 use anyhow::{Context, anyhow};
@@ -111,7 +112,11 @@ fn print_json<T: Serialize>(value: &T) -> anyhow::Result<u8> {
 }
 
 fn now() -> UnixMs {
-    UnixMs(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64))
+    UnixMs(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64),
+    )
 }
 
 pub(crate) fn server_config(args: &ServerArgs) -> agora_server::ServerConfig {
@@ -131,7 +136,8 @@ pub(crate) fn server_config(args: &ServerArgs) -> agora_server::ServerConfig {
 
 pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("install a SIGTERM handler");
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("install a SIGTERM handler");
     tokio::select! {
         _ = ctrl_c => {}
         _ = term.recv() => {}
@@ -210,7 +216,10 @@ async fn follow(c: &Client, id: &str, progress: bool) -> anyhow::Result<JobView>
         let job: JobView = c.get(&format!("/api/v1/jobs/{id}")).await?;
         if let Some(b) = &bar {
             let detail = job.reason.clone().unwrap_or_default();
-            b.set_message(format!("job {} {} · {} GPUs · cost {} {detail}", job.id, job.state, job.gpus, job.cost));
+            b.set_message(format!(
+                "job {} {} · {} GPUs · cost {} {detail}",
+                job.id, job.state, job.gpus, job.cost
+            ));
         }
         if matches!(job.state.as_str(), "succeeded" | "failed" | "cancelled") {
             if let Some(b) = bar {
@@ -251,8 +260,24 @@ pub(crate) async fn job(conn: &Conn, id: &str) -> anyhow::Result<u8> {
     if conn.output == Output::Json {
         return print_json(&j);
     }
-    println!("job {} `{}` ({} {}, {} GPUs at ≤ {}/GPU-h)", j.id, j.name, j.tier, j.kind.as_str(), j.gpus, j.max_price_per_gpu_hour);
-    println!("state: {}{}", j.state, if j.cancel_requested && j.ended_at.is_none() { " (cancelling)" } else { "" });
+    println!(
+        "job {} `{}` ({} {}, {} GPUs at ≤ {}/GPU-h)",
+        j.id,
+        j.name,
+        j.tier,
+        j.kind.as_str(),
+        j.gpus,
+        j.max_price_per_gpu_hour
+    );
+    println!(
+        "state: {}{}",
+        j.state,
+        if j.cancel_requested && j.ended_at.is_none() {
+            " (cancelling)"
+        } else {
+            ""
+        }
+    );
     if let Some(code) = j.exit_code {
         println!("exit code: {code}");
     }
@@ -261,10 +286,30 @@ pub(crate) async fn job(conn: &Conn, id: &str) -> anyhow::Result<u8> {
     }
     println!("cost: {}", j.cost);
     let now = now();
-    let mut t = table::new(&["task", "state", "lease", "provider", "nodes:gpus", "price/gpu-h", "lease state", "ran", "charged"]);
+    let mut t = table::new(&[
+        "task",
+        "state",
+        "lease",
+        "provider",
+        "nodes:gpus",
+        "price/gpu-h",
+        "lease state",
+        "ran",
+        "charged",
+    ]);
     for (i, task) in j.tasks.iter().enumerate() {
         if task.leases.is_empty() {
-            t.add_row(vec![i.to_string(), task.state.clone(), "-".into(), "-".into(), "-".into(), "-".into(), task.pending_reason.clone().unwrap_or_default(), "-".into(), "-".into()]);
+            t.add_row(vec![
+                i.to_string(),
+                task.state.clone(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                task.pending_reason.clone().unwrap_or_default(),
+                "-".into(),
+                "-".into(),
+            ]);
         }
         for l in &task.leases {
             t.add_row(lease_row(i, &task.state, l, now));
@@ -275,7 +320,21 @@ pub(crate) async fn job(conn: &Conn, id: &str) -> anyhow::Result<u8> {
 }
 
 fn lease_row(task: usize, task_state: &str, l: &LeaseView, now: UnixMs) -> Vec<String> {
-    let placement: Vec<String> = l.parts.iter().map(|p| format!("{}:{}", p.node, p.gpu_indices.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(","))).collect();
+    let placement: Vec<String> = l
+        .parts
+        .iter()
+        .map(|p| {
+            format!(
+                "{}:{}",
+                p.node,
+                p.gpu_indices
+                    .iter()
+                    .map(|i| i.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
+        })
+        .collect();
     let state = match (&l.stop_reason, l.exit_code) {
         (Some(r), _) => format!("{} ({r})", l.state),
         (None, Some(c)) => format!("{} (exit {c})", l.state),
@@ -289,7 +348,8 @@ fn lease_row(task: usize, task_state: &str, l: &LeaseView, now: UnixMs) -> Vec<S
         placement.join(" "),
         table::money(l.price_per_gpu_hour),
         state,
-        l.running_at.map_or_else(|| "-".into(), |r| table::span(r, l.ended_at, now)),
+        l.running_at
+            .map_or_else(|| "-".into(), |r| table::span(r, l.ended_at, now)),
         table::money(l.charged),
     ]
 }
@@ -300,7 +360,12 @@ pub(crate) async fn logs(conn: &Conn, id: &str, follow: bool) -> anyhow::Result<
     let mut after = 0u64;
     loop {
         let wait = if follow { 10_000 } else { 0 };
-        let r: LogsResponse = c.get(&format!("/api/v1/jobs/{}/logs?after={after}&limit=5000&wait_ms={wait}", id.trim())).await?;
+        let r: LogsResponse = c
+            .get(&format!(
+                "/api/v1/jobs/{}/logs?after={after}&limit=5000&wait_ms={wait}",
+                id.trim()
+            ))
+            .await?;
         if conn.output == Output::Json {
             for line in &r.lines {
                 println!("{}", serde_json::to_string(line)?);
@@ -324,11 +389,21 @@ pub(crate) async fn logs(conn: &Conn, id: &str, follow: bool) -> anyhow::Result<
 }
 
 pub(crate) async fn cancel(conn: &Conn, id: &str) -> anyhow::Result<u8> {
-    let j: JobView = client(conn)?.post(&format!("/api/v1/jobs/{}/cancel", id.trim()), &serde_json::json!({})).await?;
+    let j: JobView = client(conn)?
+        .post(&format!("/api/v1/jobs/{}/cancel", id.trim()), &serde_json::json!({}))
+        .await?;
     match conn.output {
         Output::Json => print_json(&j),
         Output::Table => {
-            println!("job {} {}", j.id, if j.ended_at.is_some() { j.state.clone() } else { "cancelling".to_string() });
+            println!(
+                "job {} {}",
+                j.id,
+                if j.ended_at.is_some() {
+                    j.state.clone()
+                } else {
+                    "cancelling".to_string()
+                }
+            );
             Ok(0)
         }
     }
@@ -340,7 +415,11 @@ pub(crate) async fn balance(conn: &Conn) -> anyhow::Result<u8> {
         return print_json(&b);
     }
     let mut t = table::new(&["tenant", "available", "held"]);
-    t.add_row(vec![b.tenant.to_string(), table::money(b.available), table::money(b.held)]);
+    t.add_row(vec![
+        b.tenant.to_string(),
+        table::money(b.available),
+        table::money(b.held),
+    ]);
     println!("{t}");
     Ok(0)
 }
@@ -350,7 +429,16 @@ pub(crate) async fn market(conn: &Conn) -> anyhow::Result<u8> {
     if conn.output == Output::Json {
         return print_json(&m);
     }
-    let mut t = table::new(&["model", "nodes", "gpus", "free", "ask min", "ask max", "recent prices", "pending"]);
+    let mut t = table::new(&[
+        "model",
+        "nodes",
+        "gpus",
+        "free",
+        "ask min",
+        "ask max",
+        "recent prices",
+        "pending",
+    ]);
     for r in &m.models {
         let recent: Vec<String> = r.recent_prices.iter().take(5).map(|p| p.to_string()).collect();
         t.add_row(vec![
@@ -365,7 +453,11 @@ pub(crate) async fn market(conn: &Conn) -> anyhow::Result<u8> {
         ]);
     }
     println!("{t}");
-    println!("prices per GPU-hour; exchange fee {}.{:02} %", m.fee_bps / 100, m.fee_bps % 100);
+    println!(
+        "prices per GPU-hour; exchange fee {}.{:02} %",
+        m.fee_bps / 100,
+        m.fee_bps % 100
+    );
     Ok(0)
 }
 
@@ -373,7 +465,9 @@ fn print_nodes(conn: &Conn, nodes: &[NodeView]) -> anyhow::Result<u8> {
     if conn.output == Output::Json {
         return print_json(&nodes);
     }
-    let mut t = table::new(&["node", "provider", "agent", "name", "model", "gpus", "free", "ask", "online"]);
+    let mut t = table::new(&[
+        "node", "provider", "agent", "name", "model", "gpus", "free", "ask", "online",
+    ]);
     for n in nodes {
         t.add_row(vec![
             n.id.to_string(),
@@ -411,7 +505,8 @@ pub(crate) async fn provider(cmd: ProviderCommand) -> anyhow::Result<u8> {
                     l.gpus.to_string(),
                     table::money(l.price_per_gpu_hour),
                     l.state.clone(),
-                    l.running_at.map_or_else(|| "-".into(), |r| table::span(r, l.ended_at, now)),
+                    l.running_at
+                        .map_or_else(|| "-".into(), |r| table::span(r, l.ended_at, now)),
                     table::money(l.charged),
                 ]);
             }
@@ -425,31 +520,59 @@ fn print_created(conn: &Conn, p: &CreatedPrincipal) -> anyhow::Result<u8> {
     if conn.output == Output::Json {
         return print_json(p);
     }
-    println!("{} {} `{}` created; its token (shown once):\n{}", p.role, p.id, p.name, p.token);
+    println!(
+        "{} {} `{}` created; its token (shown once):\n{}",
+        p.role, p.id, p.name, p.token
+    );
     Ok(0)
 }
 
 pub(crate) async fn admin(cmd: AdminCommand) -> anyhow::Result<u8> {
     match cmd {
         AdminCommand::CreateTenant { name, balance, conn } => {
-            let p: CreatedPrincipal = client(&conn)?.post("/api/v1/admin/tenants", &agora_proto::api::CreateTenant { name, initial_balance: balance }).await?;
+            let p: CreatedPrincipal = client(&conn)?
+                .post(
+                    "/api/v1/admin/tenants",
+                    &agora_proto::api::CreateTenant {
+                        name,
+                        initial_balance: balance,
+                    },
+                )
+                .await?;
             print_created(&conn, &p)
         }
         AdminCommand::CreateProvider { name, conn } => {
-            let p: CreatedPrincipal = client(&conn)?.post("/api/v1/admin/providers", &agora_proto::api::CreateProvider { name }).await?;
+            let p: CreatedPrincipal = client(&conn)?
+                .post("/api/v1/admin/providers", &agora_proto::api::CreateProvider { name })
+                .await?;
             print_created(&conn, &p)
         }
         AdminCommand::IssueToken { role, id, conn } => {
-            let t: IssuedToken = client(&conn)?.post("/api/v1/admin/tokens", &agora_proto::api::IssueToken { role, id }).await?;
+            let t: IssuedToken = client(&conn)?
+                .post("/api/v1/admin/tokens", &agora_proto::api::IssueToken { role, id })
+                .await?;
             if conn.output == Output::Json {
                 return print_json(&t);
             }
             println!("{}", t.token);
             Ok(0)
         }
-        AdminCommand::TopUp { tenant, amount, key, conn } => {
+        AdminCommand::TopUp {
+            tenant,
+            amount,
+            key,
+            conn,
+        } => {
             let key = key.unwrap_or_else(|| format!("cli-{}", now().0));
-            let b: BalanceView = client(&conn)?.post(&format!("/api/v1/admin/tenants/{tenant}/topup"), &agora_proto::api::TopUp { amount, idempotency_key: key }).await?;
+            let b: BalanceView = client(&conn)?
+                .post(
+                    &format!("/api/v1/admin/tenants/{tenant}/topup"),
+                    &agora_proto::api::TopUp {
+                        amount,
+                        idempotency_key: key,
+                    },
+                )
+                .await?;
             if conn.output == Output::Json {
                 return print_json(&b);
             }
@@ -463,7 +586,12 @@ pub(crate) async fn admin(cmd: AdminCommand) -> anyhow::Result<u8> {
             }
             let mut t = table::new(&["tenant", "name", "available", "held"]);
             for x in &ts {
-                t.add_row(vec![x.id.to_string(), x.name.clone(), table::money(x.available), table::money(x.held)]);
+                t.add_row(vec![
+                    x.id.to_string(),
+                    x.name.clone(),
+                    table::money(x.available),
+                    table::money(x.held),
+                ]);
             }
             println!("{t}");
             Ok(0)
@@ -475,7 +603,14 @@ pub(crate) async fn admin(cmd: AdminCommand) -> anyhow::Result<u8> {
             }
             let mut t = table::new(&["provider", "name", "agents", "nodes", "gpus", "earnings"]);
             for x in &ps {
-                t.add_row(vec![x.id.to_string(), x.name.clone(), x.agents.to_string(), x.nodes.to_string(), x.gpus.to_string(), table::money(x.earnings)]);
+                t.add_row(vec![
+                    x.id.to_string(),
+                    x.name.clone(),
+                    x.agents.to_string(),
+                    x.nodes.to_string(),
+                    x.gpus.to_string(),
+                    table::money(x.earnings),
+                ]);
             }
             println!("{t}");
             Ok(0)
@@ -484,7 +619,9 @@ pub(crate) async fn admin(cmd: AdminCommand) -> anyhow::Result<u8> {
             let nodes: Vec<NodeView> = client(&conn)?.get("/api/v1/admin/nodes").await?;
             print_nodes(&conn, &nodes)
         }
-        AdminCommand::Ledger { command: LedgerCommand::Verify { conn } } => {
+        AdminCommand::Ledger {
+            command: LedgerCommand::Verify { conn },
+        } => {
             let v: LedgerVerifyView = client(&conn)?.get("/api/v1/admin/ledger/verify").await?;
             if conn.output == Output::Json {
                 print_json(&v)?;

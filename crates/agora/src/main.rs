@@ -1,5 +1,6 @@
 //! `agora`: the one binary — the exchange server, the provider agent and the CLI.
 
+mod bench;
 mod client;
 mod commands;
 mod table;
@@ -15,7 +16,12 @@ pub(crate) const EXIT_ERROR: u8 = 1;
 pub(crate) const EXIT_JOB_FAILED: u8 = 3;
 
 #[derive(Parser, Debug)]
-#[command(name = "agora", version, about = "An open exchange for AI compute", propagate_version = true)]
+#[command(
+    name = "agora",
+    version,
+    about = "An open exchange for AI compute",
+    propagate_version = true
+)]
 pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -161,6 +167,11 @@ enum Command {
         #[command(subcommand)]
         command: commands::ProviderCommand,
     },
+    /// Measure this machine: `agora bench server` for submissions/s and heartbeats/s.
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
     /// Operator commands (admin token).
     Admin {
         #[command(subcommand)]
@@ -169,8 +180,12 @@ enum Command {
 }
 
 fn init_logs(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("AGORA_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AGORA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 fn main() -> ExitCode {
@@ -205,6 +220,10 @@ fn main() -> ExitCode {
             Command::Market { conn } => commands::market(&conn).await,
             Command::Provider { command } => commands::provider(command).await,
             Command::Admin { command } => commands::admin(command).await,
+            Command::Bench { command } => {
+                init_logs("warn");
+                bench::run(command).await
+            }
         }
     });
     match result {

@@ -36,14 +36,22 @@ const TOKENS_FILE: &str = "up-tokens.json";
 pub(crate) fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).with_context(|| format!("writing {}", path.display()))?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
     f.write_all(contents.as_bytes())?;
     Ok(())
 }
 
 pub(crate) async fn run(args: UpArgs) -> anyhow::Result<u8> {
     let model = GpuModel::resolve(&args.gpu_model).map_err(|e| anyhow::anyhow!("--gpu-model: {e}"))?;
-    let gpus = NonZeroU32::new(args.gpus).filter(|g| g.get() <= 64).ok_or_else(|| anyhow::anyhow!("--gpus: must be 1..=64"))?;
+    let gpus = NonZeroU32::new(args.gpus)
+        .filter(|g| g.get() <= 64)
+        .ok_or_else(|| anyhow::anyhow!("--gpus: must be 1..=64"))?;
     let price = parse_money("--price", &args.price)?;
     let balance = parse_money("--balance", &args.balance)?;
     if price <= agora_types::Micros::ZERO {
@@ -58,12 +66,24 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<u8> {
             b
         }
         None => {
-            let text = std::fs::read_to_string(&tokens_path).with_context(|| format!("this data dir was not created by `agora up` ({} is missing)", tokens_path.display()))?;
+            let text = std::fs::read_to_string(&tokens_path).with_context(|| {
+                format!(
+                    "this data dir was not created by `agora up` ({} is missing)",
+                    tokens_path.display()
+                )
+            })?;
             serde_json::from_str(&text).with_context(|| format!("reading {}", tokens_path.display()))?
         }
     };
     let url = format!("http://{}", server.addr);
-    let agent_cfg = agora_agent::AgentConfig::single_node(url.clone(), Some(tokens.provider_token.clone()), "local", model, gpus, price);
+    let agent_cfg = agora_agent::AgentConfig::single_node(
+        url.clone(),
+        Some(tokens.provider_token.clone()),
+        "local",
+        model,
+        gpus,
+        price,
+    );
     let (stop_agent, agent_stopped) = tokio::sync::oneshot::channel::<()>();
     let agent = tokio::spawn(async move {
         agora_agent::run(agent_cfg, async {
@@ -71,7 +91,10 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<u8> {
         })
         .await
     });
-    println!("Agora is up: an exchange with one local provider ({} × {model} at {}/GPU-h).", gpus, price);
+    println!(
+        "Agora is up: an exchange with one local provider ({} × {model} at {}/GPU-h).",
+        gpus, price
+    );
     println!();
     println!("  API        {url}");
     println!("  data       {}", data_dir.display());

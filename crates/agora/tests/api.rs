@@ -16,7 +16,20 @@ async fn tenants_are_isolated_and_roles_enforced() {
     ex.wait_nodes(1).await;
     let (_, a) = ex.create_tenant("lab-a", "100").await;
     let (_, b) = ex.create_tenant("lab-b", "100").await;
-    let job = ex.submit(&a, &manifest("secret", "training", "  gpus_per_node: 1", "on-demand", "3.00", "echo private; sleep 30")).await.unwrap();
+    let job = ex
+        .submit(
+            &a,
+            &manifest(
+                "secret",
+                "training",
+                "  gpus_per_node: 1",
+                "on-demand",
+                "3.00",
+                "echo private; sleep 30",
+            ),
+        )
+        .await
+        .unwrap();
     ex.wait_logs(&a, job, "private").await;
 
     // Tenant B cannot see, read or cancel A's job: 404, as if it did not exist.
@@ -36,7 +49,11 @@ async fn tenants_are_isolated_and_roles_enforced() {
 
     // Tenants and providers get 403 on admin routes; tenants on provider routes.
     for token in [&a, &p] {
-        for path in ["/api/v1/admin/tenants", "/api/v1/admin/ledger/verify", "/api/v1/admin/nodes"] {
+        for path in [
+            "/api/v1/admin/tenants",
+            "/api/v1/admin/ledger/verify",
+            "/api/v1/admin/nodes",
+        ] {
             let (status, body) = ex.request(Method::GET, token, path, None).await;
             assert_eq!(status, 403, "{path}: {body}");
             assert_eq!(body["error"]["code"], "forbidden");
@@ -44,9 +61,23 @@ async fn tenants_are_isolated_and_roles_enforced() {
     }
     let (status, _) = ex.request(Method::GET, &a, "/api/v1/provider/nodes", None).await;
     assert_eq!(status, 403);
-    let (status, _) = ex.request(Method::POST, &p, "/api/v1/jobs", Some(("application/yaml", b"name: x".to_vec()))).await;
+    let (status, _) = ex
+        .request(
+            Method::POST,
+            &p,
+            "/api/v1/jobs",
+            Some(("application/yaml", b"name: x".to_vec())),
+        )
+        .await;
     assert_eq!(status, 403, "a provider cannot submit, whatever it sends");
-    let (status, _) = ex.request(Method::POST, "bad-token", "/api/v1/jobs", Some(("application/yaml", b"name: x".to_vec()))).await;
+    let (status, _) = ex
+        .request(
+            Method::POST,
+            "bad-token",
+            "/api/v1/jobs",
+            Some(("application/yaml", b"name: x".to_vec())),
+        )
+        .await;
     assert_eq!(status, 401, "a bad token is refused before the manifest is read");
 
     // A provider sees only its own nodes and leases.
@@ -65,7 +96,9 @@ async fn tenants_are_isolated_and_roles_enforced() {
         assert_eq!(body["error"]["code"], "unauthorized");
     }
     // The owner can cancel.
-    let (status, _) = ex.request(Method::POST, &a, &format!("/api/v1/jobs/{job}/cancel"), None).await;
+    let (status, _) = ex
+        .request(Method::POST, &a, &format!("/api/v1/jobs/{job}/cancel"), None)
+        .await;
     assert_eq!(status, 200);
 }
 
@@ -78,10 +111,16 @@ struct Bad {
 }
 
 fn bad(what: &'static str, body: impl Into<String>, field: Option<&'static str>, status: u16) -> Bad {
-    Bad { what, body: body.into(), field, status }
+    Bad {
+        what,
+        body: body.into(),
+        field,
+        status,
+    }
 }
 
-const GOOD: &str = "name: ok\nkind: training\nresources:\n  gpus_per_node: 1\nmax_price_per_gpu_hour: 3.00\ncommand: 'true'\n";
+const GOOD: &str =
+    "name: ok\nkind: training\nresources:\n  gpus_per_node: 1\nmax_price_per_gpu_hour: 3.00\ncommand: 'true'\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_a_4xx_naming_the_field() {
@@ -90,39 +129,119 @@ async fn bad_input_gets_a_4xx_naming_the_field() {
     assert!(ex.submit(&t, GOOD).await.is_ok(), "the baseline manifest is accepted");
     let cases = [
         bad("malformed YAML", "name: [unclosed\nkind: training\n", None, 400),
-        bad("unknown top-level field", format!("{GOOD}colour: blue\n"), Some("colour"), 400),
-        bad("unknown resources field", GOOD.replace("  gpus_per_node: 1", "  gpus_per_node: 1\n  cpus: 4"), Some("resources.cpus"), 400),
-        bad("zero GPUs", GOOD.replace("gpus_per_node: 1", "gpus_per_node: 0"), Some("resources.gpus_per_node"), 400),
-        bad("huge GPUs", GOOD.replace("gpus_per_node: 1", "gpus_per_node: 99999999999999999999"), Some("resources.gpus_per_node"), 400),
-        bad("negative price", GOOD.replace("3.00", "-1"), Some("max_price_per_gpu_hour"), 400),
-        bad("service not yet supported", GOOD.replace("training", "service"), Some("kind"), 400),
-        bad("oversized body", format!("{GOOD}# {}\n", "x".repeat(300 * 1024)), None, 413),
-        bad("binary garbage", String::from_utf8_lossy(&[0xff, 0xfe, 0x00, 0x01]).into_owned(), None, 400),
+        bad(
+            "unknown top-level field",
+            format!("{GOOD}colour: blue\n"),
+            Some("colour"),
+            400,
+        ),
+        bad(
+            "unknown resources field",
+            GOOD.replace("  gpus_per_node: 1", "  gpus_per_node: 1\n  cpus: 4"),
+            Some("resources.cpus"),
+            400,
+        ),
+        bad(
+            "zero GPUs",
+            GOOD.replace("gpus_per_node: 1", "gpus_per_node: 0"),
+            Some("resources.gpus_per_node"),
+            400,
+        ),
+        bad(
+            "huge GPUs",
+            GOOD.replace("gpus_per_node: 1", "gpus_per_node: 99999999999999999999"),
+            Some("resources.gpus_per_node"),
+            400,
+        ),
+        bad(
+            "negative price",
+            GOOD.replace("3.00", "-1"),
+            Some("max_price_per_gpu_hour"),
+            400,
+        ),
+        bad(
+            "service not yet supported",
+            GOOD.replace("training", "service"),
+            Some("kind"),
+            400,
+        ),
+        bad(
+            "oversized body",
+            format!("{GOOD}# {}\n", "x".repeat(300 * 1024)),
+            None,
+            413,
+        ),
+        bad(
+            "binary garbage",
+            String::from_utf8_lossy(&[0xff, 0xfe, 0x00, 0x01]).into_owned(),
+            None,
+            400,
+        ),
     ];
     for c in &cases {
-        let (status, body) = ex.request(Method::POST, &t, "/api/v1/jobs", Some(("application/yaml", c.body.clone().into_bytes()))).await;
+        let (status, body) = ex
+            .request(
+                Method::POST,
+                &t,
+                "/api/v1/jobs",
+                Some(("application/yaml", c.body.clone().into_bytes())),
+            )
+            .await;
         assert_eq!(status, c.status, "{}: {body}", c.what);
-        assert!(body["error"]["code"].is_string() && body["error"]["message"].is_string(), "{}: {body}", c.what);
+        assert!(
+            body["error"]["code"].is_string() && body["error"]["message"].is_string(),
+            "{}: {body}",
+            c.what
+        );
         if let Some(field) = c.field {
             assert_eq!(body["error"]["field"], field, "{}: {body}", c.what);
         }
     }
     // The line of a YAML error is reported.
-    let (_, body) = ex.request(Method::POST, &t, "/api/v1/jobs", Some(("application/yaml", GOOD.replace("gpus_per_node: 1", "gpus_per_node: 0").into_bytes()))).await;
+    let (_, body) = ex
+        .request(
+            Method::POST,
+            &t,
+            "/api/v1/jobs",
+            Some((
+                "application/yaml",
+                GOOD.replace("gpus_per_node: 1", "gpus_per_node: 0").into_bytes(),
+            )),
+        )
+        .await;
     assert_eq!(body["error"]["line"], 4, "{body}");
 
     // JSON routes name the field too.
     let json_cases = [
         ("/api/v1/admin/tenants", json!({"name": "x", "colour": 1}), "colour"),
         ("/api/v1/admin/tenants", json!({"name": "bad name!"}), "name"),
-        ("/api/v1/admin/tenants", json!({"name": "y", "initial_balance": "-5"}), "initial_balance"),
+        (
+            "/api/v1/admin/tenants",
+            json!({"name": "y", "initial_balance": "-5"}),
+            "initial_balance",
+        ),
         ("/api/v1/admin/tenants", json!({}), "name"),
-        ("/api/v1/admin/tenants/1/topup", json!({"amount": "0", "idempotency_key": "k"}), "amount"),
-        ("/api/v1/admin/tenants/1/topup", json!({"amount": "1.0000001", "idempotency_key": "k"}), "amount"),
+        (
+            "/api/v1/admin/tenants/1/topup",
+            json!({"amount": "0", "idempotency_key": "k"}),
+            "amount",
+        ),
+        (
+            "/api/v1/admin/tenants/1/topup",
+            json!({"amount": "1.0000001", "idempotency_key": "k"}),
+            "amount",
+        ),
         ("/api/v1/admin/tokens", json!({"role": "wizard"}), "role"),
     ];
     for (path, body, field) in json_cases {
-        let (status, resp) = ex.request(Method::POST, &ex.admin, path, Some(("application/json", body.to_string().into_bytes()))).await;
+        let (status, resp) = ex
+            .request(
+                Method::POST,
+                &ex.admin,
+                path,
+                Some(("application/json", body.to_string().into_bytes())),
+            )
+            .await;
         assert_eq!(status, 400, "{path} {body}: {resp}");
         assert_eq!(resp["error"]["field"], field, "{path} {body}: {resp}");
     }
@@ -134,16 +253,41 @@ async fn bad_input_gets_a_4xx_naming_the_field() {
     let (status, _) = ex.request(Method::GET, &t, "/api/v1/nope", None).await;
     assert_eq!(status, 404);
     let (_, poor) = ex.create_tenant("poor", "0").await;
-    let (status, resp) = ex.request(Method::POST, &poor, "/api/v1/jobs", Some(("application/yaml", GOOD.as_bytes().to_vec()))).await;
-    assert_eq!((status, resp["error"]["code"].as_str()), (402, Some("insufficient_funds")), "{resp}");
+    let (status, resp) = ex
+        .request(
+            Method::POST,
+            &poor,
+            "/api/v1/jobs",
+            Some(("application/yaml", GOOD.as_bytes().to_vec())),
+        )
+        .await;
+    assert_eq!(
+        (status, resp["error"]["code"].as_str()),
+        (402, Some("insufficient_funds")),
+        "{resp}"
+    );
     // Agent protocol: garbage and invalid inventories.
     let (_, p) = ex.create_provider("prov").await;
     let (status, resp) = ex.request(Method::POST, &p, "/api/v1/agent/register", Some(("application/json", br#"{"name":"a","inventory_source":"declared","nodes":[{"name":"n","gpu_model":"h100","gpus":0,"address":"x","ask_micros_per_gpu_hour":1}]}"#.to_vec()))).await;
-    assert_eq!((status, resp["error"]["field"].as_str()), (400, Some("nodes[0].gpus")), "{resp}");
+    assert_eq!(
+        (status, resp["error"]["field"].as_str()),
+        (400, Some("nodes[0].gpus")),
+        "{resp}"
+    );
     let (status, resp) = ex.request(Method::POST, &p, "/api/v1/agent/register", Some(("application/json", br#"{"name":"a","inventory_source":"declared","nodes":[{"name":"n","gpu_model":"h1000","gpus":1,"address":"x","ask_micros_per_gpu_hour":1}]}"#.to_vec()))).await;
     assert_eq!(status, 400, "{resp}");
-    assert!(resp["error"]["message"].as_str().unwrap().contains("did you mean"), "{resp}");
-    let (status, _) = ex.request(Method::POST, &p, "/api/v1/agent/heartbeat", Some(("application/json", b"{".to_vec()))).await;
+    assert!(
+        resp["error"]["message"].as_str().unwrap().contains("did you mean"),
+        "{resp}"
+    );
+    let (status, _) = ex
+        .request(
+            Method::POST,
+            &p,
+            "/api/v1/agent/heartbeat",
+            Some(("application/json", b"{".to_vec())),
+        )
+        .await;
     assert_eq!(status, 400);
     // Nothing above was a server error, and the server is still healthy.
     let (status, _) = ex.request(Method::GET, &t, "/api/v1/health", None).await;

@@ -20,7 +20,20 @@ async fn kill_9_loses_nothing_acknowledged() {
     let (_, t) = ex.create_tenant("lab", "100000").await;
 
     // A job that runs across the crash.
-    let long = ex.submit(&t, &manifest("across", "training", "  gpus_per_node: 2", "on-demand", "3.00", "echo before; sleep 4; echo after")).await.unwrap();
+    let long = ex
+        .submit(
+            &t,
+            &manifest(
+                "across",
+                "training",
+                "  gpus_per_node: 2",
+                "on-demand",
+                "3.00",
+                "echo before; sleep 4; echo after",
+            ),
+        )
+        .await
+        .unwrap();
     ex.wait_logs(&t, long, "before").await;
 
     // Submitters hammer the server; each acknowledged id is recorded.
@@ -37,7 +50,13 @@ async fn kill_9_loses_nothing_acknowledged() {
             for i in 0.. {
                 let name = format!("s{s}-{i}");
                 let body = manifest(&name, "training", "  gpus_per_node: 1", "on-demand", "3.00", "true");
-                let resp = http.post(format!("{url}/api/v1/jobs")).bearer_auth(&t).header("content-type", "application/yaml").body(body).send().await;
+                let resp = http
+                    .post(format!("{url}/api/v1/jobs"))
+                    .bearer_auth(&t)
+                    .header("content-type", "application/yaml")
+                    .body(body)
+                    .send()
+                    .await;
                 match resp {
                     Ok(r) if r.status().as_u16() == 201 => {
                         let v: serde_json::Value = r.json().await.unwrap();
@@ -53,7 +72,10 @@ async fn kill_9_loses_nothing_acknowledged() {
         let e = ex.lock().await;
         e.get_ok(&e.admin, "/api/v1/admin/ledger/verify").await
     };
-    let mut e = Arc::try_unwrap(ex).ok().expect("only this test holds the exchange").into_inner();
+    let mut e = Arc::try_unwrap(ex)
+        .ok()
+        .expect("only this test holds the exchange")
+        .into_inner();
     e.crash_and_restart(1);
     for s in submitters {
         s.await.unwrap();
@@ -69,7 +91,12 @@ async fn kill_9_loses_nothing_acknowledged() {
     // The ledger kept every entry it had before the crash, and still verifies.
     let after: LedgerVerifyView = e.get_ok(&e.admin, "/api/v1/admin/ledger/verify").await;
     assert!(after.ok, "{after:#?}");
-    assert!(after.transfers >= before.transfers, "before {} after {}", before.transfers, after.transfers);
+    assert!(
+        after.transfers >= before.transfers,
+        "before {} after {}",
+        before.transfers,
+        after.transfers
+    );
     // The agents reconnect, and the job that ran across the crash finishes and is charged.
     e.wait_nodes(2).await;
     let j = e.wait_ended(&t, long).await;

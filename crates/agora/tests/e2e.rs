@@ -42,11 +42,27 @@ fn gpus(n: u32) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_gpu_job_sees_two_distinct_gpus_and_is_charged_exactly() {
     let (ex, t) = two_agents().await;
-    let id = ex.submit(&t, &manifest("two", "training", &gpus(2), "on-demand", "3.00", "echo visible=$CUDA_VISIBLE_DEVICES; sleep 2")).await.unwrap();
+    let id = ex
+        .submit(
+            &t,
+            &manifest(
+                "two",
+                "training",
+                &gpus(2),
+                "on-demand",
+                "3.00",
+                "echo visible=$CUDA_VISIBLE_DEVICES; sleep 2",
+            ),
+        )
+        .await
+        .unwrap();
     let job = ex.wait_ended(&t, id).await;
     assert_eq!(job.state, "succeeded", "{job:#?}");
     let logs = ex.logs(&t, id).await;
-    let line = logs.lines().find(|l| l.starts_with("visible=")).expect("the job printed its GPUs");
+    let line = logs
+        .lines()
+        .find(|l| l.starts_with("visible="))
+        .expect("the job printed its GPUs");
     let indices: BTreeSet<&str> = line.trim_start_matches("visible=").split(',').collect();
     assert_eq!(indices.len(), 2, "two distinct GPU indices: {line}");
 
@@ -79,7 +95,10 @@ async fn gang_of_two_nodes_sees_consistent_rendezvous() {
     let (ex, t) = one_provider_two_agents().await;
     let res = format!("{}\n  nodes: 2", gpus(8));
     let script = "echo \"rdv node=$NODE_RANK rank=$RANK world=$WORLD_SIZE local=$LOCAL_WORLD_SIZE master=$MASTER_ADDR:$MASTER_PORT gpus=$CUDA_VISIBLE_DEVICES\"";
-    let id = ex.submit(&t, &manifest("gang", "training", &res, "on-demand", "3.00", script)).await.unwrap();
+    let id = ex
+        .submit(&t, &manifest("gang", "training", &res, "on-demand", "3.00", script))
+        .await
+        .unwrap();
     let job = ex.wait_ended(&t, id).await;
     assert_eq!(job.state, "succeeded", "{job:#?}");
     let lease = &job.tasks[0].leases[0];
@@ -90,8 +109,14 @@ async fn gang_of_two_nodes_sees_consistent_rendezvous() {
     lines.sort();
     assert_eq!(lines.len(), 2, "{logs}");
     let port = format!("master=127.0.0.1:{}", 29_500 + lease.id.0 % 1000);
-    assert_eq!(lines[0], format!("rdv node=0 rank=0 world=16 local=8 {port} gpus=0,1,2,3,4,5,6,7"));
-    assert_eq!(lines[1], format!("rdv node=1 rank=8 world=16 local=8 {port} gpus=0,1,2,3,4,5,6,7"));
+    assert_eq!(
+        lines[0],
+        format!("rdv node=0 rank=0 world=16 local=8 {port} gpus=0,1,2,3,4,5,6,7")
+    );
+    assert_eq!(
+        lines[1],
+        format!("rdv node=1 rank=8 world=16 local=8 {port} gpus=0,1,2,3,4,5,6,7")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,25 +126,54 @@ async fn spot_job_is_preempted_by_on_demand() {
     let spot_script = "trap 'echo got-sigterm; exit 143' TERM; echo spot-running; while true; do sleep 0.1; done";
     let mut spot = Vec::new();
     for i in 0..2 {
-        let id = ex.submit(&t, &manifest(&format!("spot{i}"), "training", &gpus(8), "spot", "5.00", spot_script)).await.unwrap();
+        let id = ex
+            .submit(
+                &t,
+                &manifest(&format!("spot{i}"), "training", &gpus(8), "spot", "5.00", spot_script),
+            )
+            .await
+            .unwrap();
         ex.wait_logs(&t, id, "spot-running").await;
         spot.push(id);
     }
-    let od = ex.submit(&t, &manifest("urgent", "training", &gpus(8), "on-demand", "5.00", "echo on-demand-ran")).await.unwrap();
+    let od = ex
+        .submit(
+            &t,
+            &manifest(
+                "urgent",
+                "training",
+                &gpus(8),
+                "on-demand",
+                "5.00",
+                "echo on-demand-ran",
+            ),
+        )
+        .await
+        .unwrap();
     let job = ex.wait_ended(&t, od).await;
     assert_eq!(job.state, "succeeded", "{job:#?}");
     // Exactly one spot job lost its lease to preemption, saw SIGTERM, and went back to the queue.
     let views: Vec<JobView> = futures_join(&ex, &t, &spot).await;
-    let preempted: Vec<&JobView> = views.iter().filter(|j| j.tasks[0].leases.iter().any(|l| l.state == "preempted")).collect();
+    let preempted: Vec<&JobView> = views
+        .iter()
+        .filter(|j| j.tasks[0].leases.iter().any(|l| l.state == "preempted"))
+        .collect();
     assert_eq!(preempted.len(), 1, "{views:#?}");
     let victim = preempted[0];
     assert_eq!(victim.tasks[0].leases[0].stop_reason.as_deref(), Some("preempted"));
-    assert!(ex.logs(&t, victim.id.0).await.contains("got-sigterm"), "the spot job got the grace signal");
+    assert!(
+        ex.logs(&t, victim.id.0).await.contains("got-sigterm"),
+        "the spot job got the grace signal"
+    );
     assert!(victim.tasks[0].attempts >= 1);
     // The preempted lease ran on the node the on-demand job then used.
-    assert_eq!(victim.tasks[0].leases[0].parts[0].node, job.tasks[0].leases[0].parts[0].node);
+    assert_eq!(
+        victim.tasks[0].leases[0].parts[0].node,
+        job.tasks[0].leases[0].parts[0].node
+    );
     for id in spot {
-        ex.post_ok::<JobView>(&t, &format!("/api/v1/jobs/{id}/cancel"), serde_json::json!({})).await;
+        ex.post_ok::<JobView>(&t, &format!("/api/v1/jobs/{id}/cancel"), serde_json::json!({}))
+            .await;
     }
 }
 
@@ -134,7 +188,20 @@ async fn futures_join(ex: &Exchange, t: &str, ids: &[u64]) -> Vec<JobView> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn job_exiting_3_fails_with_exit_code_3() {
     let (ex, t) = two_agents().await;
-    let id = ex.submit(&t, &manifest("three", "training", &gpus(1), "on-demand", "3.00", "echo failing >&2; exit 3")).await.unwrap();
+    let id = ex
+        .submit(
+            &t,
+            &manifest(
+                "three",
+                "training",
+                &gpus(1),
+                "on-demand",
+                "3.00",
+                "echo failing >&2; exit 3",
+            ),
+        )
+        .await
+        .unwrap();
     let job = ex.wait_ended(&t, id).await;
     assert_eq!(job.state, "failed");
     assert_eq!(job.exit_code, Some(3));
@@ -146,16 +213,43 @@ async fn job_exiting_3_fails_with_exit_code_3() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_stops_a_running_job_and_withdraws_a_pending_one() {
     let (ex, t) = two_agents().await;
-    let running = ex.submit(&t, &manifest("long", "training", &gpus(4), "on-demand", "3.00", "echo started; sleep 1000")).await.unwrap();
+    let running = ex
+        .submit(
+            &t,
+            &manifest(
+                "long",
+                "training",
+                &gpus(4),
+                "on-demand",
+                "3.00",
+                "echo started; sleep 1000",
+            ),
+        )
+        .await
+        .unwrap();
     ex.wait_logs(&t, running, "started").await;
     // 16 GPUs of one node cannot exist: this one stays pending with a reason.
-    let pending = ex.submit(&t, &manifest("never", "training", &format!("{}\n  nodes: 3", gpus(8)), "on-demand", "3.00", "true")).await.unwrap();
+    let pending = ex
+        .submit(
+            &t,
+            &manifest(
+                "never",
+                "training",
+                &format!("{}\n  nodes: 3", gpus(8)),
+                "on-demand",
+                "3.00",
+                "true",
+            ),
+        )
+        .await
+        .unwrap();
     let p = ex.wait_job(&t, pending, "explained", |j| j.reason.is_some()).await;
     assert_eq!(p.state, "pending");
     assert!(p.reason.as_deref().unwrap().contains("3 nodes"), "{:?}", p.reason);
 
     for id in [running, pending] {
-        ex.post_ok::<JobView>(&t, &format!("/api/v1/jobs/{id}/cancel"), serde_json::json!({})).await;
+        ex.post_ok::<JobView>(&t, &format!("/api/v1/jobs/{id}/cancel"), serde_json::json!({}))
+            .await;
     }
     let r = ex.wait_ended(&t, running).await;
     assert_eq!(r.state, "cancelled");
@@ -169,12 +263,33 @@ async fn cancel_stops_a_running_job_and_withdraws_a_pending_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_agent_leases_are_requeued_elsewhere() {
     let (mut ex, t) = one_provider_two_agents().await;
-    let id = ex.submit(&t, &manifest("survivor", "training", &gpus(8), "on-demand", "3.00", "echo attempt; sleep 3; echo finished")).await.unwrap();
-    let first = ex.wait_job(&t, id, "running", |j| j.tasks[0].leases.first().is_some_and(|l| l.running_at.is_some())).await;
+    let id = ex
+        .submit(
+            &t,
+            &manifest(
+                "survivor",
+                "training",
+                &gpus(8),
+                "on-demand",
+                "3.00",
+                "echo attempt; sleep 3; echo finished",
+            ),
+        )
+        .await
+        .unwrap();
+    let first = ex
+        .wait_job(&t, id, "running", |j| {
+            j.tasks[0].leases.first().is_some_and(|l| l.running_at.is_some())
+        })
+        .await;
     let node = first.tasks[0].leases[0].parts[0].node;
     // kill -9 the agent that runs it (agents were started a then b; their nodes are `a-node`, `b-node`).
     let nodes: Vec<agora_proto::api::NodeView> = ex.get_ok(&ex.admin, "/api/v1/admin/nodes").await;
-    let victim = if nodes.iter().find(|n| n.id == node).unwrap().name == "a-node" { 0 } else { 1 };
+    let victim = if nodes.iter().find(|n| n.id == node).unwrap().name == "a-node" {
+        0
+    } else {
+        1
+    };
     let mut agent = ex.agents.remove(victim);
     agent.kill().unwrap();
     agent.wait().unwrap();
@@ -200,20 +315,40 @@ async fn tenant_out_of_funds_is_warned_then_ended() {
     ex.start_agent(&p, "a", 8, "H100-80GB-SXM", "3600", "127.0.0.1");
     ex.wait_nodes(1).await;
     let (_, t) = ex.create_tenant("small-lab", "3.00").await;
-    let id = ex.submit(&t, &manifest("burn", "training", &gpus(1), "on-demand", "3600", "echo burning; sleep 1000")).await.unwrap();
+    let id = ex
+        .submit(
+            &t,
+            &manifest(
+                "burn",
+                "training",
+                &gpus(1),
+                "on-demand",
+                "3600",
+                "echo burning; sleep 1000",
+            ),
+        )
+        .await
+        .unwrap();
     let logs = ex.wait_logs(&t, id, "balance is exhausted").await;
     assert!(logs.contains("insufficient_funds"), "{logs}");
     let job = ex.wait_ended(&t, id).await;
     assert_eq!(job.state, "failed", "{job:#?}");
     let lease = &job.tasks[0].leases[0];
     assert_eq!(lease.stop_reason.as_deref(), Some("insufficient_funds"));
-    assert!(job.reason.as_deref().unwrap().starts_with("insufficient_funds"), "{:?}", job.reason);
+    assert!(
+        job.reason.as_deref().unwrap().starts_with("insufficient_funds"),
+        "{:?}",
+        job.reason
+    );
     // It was charged everything it had, never more; nothing is left held.
     assert_eq!(job.cost, Micros::from_units(3));
     let bal: agora_proto::api::BalanceView = ex.get_ok(&t, "/api/v1/balance").await;
     assert_eq!((bal.available, bal.held), (Micros::ZERO, Micros::ZERO));
     // New work is refused with a clear error.
-    let (status, err) = ex.submit(&t, &manifest("more", "training", &gpus(1), "on-demand", "3600", "true")).await.unwrap_err();
+    let (status, err) = ex
+        .submit(&t, &manifest("more", "training", &gpus(1), "on-demand", "3600", "true"))
+        .await
+        .unwrap_err();
     assert_eq!((status, err.error.code.as_str()), (402, "insufficient_funds"));
     let v: LedgerVerifyView = ex.get_ok(&ex.admin, "/api/v1/admin/ledger/verify").await;
     assert!(v.ok, "{v:#?}");

@@ -11,7 +11,19 @@ use common::{BIN, WAIT};
 
 fn start_up(data: &Path, out: &Path) -> Child {
     Command::new(BIN)
-        .args(["up", "--listen", "127.0.0.1:0", "--gpus", "4", "--price", "2.00", "--round-interval-ms", "200", "--heartbeat-interval-ms", "200"])
+        .args([
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+            "--gpus",
+            "4",
+            "--price",
+            "2.00",
+            "--round-interval-ms",
+            "200",
+            "--heartbeat-interval-ms",
+            "200",
+        ])
         .arg("--data-dir")
         .arg(data)
         .stdin(Stdio::null())
@@ -36,13 +48,22 @@ fn exports(out: &Path) -> (String, String) {
 }
 
 fn cli(url: &str, token: &str, args: &[&str]) -> (i32, String) {
-    let out = Command::new(BIN).args(args).env("AGORA_URL", url).env("AGORA_TOKEN", token).output().expect("run the CLI");
+    let out = Command::new(BIN)
+        .args(args)
+        .env("AGORA_URL", url)
+        .env("AGORA_TOKEN", token)
+        .output()
+        .expect("run the CLI");
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.code().unwrap_or(-1), text)
 }
 
 fn interrupt_and_wait(mut child: Child) -> std::process::ExitStatus {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
     let deadline = Instant::now() + WAIT;
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -76,10 +97,19 @@ fn up_serves_the_cli_stops_on_ctrl_c_and_resumes() {
     let (code, text) = cli(&url, &token, &["balance", "-o", "json"]);
     assert_eq!(code, 0);
     let before: serde_json::Value = serde_json::from_str(&text).unwrap();
-    assert!(before["available"].as_i64().unwrap() < 1_000_000_000, "the job was charged: {before}");
+    assert!(
+        before["available"].as_i64().unwrap() < 1_000_000_000,
+        "the job was charged: {before}"
+    );
     // A failing job makes `submit --wait` exit 3.
     let failing = dir.path().join("fail.yaml");
-    std::fs::write(&failing, std::fs::read_to_string(hello).unwrap().replace("sleep 3; echo done", "exit 3")).unwrap();
+    std::fs::write(
+        &failing,
+        std::fs::read_to_string(hello)
+            .unwrap()
+            .replace("sleep 3; echo done", "exit 3"),
+    )
+    .unwrap();
     let (code, text) = cli(&url, &token, &["submit", failing.to_str().unwrap(), "--wait"]);
     assert_eq!(code, 3, "{text}");
     assert!(text.contains("exited with code 3"), "{text}");
@@ -92,13 +122,21 @@ fn up_serves_the_cli_stops_on_ctrl_c_and_resumes() {
     let (code, text) = cli(&url2, &token2, &["jobs", "--output", "json"]);
     assert_eq!(code, 0, "{text}");
     let jobs: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let states: Vec<&str> = jobs.as_array().unwrap().iter().map(|j| j["state"].as_str().unwrap()).collect();
+    let states: Vec<&str> = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["state"].as_str().unwrap())
+        .collect();
     assert_eq!(states, ["failed", "succeeded"]);
     let (_, text) = cli(&url2, &token2, &["balance", "-o", "json"]);
     let after: serde_json::Value = serde_json::from_str(&text).unwrap();
     // What was available before, less what the failed job (newest first) cost, and nothing held.
     let failed_cost = jobs[0]["cost"].as_i64().unwrap();
-    assert_eq!(after["available"].as_i64().unwrap(), before["available"].as_i64().unwrap() - failed_cost);
+    assert_eq!(
+        after["available"].as_i64().unwrap(),
+        before["available"].as_i64().unwrap() - failed_cost
+    );
     assert_eq!(after["held"], 0);
     assert!(interrupt_and_wait(up).success());
 }

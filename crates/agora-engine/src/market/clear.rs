@@ -3,37 +3,48 @@
 //! its GPUs from the round's copy of the free index) → else reclaim (on-demand
 //! only: plan preemptions) → else explain (a typed reason).
 
+use std::borrow::Cow;
+use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 
-use agora_types::{GpuModel, LeaseId, NodeId, PricePerGpuHour, ProviderId, Tier};
+use agora_types::{GpuModel, LeaseId, Micros, NodeId, PricePerGpuHour, ProviderId, Tier};
 
-use super::index::{FreeIndex, PoolKey};
-use super::{
-    Allocation, Demand, Market, Node, OrderSpec, Placement, Preemption, RoundPlan, Unplaced,
-};
+use super::index::{BucketIndex, Buckets, IndexEntry, PoolKey};
+use super::{Allocation, Demand, Market, OrderSpec, Placement, Preemption, RoundPlan, Unplaced};
+
+/// How many feasible nodes preemption scores for one order (per pool, for a
+/// gang), cheapest asks first, lowest ids next. Like kube-scheduler's
+/// preemption, which also scores a bounded set of candidate nodes: scoring
+/// every node that holds spot leases made one round with 10,000 preempting
+/// orders on a 27,500-node fleet take minutes. Smaller fleets are searched
+/// exhaustively.
+pub const RECLAIM_CANDIDATES: usize = 32;
 
 pub(super) fn clear(market: &Market) -> RoundPlan {
     let mut round = Round {
         market,
-        free: market.indexes.free.clone(),
+        free: Cow::Borrowed(&market.indexes.free),
+        reclaim: Cow::Borrowed(&market.indexes.reclaim),
         taken: BTreeMap::new(),
         claimed: BTreeSet::new(),
+        claimed_gpus: BTreeMap::new(),
+        no_room: BTreeMap::new(),
+        no_reclaim: BTreeMap::new(),
     };
     let mut plan = RoundPlan::default();
     for order in market.pending_orders() {
-        let models = round.accepted_models(order);
-        let found = if order.nodes == 1 {
-            round.find_single(order, &models)
-        } else {
-            round.find_gang(order, &models)
+        let shape = Shape {
+            models: round.accepted_models(order),
+            nodes: order.nodes,
+            gpus_per_node: order.gpus_per_node,
         };
-        if let Some((pool, nodes)) = found {
+        if let Some((pool, nodes)) = round.find_placement(order, &shape) {
             plan.placements.push(round.reserve(order, pool, &nodes));
             continue;
         }
         // Spot orders never preempt.
         let reclaim = if order.tier == Tier::OnDemand {
-            round.find_reclaim(order, &models)
+            round.find_reclaim(order, &shape)
         } else {
             None
         };
@@ -50,24 +61,43 @@ pub(super) fn clear(market: &Market) -> RoundPlan {
                 .insert(order.id, Unplaced::WaitingForPreemption { leases: waiting });
             continue;
         }
-        plan.unplaced
-            .insert(order.id, round.explain(order, &models));
+        plan.unplaced.insert(order.id, round.explain(order, &shape.models));
     }
     plan
+}
+
+/// What a search depends on besides the price: orders of one shape that
+/// failed at some price fail at any lower price in the same round.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Shape {
+    /// Accepted models that have an online node, ascending (VRAM already applied).
+    models: Vec<GpuModel>,
+    nodes: u32,
+    gpus_per_node: u32,
 }
 
 /// The state of a round in progress: the market as it was, plus what this
 /// round already handed out.
 struct Round<'m> {
     market: &'m Market,
-    /// The market's free index, updated as GPUs are taken in this round.
-    free: FreeIndex,
-    /// GPU indices taken this round, by placements or reserved for an order
+    /// The market's free index, copied on the round's first placement.
+    free: Cow<'m, BucketIndex>,
+    /// The market's reclaim index, copied on the round's first change to it.
+    reclaim: Cow<'m, BucketIndex>,
+    /// GPU indices taken this round, by placements or kept for an order
     /// waiting on preemption.
     taken: BTreeMap<NodeId, BTreeSet<u32>>,
     /// Leases that an order of this round preempts or waits for: no other
     /// order may count on them again.
     claimed: BTreeSet<LeaseId>,
+    /// GPUs of claimed leases per node, which the reclaim index no longer offers.
+    claimed_gpus: BTreeMap<NodeId, u32>,
+    /// The highest price at which a shape found no room on free GPUs. Free
+    /// GPUs only shrink during a round, so a later order of that shape at a
+    /// price no higher cannot find room either and skips the search.
+    no_room: BTreeMap<Shape, PricePerGpuHour>,
+    /// The same for preemption: reclaimable GPUs only shrink too.
+    no_reclaim: BTreeMap<Shape, PricePerGpuHour>,
 }
 
 /// How an on-demand order gets its GPUs on one node through preemption.
@@ -76,7 +106,7 @@ struct NodeReclaim {
     node: NodeId,
     /// GPUs free now that it keeps for itself.
     from_free: u32,
-    /// Leases already stopping whose GPUs it counts on.
+    /// Leases already stopping whose GPUs it counts on, ascending.
     stopping: Vec<LeaseId>,
     /// Running spot leases to preempt, ascending.
     victims: Vec<LeaseId>,
@@ -85,14 +115,20 @@ struct NodeReclaim {
 }
 
 impl NodeReclaim {
-    /// Smaller is preferred: fewest victims, fewest GPUs preempted, then id.
+    /// A node where free GPUs alone suffice.
+    fn free(node: NodeId, g: u32) -> NodeReclaim {
+        NodeReclaim {
+            node,
+            from_free: g,
+            stopping: Vec::new(),
+            victims: Vec::new(),
+            victim_gpus: 0,
+        }
+    }
+
+    /// Smaller is preferred: fewest victims, fewest GPUs preempted, fewest leases waited for, then id.
     fn cost(&self) -> (usize, u64, usize, NodeId) {
-        (
-            self.victims.len(),
-            self.victim_gpus,
-            self.stopping.len(),
-            self.node,
-        )
+        (self.victims.len(), self.victim_gpus, self.stopping.len(), self.node)
     }
 }
 
@@ -105,11 +141,7 @@ struct Reclaim {
 impl Reclaim {
     /// Distinct victims, ascending.
     fn victims(&self) -> Vec<LeaseId> {
-        let all: BTreeSet<LeaseId> = self
-            .nodes
-            .iter()
-            .flat_map(|n| n.victims.iter().copied())
-            .collect();
+        let all: BTreeSet<LeaseId> = self.nodes.iter().flat_map(|n| n.victims.iter().copied()).collect();
         all.into_iter().collect()
     }
 
@@ -120,6 +152,12 @@ impl Reclaim {
         (victims.len(), gpus)
     }
 }
+
+/// A gang placement's score, smallest wins: ask, GPUs left free on its nodes, provider, model.
+type GangScore = (PricePerGpuHour, u64, ProviderId, GpuModel);
+
+/// A gang preemption's score, smallest wins: distinct victims, GPUs preempted, ask, provider, model.
+type GangReclaimScore = (usize, u64, PricePerGpuHour, ProviderId, GpuModel);
 
 impl Round<'_> {
     /// Models the order accepts that have an online node, ascending.
@@ -133,33 +171,58 @@ impl Round<'_> {
             .collect()
     }
 
-    fn node(&self, id: NodeId) -> &Node {
-        &self.market.nodes[&id]
+    /// The index entry of a node the round works with (only online nodes are indexed).
+    fn entry(&self, id: NodeId) -> IndexEntry {
+        self.market.nodes[&id]
+            .indexed
+            .expect("the round only uses online nodes")
+    }
+
+    fn taken_on(&self, id: NodeId) -> u32 {
+        self.taken.get(&id).map_or(0, BTreeSet::len) as u32
     }
 
     /// Free GPUs of a node in this round.
     fn free_on(&self, id: NodeId) -> u32 {
-        let taken = self.taken.get(&id).map_or(0, BTreeSet::len) as u32;
-        self.node(id).free_gpus() - taken
+        self.entry(id).free - self.taken_on(id)
+    }
+
+    /// Free plus unclaimed reclaimable GPUs of a node in this round; None if
+    /// it had nothing to reclaim when the round began.
+    fn capacity_on(&self, id: NodeId) -> Option<u32> {
+        let claimed = self.claimed_gpus.get(&id).copied().unwrap_or(0);
+        self.entry(id).capacity().map(|c| c - self.taken_on(id) - claimed)
+    }
+
+    /// The cheapest placement on free GPUs, unless this shape already failed at
+    /// this price or higher in this round.
+    fn find_placement(&mut self, order: &OrderSpec, shape: &Shape) -> Option<(PoolKey, Vec<NodeId>)> {
+        if self.no_room.get(shape).is_some_and(|p| order.max_price <= *p) {
+            return None;
+        }
+        let found = if order.nodes == 1 {
+            self.find_single(order, &shape.models)
+        } else {
+            self.find_gang(order, &shape.models)
+        };
+        if found.is_none() {
+            let failed = self.no_room.entry(shape.clone()).or_insert(order.max_price);
+            *failed = (*failed).max(order.max_price);
+        }
+        found
     }
 
     /// Filter + score + select for a single-node order. Score, smallest wins:
     /// (ask, free GPUs on the node before placing, node id) — among equal asks
     /// the fullest node that fits is the best fit.
-    fn find_single(
-        &self,
-        order: &OrderSpec,
-        models: &[GpuModel],
-    ) -> Option<(PoolKey, Vec<NodeId>)> {
+    fn find_single(&self, order: &OrderSpec, models: &[GpuModel]) -> Option<(PoolKey, Vec<NodeId>)> {
         let mut best: Option<(PricePerGpuHour, u32, NodeId, GpuModel)> = None;
         for &model in models {
             let Some(buckets) = self.free.by_model.get(&model) else {
                 continue;
             };
             for (&free, nodes) in buckets.range(order.gpus_per_node..) {
-                let Some(&(ask, id)) = nodes.first() else {
-                    continue;
-                };
+                let Some(&(ask, id)) = nodes.first() else { continue };
                 let candidate = (ask, free, id, model);
                 if ask <= order.max_price && best.is_none_or(|b| candidate < b) {
                     best = Some(candidate);
@@ -167,21 +230,13 @@ impl Round<'_> {
             }
         }
         best.map(|(ask, _, id, model)| {
-            let provider = self.node(id).spec.provider;
-            (
-                PoolKey {
-                    model,
-                    ask,
-                    provider,
-                },
-                vec![id],
-            )
+            let provider = self.entry(id).provider;
+            (PoolKey { model, ask, provider }, vec![id])
         })
     }
 
     /// Filter + score + select for a gang: the cheapest pool holding `nodes`
-    /// nodes with `gpus_per_node` free GPUs each. Score, smallest wins:
-    /// (ask, GPUs left free on the chosen nodes, provider, model).
+    /// nodes with `gpus_per_node` free GPUs each, scored by [`GangScore`].
     fn find_gang(&self, order: &OrderSpec, models: &[GpuModel]) -> Option<(PoolKey, Vec<NodeId>)> {
         let need = order.nodes as usize;
         let g = order.gpus_per_node;
@@ -213,16 +268,7 @@ impl Round<'_> {
                 }
             }
         }
-        best.map(|((ask, _, provider, model), nodes)| {
-            (
-                PoolKey {
-                    model,
-                    ask,
-                    provider,
-                },
-                nodes,
-            )
-        })
+        best.map(|((ask, _, provider, model), nodes)| (PoolKey { model, ask, provider }, nodes))
     }
 
     /// Takes the lowest free GPU indices on each chosen node and returns the placement.
@@ -248,60 +294,126 @@ impl Round<'_> {
         if count == 0 {
             return Vec::new();
         }
-        let before = self.free_on(id);
+        let entry = self.entry(id);
+        let free_before = self.free_on(id);
+        let capacity_before = self.capacity_on(id);
         let node = &self.market.nodes[&id];
-        let entry = node.indexed.expect("only online nodes are taken from");
         let taken = self.taken.entry(id).or_default();
         let picked: Vec<u32> = (0..node.spec.gpus)
             .filter(|i| node.owners[*i as usize].is_none() && !taken.contains(i))
             .take(count as usize)
             .collect();
-        assert_eq!(
-            picked.len(),
-            count as usize,
-            "node {id} has {count} GPUs to take"
-        );
+        assert_eq!(picked.len(), count as usize, "node {id} has {count} GPUs to take");
         taken.extend(&picked);
-        self.free.remove(id, &entry, before);
-        self.free.insert(id, &entry, before - count);
+        self.free.to_mut().update(id, &entry, free_before, free_before - count);
+        if let Some(capacity) = capacity_before {
+            self.reclaim.to_mut().update(id, &entry, capacity, capacity - count);
+        }
         picked
+    }
+
+    /// Claims a lease for this round: its GPUs leave the reclaim index.
+    fn claim_lease(&mut self, lease: LeaseId) {
+        if !self.claimed.insert(lease) {
+            return;
+        }
+        for alloc in &self.market.leases[&lease].allocations {
+            let node = &self.market.nodes[&alloc.node];
+            let Some(entry) = node.indexed else { continue };
+            let held = alloc.gpu_indices.iter().filter(|i| **i < node.spec.gpus).count() as u32;
+            let capacity = self
+                .capacity_on(alloc.node)
+                .expect("a node holding a reclaimable lease is in the reclaim index");
+            *self.claimed_gpus.entry(alloc.node).or_insert(0) += held;
+            self.reclaim
+                .to_mut()
+                .update(alloc.node, &entry, capacity, capacity - held);
+        }
     }
 
     /// The best way for an on-demand order to get its GPUs through preemption,
     /// or None if even reclaiming every eligible lease would not do.
-    fn find_reclaim(&self, order: &OrderSpec, models: &[GpuModel]) -> Option<Reclaim> {
-        let g = order.gpus_per_node;
-        if order.nodes == 1 {
-            let mut best: Option<((usize, u64, PricePerGpuHour, NodeId), NodeReclaim)> = None;
-            for model in models {
-                let Some(m) = self.market.indexes.models.get(model) else {
-                    continue;
-                };
-                for &(ask, id) in m.reclaimable.range(..=(order.max_price, NodeId(u64::MAX))) {
-                    let Some(r) = self.reclaim_on(id, g) else {
-                        continue;
-                    };
-                    let score = (r.victims.len(), r.victim_gpus, ask, id);
-                    if best.as_ref().is_none_or(|(b, _)| score < *b) {
-                        best = Some((score, r));
-                    }
-                }
-            }
-            return best.map(|(_, r)| Reclaim { nodes: vec![r] });
+    fn find_reclaim(&mut self, order: &OrderSpec, shape: &Shape) -> Option<Reclaim> {
+        if self.no_reclaim.get(shape).is_some_and(|p| order.max_price <= *p) {
+            return None;
         }
-        let need = order.nodes as usize;
-        let mut best: Option<(GangReclaimScore, Reclaim)> = None;
-        for &model in models {
-            let Some(m) = self.market.indexes.models.get(&model) else {
+        let found = if order.nodes == 1 {
+            self.find_single_reclaim(order, &shape.models)
+        } else {
+            self.find_gang_reclaim(order, &shape.models)
+        };
+        if found.is_none() {
+            let failed = self.no_reclaim.entry(shape.clone()).or_insert(order.max_price);
+            *failed = (*failed).max(order.max_price);
+        }
+        found
+    }
+
+    /// Scores the first [`RECLAIM_CANDIDATES`] nodes (by ask, then id) whose
+    /// free and reclaimable GPUs reach the order, by (victims, GPUs preempted,
+    /// ask, id).
+    fn find_single_reclaim(&self, order: &OrderSpec, models: &[GpuModel]) -> Option<Reclaim> {
+        let g = order.gpus_per_node;
+        let mut candidates: Vec<(PricePerGpuHour, NodeId)> = Vec::new();
+        for model in models {
+            let Some(buckets) = self.reclaim.by_model.get(model) else {
                 continue;
             };
-            for (&(ask, provider), nodes) in
-                m.pools.range(..=(order.max_price, ProviderId(u64::MAX)))
-            {
-                let mut options: Vec<NodeReclaim> = nodes
-                    .iter()
-                    .filter_map(|&id| self.reclaim_on(id, g))
+            for (_, nodes) in buckets.range(g..) {
+                candidates.extend(
+                    nodes
+                        .range(..=(order.max_price, NodeId(u64::MAX)))
+                        .take(RECLAIM_CANDIDATES),
+                );
+            }
+        }
+        candidates.sort_unstable();
+        candidates.truncate(RECLAIM_CANDIDATES);
+        candidates
+            .into_iter()
+            .filter_map(|(ask, id)| {
+                self.reclaim_on(id, g)
+                    .map(|r| ((r.victims.len(), r.victim_gpus, ask, id), r))
+            })
+            .min_by(|a, b| a.0.cmp(&b.0))
+            .map(|(_, r)| Reclaim { nodes: vec![r] })
+    }
+
+    /// For each pool within price: nodes with room on free GPUs cost nothing;
+    /// the first [`RECLAIM_CANDIDATES`] nodes (by id) whose reclaimable GPUs
+    /// reach the order are scored like single nodes; the pool takes its
+    /// `nodes` cheapest. Pools are scored by [`GangReclaimScore`].
+    fn find_gang_reclaim(&self, order: &OrderSpec, models: &[GpuModel]) -> Option<Reclaim> {
+        let need = order.nodes as usize;
+        let g = order.gpus_per_node;
+        let mut best: Option<(GangReclaimScore, Reclaim)> = None;
+        // A pool without reclaimable nodes cannot help: its free GPUs alone did not fit the gang.
+        for &model in models {
+            for (key, buckets) in self.reclaim.by_pool.range(pools_of(model, order.max_price)) {
+                let free_buckets = self.free.by_pool.get(key);
+                let count = |b: &Buckets| b.range(g..).map(|(_, nodes)| nodes.len()).sum::<usize>();
+                // Cheap filter before any allocation (a node may be counted twice here, never missed).
+                if count(buckets) + free_buckets.map_or(0, count) < need {
+                    continue;
+                }
+                let with_room: Vec<NodeId> = free_buckets.map_or_else(Vec::new, |b| {
+                    b.range(g..)
+                        .flat_map(|(_, nodes)| nodes.iter().map(|(_, id)| *id))
+                        .take(need)
+                        .collect()
+                });
+                let mut reclaimable: Vec<NodeId> = buckets
+                    .range(g..)
+                    .flat_map(|(_, nodes)| nodes.iter().take(RECLAIM_CANDIDATES.max(need)).map(|(_, id)| *id))
+                    .filter(|id| !with_room.contains(id))
                     .collect();
+                if with_room.len() + reclaimable.len() < need {
+                    continue;
+                }
+                reclaimable.sort_unstable();
+                reclaimable.truncate(RECLAIM_CANDIDATES.max(need));
+                let mut options: Vec<NodeReclaim> = with_room.iter().map(|&id| NodeReclaim::free(id, g)).collect();
+                options.extend(reclaimable.iter().filter_map(|&id| self.reclaim_on(id, g)));
                 if options.len() < need {
                     continue;
                 }
@@ -310,7 +422,7 @@ impl Round<'_> {
                 options.sort_by_key(|r| r.node);
                 let reclaim = Reclaim { nodes: options };
                 let (victims, gpus) = reclaim.cost(self.market);
-                let score = (victims, gpus, ask, provider, model);
+                let score = (victims, gpus, key.ask, key.provider, key.model);
                 if best.as_ref().is_none_or(|(b, _)| score < *b) {
                     best = Some((score, reclaim));
                 }
@@ -321,20 +433,14 @@ impl Round<'_> {
 
     /// How `g` GPUs could be had on one node: free GPUs first, then leases
     /// already stopping (largest first), then the cheapest set of running spot
-    /// victims. None if the node cannot reach `g` or is not usable.
+    /// victims. None if the node cannot reach `g`.
     fn reclaim_on(&self, id: NodeId, g: u32) -> Option<NodeReclaim> {
-        let node = self.node(id);
-        if node.indexed.is_none() || node.spec.gpus < g {
+        let node = &self.market.nodes[&id];
+        if node.spec.gpus < g {
             return None;
         }
         let free = self.free_on(id);
-        let mut reclaim = NodeReclaim {
-            node: id,
-            from_free: free.min(g),
-            stopping: Vec::new(),
-            victims: Vec::new(),
-            victim_gpus: 0,
-        };
+        let mut reclaim = NodeReclaim::free(id, free.min(g));
         let mut missing = g.saturating_sub(free);
         let mut stopping = Vec::new();
         let mut candidates = Vec::new();
@@ -354,7 +460,7 @@ impl Round<'_> {
             }
         }
         // Stopping leases cost no new victim; the largest first waits on the fewest.
-        stopping.sort_by_key(|&(on_node, lease)| (std::cmp::Reverse(on_node), lease));
+        stopping.sort_by_key(|&(on_node, lease)| (Reverse(on_node), lease));
         for (on_node, lease) in stopping {
             if missing == 0 {
                 break;
@@ -386,15 +492,17 @@ impl Round<'_> {
             !waiting.is_empty(),
             "an order that fits on free GPUs is placed, not reclaimed for"
         );
-        self.claimed.extend(&waiting);
+        for &lease in &waiting {
+            self.claim_lease(lease);
+        }
         waiting.into_iter().collect()
     }
 
     /// The first reason, in the order of [`Unplaced`]'s variants, that applies.
     fn explain(&self, order: &OrderSpec, models: &[GpuModel]) -> Unplaced {
-        let indexed: Vec<(GpuModel, &super::index::ModelNodes)> = models
+        let indexed: Vec<&super::index::ModelNodes> = models
             .iter()
-            .filter_map(|m| self.market.indexes.models.get(m).map(|n| (*m, n)))
+            .filter_map(|m| self.market.indexes.models.get(m))
             .collect();
         if indexed.is_empty() {
             return Unplaced::NoMatchingNode {
@@ -406,9 +514,9 @@ impl Round<'_> {
         let g = order.gpus_per_node;
         let largest_node_gpus = indexed
             .iter()
-            .filter_map(|(_, m)| m.sizes.last_key_value().map(|(k, _)| *k))
-            .max()
-            .unwrap_or(0);
+            .filter_map(|m| m.sizes.last_key_value().map(|(k, _)| *k))
+            .max();
+        let largest_node_gpus = largest_node_gpus.expect("indexed models have nodes");
         if largest_node_gpus < g {
             return Unplaced::NodeTooSmall {
                 demand,
@@ -417,25 +525,22 @@ impl Round<'_> {
         }
         let cheapest_ask = indexed
             .iter()
-            .filter_map(|(_, m)| m.by_ask.first().map(|(ask, _)| *ask))
+            .filter_map(|m| m.by_ask.first().map(|(ask, _)| *ask))
             .min();
         let cheapest_ask = cheapest_ask.expect("indexed models have nodes");
         if cheapest_ask > order.max_price {
-            return Unplaced::AskAboveMaxPrice {
-                demand,
-                cheapest_ask,
-            };
+            return Unplaced::AskAboveMaxPrice { demand, cheapest_ask };
         }
         if order.nodes == 1 {
             let most_free_on_one_node = models
                 .iter()
                 .filter_map(|m| self.free.by_model.get(m))
                 .filter_map(|buckets| {
-                    buckets.iter().rev().find(|(_, nodes)| {
-                        nodes
-                            .first()
-                            .is_some_and(|(ask, _)| *ask <= order.max_price)
-                    })
+                    // Buckets from the most free down; a bucket's first node is its cheapest.
+                    buckets
+                        .iter()
+                        .rev()
+                        .find(|(_, nodes)| nodes.first().is_some_and(|(ask, _)| *ask <= order.max_price))
                 })
                 .map(|(free, _)| *free)
                 .max()
@@ -473,7 +578,7 @@ impl Round<'_> {
 fn pools_of(model: GpuModel, max_price: PricePerGpuHour) -> std::ops::RangeInclusive<PoolKey> {
     let lowest = PoolKey {
         model,
-        ask: PricePerGpuHour(agora_types::Micros(i128::MIN)),
+        ask: PricePerGpuHour(Micros(i128::MIN)),
         provider: ProviderId(0),
     };
     let highest = PoolKey {
@@ -483,12 +588,6 @@ fn pools_of(model: GpuModel, max_price: PricePerGpuHour) -> std::ops::RangeInclu
     };
     lowest..=highest
 }
-
-/// A gang placement's score, smallest wins: ask, GPUs left free on its nodes, provider, model.
-type GangScore = (PricePerGpuHour, u64, ProviderId, GpuModel);
-
-/// A gang preemption's score, smallest wins: distinct victims, GPUs preempted, ask, provider, model.
-type GangReclaimScore = (usize, u64, PricePerGpuHour, ProviderId, GpuModel);
 
 /// A running spot lease on one node, as a possible victim.
 #[derive(Debug, Clone, Copy)]
@@ -554,25 +653,13 @@ mod tests {
     #[test]
     fn victims_are_fewest_then_smallest_then_lowest_ids() {
         // One lease of 4 beats two of 2.
-        check_victims(
-            3,
-            &[cand(1, 2, 2), cand(2, 2, 2), cand(3, 4, 4)],
-            Some(&[3]),
-        );
+        check_victims(3, &[cand(1, 2, 2), cand(2, 2, 2), cand(3, 4, 4)], Some(&[3]));
         // Among single victims that suffice, the one preempting fewest GPUs in all.
         check_victims(3, &[cand(1, 4, 4), cand(2, 3, 3)], Some(&[2]));
-        // A gang lease frees 4 here but preempts 16 in all: two local leases are fewer GPUs, but one victim still wins.
-        check_victims(
-            4,
-            &[cand(1, 4, 16), cand(2, 2, 2), cand(3, 2, 2)],
-            Some(&[1]),
-        );
+        // A gang lease frees 4 here but preempts 16 in all: one victim still beats two.
+        check_victims(4, &[cand(1, 4, 16), cand(2, 2, 2), cand(3, 2, 2)], Some(&[1]));
         // Equal costs: lowest ids.
-        check_victims(
-            2,
-            &[cand(7, 1, 1), cand(5, 1, 1), cand(6, 1, 1)],
-            Some(&[5, 6]),
-        );
+        check_victims(2, &[cand(7, 1, 1), cand(5, 1, 1), cand(6, 1, 1)], Some(&[5, 6]));
         // Not enough in all.
         check_victims(5, &[cand(1, 2, 2), cand(2, 2, 2)], None);
         // Nothing missing needs no victim.

@@ -45,7 +45,11 @@ pub(crate) struct PoolKey {
 
 impl PoolKey {
     pub(crate) fn of(e: &IndexEntry) -> PoolKey {
-        PoolKey { model: e.model, ask: e.ask, provider: e.provider }
+        PoolKey {
+            model: e.model,
+            ask: e.ask,
+            provider: e.provider,
+        }
     }
 }
 
@@ -70,8 +74,18 @@ impl BucketIndex {
             return;
         }
         let key = (e.ask, id);
-        self.by_model.entry(e.model).or_default().entry(count).or_default().insert(key);
-        self.by_pool.entry(PoolKey::of(e)).or_default().entry(count).or_default().insert(key);
+        self.by_model
+            .entry(e.model)
+            .or_default()
+            .entry(count)
+            .or_default()
+            .insert(key);
+        self.by_pool
+            .entry(PoolKey::of(e))
+            .or_default()
+            .entry(count)
+            .or_default()
+            .insert(key);
     }
 
     /// Removes a node that was inserted under `count`.
@@ -94,12 +108,7 @@ impl BucketIndex {
 }
 
 /// Removes an entry, dropping emptied sets and maps so that ranges never walk empties.
-fn remove_bucketed<K: Ord + Copy>(
-    map: &mut BTreeMap<K, Buckets>,
-    k: K,
-    count: u32,
-    key: (PricePerGpuHour, NodeId),
-) {
+fn remove_bucketed<K: Ord + Copy>(map: &mut BTreeMap<K, Buckets>, k: K, count: u32, key: (PricePerGpuHour, NodeId)) {
     let buckets = map.get_mut(&k).expect("indexed node has its buckets");
     let set = buckets.get_mut(&count).expect("indexed node has its bucket");
     assert!(set.remove(&key), "indexed node is in its bucket");

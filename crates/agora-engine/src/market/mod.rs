@@ -32,12 +32,15 @@
 //! # Performance
 //!
 //! Every mutation updates the indexes of the nodes it touches (a few B-tree
-//! operations). A clearing round copies the free-GPU index once (one entry per
-//! node with a free GPU) and then costs, per order, a few B-tree lookups per
-//! accepted model and free-GPU count; a gang also walks the pools within its
-//! price. Preemption walks the nodes holding spot or stopping leases within the
-//! order's price, so it is the expensive path and runs only for on-demand
-//! orders that did not fit.
+//! operations); nothing is rebuilt per round. A round copies the free-GPU
+//! index on its first placement (one entry per node with a free GPU), then
+//! costs per order a few B-tree lookups per accepted model and free-GPU count;
+//! a gang also walks the pools within its price. Preemption looks up nodes by
+//! reclaimable capacity and scores at most
+//! [`RECLAIM_CANDIDATES`] of them. An order whose
+//! shape (models, nodes, GPUs per node) already failed in the round at an
+//! equal or higher price skips the search: GPUs only get scarcer within a
+//! round.
 
 mod clear;
 mod index;
@@ -46,11 +49,10 @@ mod unplaced;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 
-use agora_types::{
-    AgentId, GpuModel, JobId, LeaseId, NodeId, OrderId, PricePerGpuHour, ProviderId, TenantId, Tier,
-};
+use agora_types::{AgentId, GpuModel, JobId, LeaseId, NodeId, OrderId, PricePerGpuHour, ProviderId, TenantId, Tier};
 use serde::{Deserialize, Serialize};
 
+pub use clear::RECLAIM_CANDIDATES;
 use index::{IndexEntry, Indexes};
 pub use unplaced::{Demand, Unplaced};
 
@@ -86,8 +88,7 @@ pub struct OrderSpec {
 impl OrderSpec {
     /// Whether a node of `model` can serve this order, price and room aside.
     pub fn accepts(&self, model: GpuModel) -> bool {
-        (self.models.is_empty() || self.models.contains(&model))
-            && model.spec().vram_mib >= self.min_vram_mib
+        (self.models.is_empty() || self.models.contains(&model)) && model.spec().vram_mib >= self.min_vram_mib
     }
 
     /// All the GPUs the order needs, across its nodes.
@@ -117,10 +118,7 @@ pub struct Placement {
 
 impl Placement {
     pub fn gpus_total(&self) -> u64 {
-        self.allocations
-            .iter()
-            .map(|a| a.gpu_indices.len() as u64)
-            .sum()
+        self.allocations.iter().map(|a| a.gpu_indices.len() as u64).sum()
     }
 }
 
@@ -158,10 +156,7 @@ pub struct Lease {
 
 impl Lease {
     pub fn gpus_total(&self) -> u64 {
-        self.allocations
-            .iter()
-            .map(|a| a.gpu_indices.len() as u64)
-            .sum()
+        self.allocations.iter().map(|a| a.gpu_indices.len() as u64).sum()
     }
 }
 
@@ -308,10 +303,7 @@ impl Market {
     /// If the lease id is in use, a node is unknown, or a GPU index is out of
     /// range or already held: the caller applied a stale or foreign plan.
     pub fn start_lease(&mut self, lease: LeaseId, tier: Tier, placement: &Placement) {
-        assert!(
-            !self.leases.contains_key(&lease),
-            "lease {lease} started twice"
-        );
+        assert!(!self.leases.contains_key(&lease), "lease {lease} started twice");
         assert!(
             !placement.allocations.is_empty(),
             "placement of order {} has no allocation",
@@ -376,10 +368,7 @@ impl Market {
     pub fn end_lease(&mut self, lease: LeaseId) -> Option<Lease> {
         let l = self.leases.remove(&lease)?;
         for alloc in &l.allocations {
-            let node = self
-                .nodes
-                .get_mut(&alloc.node)
-                .expect("a lease's nodes exist");
+            let node = self.nodes.get_mut(&alloc.node).expect("a lease's nodes exist");
             for &gpu in &alloc.gpu_indices {
                 let owner = &mut node.owners[gpu as usize];
                 assert_eq!(
@@ -444,8 +433,10 @@ impl Market {
     /// as the fewest leases, then the fewest GPUs preempted in all (a lease is
     /// preempted whole, across all its nodes), then the lowest lease ids. The
     /// node (or, for a gang, the pool and its nodes) with the fewest victims,
-    /// then fewest GPUs preempted, then lowest ask, then lowest id wins. The
-    /// order is not placed; it is reported as
+    /// then fewest GPUs preempted, then lowest ask, then lowest id wins, among
+    /// the first [`RECLAIM_CANDIDATES`] feasible nodes by ask then id (per
+    /// pool, for a gang), which bounds the cost of a round. The order is not
+    /// placed; it is reported as
     /// [`Unplaced::WaitingForPreemption`], and the free GPUs it counts on and
     /// the leases it waits for are claimed for the rest of the round so that no
     /// later order takes them or preempts for them again. Spot orders never
@@ -467,10 +458,7 @@ impl Market {
         if let Some(new) = entry {
             self.indexes.insert(id, &new);
         }
-        self.nodes
-            .get_mut(&id)
-            .expect("refreshed node exists")
-            .indexed = entry;
+        self.nodes.get_mut(&id).expect("refreshed node exists").indexed = entry;
     }
 
     /// What a node contributes to the indexes: nothing while offline.
@@ -499,11 +487,6 @@ impl Market {
 
 /// Keeps `owners` exactly `max(gpus, last held index + 1)` long.
 fn resize_owners(node: &mut Node) {
-    let held_len = node
-        .owners
-        .iter()
-        .rposition(Option::is_some)
-        .map_or(0, |i| i + 1);
-    node.owners
-        .resize(held_len.max(node.spec.gpus as usize), None);
+    let held_len = node.owners.iter().rposition(Option::is_some).map_or(0, |i| i + 1);
+    node.owners.resize(held_len.max(node.spec.gpus as usize), None);
 }

@@ -39,30 +39,18 @@ impl Demand {
 #[serde(rename_all = "snake_case")]
 pub enum Unplaced {
     /// No online node of an accepted model has enough VRAM, at any price.
-    NoMatchingNode {
-        models: Vec<GpuModel>,
-        min_vram_mib: u32,
-    },
+    NoMatchingNode { models: Vec<GpuModel>, min_vram_mib: u32 },
     /// Matching nodes exist but none has `gpus_per_node` GPUs, even empty.
-    NodeTooSmall {
-        demand: Demand,
-        largest_node_gpus: u32,
-    },
+    NodeTooSmall { demand: Demand, largest_node_gpus: u32 },
     /// Every matching node asks more than the order's max price.
     AskAboveMaxPrice {
         demand: Demand,
         cheapest_ask: PricePerGpuHour,
     },
     /// Single-node order: no node within price has enough free GPUs now.
-    NotEnoughFree {
-        demand: Demand,
-        most_free_on_one_node: u32,
-    },
+    NotEnoughFree { demand: Demand, most_free_on_one_node: u32 },
     /// Gang: fewer nodes within price have `gpus_per_node` free GPUs than it needs.
-    TooFewNodes {
-        demand: Demand,
-        nodes_with_room: u32,
-    },
+    TooFewNodes { demand: Demand, nodes_with_room: u32 },
     /// Gang: enough nodes have room, but not inside one pool (provider, model, ask).
     GangSplit {
         demand: Demand,
@@ -124,10 +112,7 @@ impl fmt::Display for Demand {
 impl fmt::Display for Unplaced {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Unplaced::NoMatchingNode {
-                models,
-                min_vram_mib,
-            } => {
+            Unplaced::NoMatchingNode { models, min_vram_mib } => {
                 f.write_str("no online node")?;
                 if !models.is_empty() {
                     write!(f, " of model {}", Models(models, 0))?;
@@ -146,10 +131,9 @@ impl fmt::Display for Unplaced {
                 demand.gpus_per_node,
                 demand.models()
             ),
-            Unplaced::AskAboveMaxPrice {
-                demand,
-                cheapest_ask,
-            } => write!(f, "{demand}; cheapest ask {}", cheapest_ask.0),
+            Unplaced::AskAboveMaxPrice { demand, cheapest_ask } => {
+                write!(f, "{demand}; cheapest ask {}", cheapest_ask.0)
+            }
             Unplaced::NotEnoughFree {
                 demand,
                 most_free_on_one_node: 0,

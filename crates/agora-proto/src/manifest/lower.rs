@@ -9,8 +9,8 @@ use agora_types::{GpuModel, JobKind, Micros, ParseMoneyError, PricePerGpuHour, T
 
 use super::tree::{ScalarKind, Value, Yaml};
 use super::{
-    DURATION_MAX_S, GPUS_PER_NODE, MIB_PER_GIB, MIN_VRAM_GIB_MAX, Manifest, ManifestError, NODES,
-    PRICE_MAX_UNITS, Resources, TASKS, between, shown,
+    DURATION_MAX_S, GPUS_PER_NODE, MIB_PER_GIB, MIN_VRAM_GIB_MAX, Manifest, ManifestError, NODES, PRICE_MAX_UNITS,
+    Resources, TASKS, between, shown,
 };
 
 const TOP_FIELDS: &[&str] = &[
@@ -25,13 +25,7 @@ const TOP_FIELDS: &[&str] = &[
     "env",
     "workdir",
 ];
-const RESOURCE_FIELDS: &[&str] = &[
-    "gpus_per_node",
-    "nodes",
-    "tasks",
-    "gpu_models",
-    "min_vram_gb",
-];
+const RESOURCE_FIELDS: &[&str] = &["gpus_per_node", "nodes", "tasks", "gpu_models", "min_vram_gb"];
 
 /// Where each field of the document is written, by dotted path.
 #[derive(Debug, Default)]
@@ -82,10 +76,7 @@ pub(super) fn lower(doc: &Yaml) -> Result<(Manifest, Lines), ManifestError> {
         other => {
             return Err(ManifestError::document(
                 doc.line,
-                format!(
-                    "the manifest must be a mapping of fields, found {}",
-                    other.describe()
-                ),
+                format!("the manifest must be a mapping of fields, found {}", other.describe()),
             ));
         }
     }
@@ -102,10 +93,7 @@ pub(super) fn lower(doc: &Yaml) -> Result<(Manifest, Lines), ManifestError> {
         "batch" => JobKind::Batch,
         "service" => JobKind::Service,
         other => {
-            return Err(kind_field.error(format!(
-                "must be training, batch or service, found `{}`",
-                shown(other)
-            )));
+            return Err(kind_field.error(format!("must be training, batch or service, found `{}`", shown(other))));
         }
     };
     let resources = resources(&top.required("resources")?, kind, &mut lines)?;
@@ -115,10 +103,7 @@ pub(super) fn lower(doc: &Yaml) -> Result<(Manifest, Lines), ManifestError> {
             "on-demand" => Tier::OnDemand,
             "spot" => Tier::Spot,
             other => {
-                return Err(field.error(format!(
-                    "must be on-demand or spot, found `{}`",
-                    shown(other)
-                )));
+                return Err(field.error(format!("must be on-demand or spot, found `{}`", shown(other))));
             }
         },
     };
@@ -153,18 +138,12 @@ pub(super) fn lower(doc: &Yaml) -> Result<(Manifest, Lines), ManifestError> {
     Ok((manifest, lines))
 }
 
-fn resources(
-    field: &Field<'_>,
-    kind: JobKind,
-    lines: &mut Lines,
-) -> Result<Resources, ManifestError> {
+fn resources(field: &Field<'_>, kind: JobKind, lines: &mut Lines) -> Result<Resources, ManifestError> {
     let mut r = Fields::of(field, RESOURCE_FIELDS, lines)?;
     let gpus_per_node = r.required("gpus_per_node")?.count(GPUS_PER_NODE)?;
     let nodes = match r.optional("nodes") {
         Some(f) if kind == JobKind::Batch => {
-            return Err(f.error(
-                "only applies to training jobs; a batch job runs `tasks` tasks of one node each",
-            ));
+            return Err(f.error("only applies to training jobs; a batch job runs `tasks` tasks of one node each"));
         }
         Some(f) => f.count(NODES)?,
         None => 1,
@@ -243,19 +222,15 @@ fn price(field: &Field<'_>) -> Result<PricePerGpuHour, ManifestError> {
         Ok(micros) => Ok(PricePerGpuHour(micros)),
         Err(ParseMoneyError::Invalid(_)) => Err(not_decimal()),
         Err(ParseMoneyError::TooPrecise(_)) => Err(field.error("must have at most 6 decimals")),
-        Err(ParseMoneyError::TooLarge(_)) => Err(field.error(format!(
-            "must be at most {}",
-            Micros::from_units(PRICE_MAX_UNITS)
-        ))),
+        Err(ParseMoneyError::TooLarge(_)) => {
+            Err(field.error(format!("must be at most {}", Micros::from_units(PRICE_MAX_UNITS))))
+        }
     }
 }
 
 fn duration(field: &Field<'_>) -> Result<u64, ManifestError> {
     let Value::Scalar(s) = &field.node.value else {
-        return Err(field.error(format!(
-            "{DURATION_FORMS}, found {}",
-            field.node.value.describe()
-        )));
+        return Err(field.error(format!("{DURATION_FORMS}, found {}", field.node.value.describe())));
     };
     match s.kind {
         ScalarKind::Int(seconds) if seconds <= 0 => Err(field.error("must be greater than 0")),
@@ -263,23 +238,19 @@ fn duration(field: &Field<'_>) -> Result<u64, ManifestError> {
             .ok()
             .filter(|s| *s <= DURATION_MAX_S)
             .ok_or_else(|| field.error("must be at most 365 days")),
-        ScalarKind::Float if integer_literal(&s.text) => {
-            Err(field.error(if s.text.starts_with('-') {
-                "must be greater than 0"
-            } else {
-                "must be at most 365 days"
-            }))
-        }
+        ScalarKind::Float if integer_literal(&s.text) => Err(field.error(if s.text.starts_with('-') {
+            "must be greater than 0"
+        } else {
+            "must be at most 365 days"
+        })),
         ScalarKind::Str => parse_duration(&s.text).map_err(|m| field.error(m)),
-        ScalarKind::Float | ScalarKind::Bool => Err(field.error(format!(
-            "{DURATION_FORMS}, found {}",
-            field.node.value.describe()
-        ))),
+        ScalarKind::Float | ScalarKind::Bool => {
+            Err(field.error(format!("{DURATION_FORMS}, found {}", field.node.value.describe())))
+        }
     }
 }
 
-const DURATION_FORMS: &str =
-    "must be whole seconds or a duration such as 90s, 30m, 2h, 1h30m or 1d";
+const DURATION_FORMS: &str = "must be whole seconds or a duration such as 90s, 30m, 2h, 1h30m or 1d";
 
 /// Seconds of `5400`, `90s`, `30m`, `2h`, `1h30m`, `1d`...: units largest first,
 /// each at most once. The result is checked to be within (0, 365 days].
@@ -365,27 +336,16 @@ struct Fields<'a> {
 
 impl<'a> Fields<'a> {
     /// The fields of the mapping `field`; a missing one is reported on `field`'s line.
-    fn of(
-        field: &Field<'a>,
-        known: &[&'static str],
-        lines: &mut Lines,
-    ) -> Result<Fields<'a>, ManifestError> {
+    fn of(field: &Field<'a>, known: &[&'static str], lines: &mut Lines) -> Result<Fields<'a>, ManifestError> {
         let path = field.path.as_str();
         let Value::Map(entries) = &field.node.value else {
-            return Err(field.error(format!(
-                "must be a mapping, found {}",
-                field.node.value.describe()
-            )));
+            return Err(field.error(format!("must be a mapping, found {}", field.node.value.describe())));
         };
         let mut found = BTreeMap::new();
         for (key, value) in entries {
             let name = key_text(key, path)?;
             let Some(known_name) = known.iter().copied().find(|k| *k == name) else {
-                return Err(ManifestError::new(
-                    join(path, &shown(&name)),
-                    unknown_field(&name, known),
-                )
-                .at(key.line));
+                return Err(ManifestError::new(join(path, &shown(&name)), unknown_field(&name, known)).at(key.line));
             };
             let field = Field {
                 path: join(path, known_name),
@@ -407,9 +367,7 @@ impl<'a> Fields<'a> {
 
     /// A field that is given and not null.
     fn optional(&mut self, name: &'static str) -> Option<Field<'a>> {
-        self.found
-            .remove(name)
-            .filter(|f| !matches!(f.node.value, Value::Null))
+        self.found.remove(name).filter(|f| !matches!(f.node.value, Value::Null))
     }
 
     fn required(&mut self, name: &'static str) -> Result<Field<'a>, ManifestError> {
@@ -443,9 +401,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1; b.len() + 1];
         for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
-                .min(prev[j + 1] + 1)
-                .min(cur[j] + 1);
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
         }
         prev = cur;
     }
@@ -483,25 +439,16 @@ impl Field<'_> {
                     .filter(|v| (min..=max).contains(v))
                     .ok_or_else(out_of_range),
                 ScalarKind::Float if integer_literal(&s.text) => Err(out_of_range()),
-                _ => Err(self.error(format!(
-                    "must be a whole number, found {}",
-                    self.node.value.describe()
-                ))),
+                _ => Err(self.error(format!("must be a whole number, found {}", self.node.value.describe()))),
             },
-            other => Err(self.error(format!(
-                "must be a whole number, found {}",
-                other.describe()
-            ))),
+            other => Err(self.error(format!("must be a whole number, found {}", other.describe()))),
         }
     }
 
     /// The items of a list, each as a field `path[i]`.
     fn items(&self, lines: &mut Lines) -> Result<Vec<Field<'_>>, ManifestError> {
         let Value::Seq(items) = &self.node.value else {
-            return Err(self.error(format!(
-                "must be a list, found {}",
-                self.node.value.describe()
-            )));
+            return Err(self.error(format!("must be a list, found {}", self.node.value.describe())));
         };
         Ok(items
             .iter()
@@ -565,14 +512,9 @@ mod tests {
 
     #[test]
     fn typos_get_a_suggestion() {
-        assert!(
-            unknown_field("gpu_per_node", RESOURCE_FIELDS)
-                .contains("did you mean `gpus_per_node`?")
-        );
+        assert!(unknown_field("gpu_per_node", RESOURCE_FIELDS).contains("did you mean `gpus_per_node`?"));
         assert!(unknown_field("comand", TOP_FIELDS).contains("did you mean `command`?"));
-        assert!(
-            unknown_field("min_vram_mib", RESOURCE_FIELDS).contains("did you mean `min_vram_gb`?")
-        );
+        assert!(unknown_field("min_vram_mib", RESOURCE_FIELDS).contains("did you mean `min_vram_gb`?"));
         assert!(!unknown_field("zzzz", TOP_FIELDS).contains("did you mean"));
     }
 }

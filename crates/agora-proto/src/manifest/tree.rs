@@ -6,8 +6,7 @@
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::budget::BudgetBreach;
 use serde_saphyr::{
-    DuplicateKeyPolicy, Location, MessageFormatter, NonFiniteFloatPolicy, Spanned,
-    UserMessageFormatter,
+    DuplicateKeyPolicy, Location, MessageFormatter, NonFiniteFloatPolicy, Spanned, UserMessageFormatter,
 };
 
 use super::ManifestError;
@@ -90,8 +89,7 @@ pub(super) fn parse(text: &str) -> Result<Yaml, ManifestError> {
         non_finite_float_policy: NonFiniteFloatPolicy::PassThrough,
         reject_unsupported_tags: true,
     };
-    let raw: Spanned<Raw> =
-        serde_saphyr::from_str_with_options(text, options).map_err(yaml_error)?;
+    let raw: Spanned<Raw> = serde_saphyr::from_str_with_options(text, options).map_err(yaml_error)?;
     Ok(convert(raw, text))
 }
 
@@ -110,10 +108,7 @@ fn yaml_error(err: serde_saphyr::Error) -> ManifestError {
         serde_saphyr::Error::Budget { .. } => {
             "the document is too complex (too many values, aliases or bytes of text)".to_string()
         }
-        other => format!(
-            "invalid YAML: {}",
-            UserMessageFormatter.format_message(other)
-        ),
+        other => format!("invalid YAML: {}", UserMessageFormatter.format_message(other)),
     };
     ManifestError::document(line, message)
 }
@@ -127,9 +122,7 @@ fn source_text<'s>(source: &'s str, location: &Location) -> Option<&'s str> {
     let span = location.span();
     let start = usize::try_from(span.byte_offset()?).ok()?;
     let len = usize::try_from(span.byte_len()?).ok()?;
-    source
-        .get(start..start.checked_add(len)?)
-        .filter(|t| !t.is_empty())
+    source.get(start..start.checked_add(len)?).filter(|t| !t.is_empty())
 }
 
 fn convert(node: Spanned<Raw>, source: &str) -> Yaml {
@@ -284,8 +277,8 @@ mod tests {
 
     #[test]
     fn numbers_keep_the_text_as_written() {
-        let doc = parse("a: 3.00\nb: 0x10\nc: &x 1.10\nd: *x\ne: '3.5'\nf: yes\ng: true\nh: 99999999999999999999\n")
-            .unwrap();
+        let doc =
+            parse("a: 3.00\nb: 0x10\nc: &x 1.10\nd: *x\ne: '3.5'\nf: yes\ng: true\nh: 99999999999999999999\n").unwrap();
         assert_eq!(scalar(&doc, "a"), ("3.00".into(), ScalarKind::Float));
         assert_eq!(scalar(&doc, "b"), ("0x10".into(), ScalarKind::Int(16)));
         assert_eq!(
@@ -300,10 +293,7 @@ mod tests {
             "YAML 1.1 booleans are text"
         );
         assert_eq!(scalar(&doc, "g"), ("true".into(), ScalarKind::Bool));
-        assert_eq!(
-            scalar(&doc, "h"),
-            ("99999999999999999999".into(), ScalarKind::Float)
-        );
+        assert_eq!(scalar(&doc, "h"), ("99999999999999999999".into(), ScalarKind::Float));
     }
 
     #[test]
@@ -324,19 +314,11 @@ mod tests {
     fn deep_nesting_is_an_error_not_a_crash() {
         let flow = |n: usize| format!("a: {}1{}\n", "[".repeat(n), "]".repeat(n));
         let err = parse(&flow(20)).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "line 1: the document nests deeper than 16 levels"
-        );
+        assert_eq!(err.to_string(), "line 1: the document nests deeper than 16 levels");
         // Past the parser's own flow limit the parser stops first.
         let err = parse(&flow(10_000)).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "line 1: invalid YAML: recursion limit exceeded"
-        );
-        let block: String = (0..200)
-            .map(|i| format!("{}k{i}:\n", "  ".repeat(i)))
-            .collect();
+        assert_eq!(err.to_string(), "line 1: invalid YAML: recursion limit exceeded");
+        let block: String = (0..200).map(|i| format!("{}k{i}:\n", "  ".repeat(i))).collect();
         let err = parse(&block).unwrap_err();
         assert_eq!(err.message, "the document nests deeper than 16 levels");
     }

@@ -79,11 +79,17 @@ impl Exchange {
             dir,
             server: None,
             agents: Vec::new(),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
             server_args,
         };
         ex.spawn_server(0, 0);
-        ex.admin = std::fs::read_to_string(ex.dir.path().join("data/admin.token")).expect("admin token written").trim().to_string();
+        ex.admin = std::fs::read_to_string(ex.dir.path().join("data/admin.token"))
+            .expect("admin token written")
+            .trim()
+            .to_string();
         ex
     }
 
@@ -123,20 +129,35 @@ impl Exchange {
         for entry in std::fs::read_dir(self.dir.path()).unwrap().flatten() {
             let p = entry.path();
             if p.extension().is_some_and(|e| e == "err") {
-                all.push_str(&format!("==> {}\n{}", p.display(), std::fs::read_to_string(&p).unwrap_or_default()));
+                all.push_str(&format!(
+                    "==> {}\n{}",
+                    p.display(),
+                    std::fs::read_to_string(&p).unwrap_or_default()
+                ));
             }
         }
         all
     }
 
     pub(crate) async fn create_tenant(&self, name: &str, balance: &str) -> (u64, String) {
-        let p: CreatedPrincipal =
-            self.post_ok(&self.admin, "/api/v1/admin/tenants", serde_json::json!({"name": name, "initial_balance": balance})).await;
+        let p: CreatedPrincipal = self
+            .post_ok(
+                &self.admin,
+                "/api/v1/admin/tenants",
+                serde_json::json!({"name": name, "initial_balance": balance}),
+            )
+            .await;
         (p.id, p.token)
     }
 
     pub(crate) async fn create_provider(&self, name: &str) -> (u64, String) {
-        let p: CreatedPrincipal = self.post_ok(&self.admin, "/api/v1/admin/providers", serde_json::json!({"name": name})).await;
+        let p: CreatedPrincipal = self
+            .post_ok(
+                &self.admin,
+                "/api/v1/admin/providers",
+                serde_json::json!({"name": name}),
+            )
+            .await;
         (p.id, p.token)
     }
 
@@ -174,13 +195,26 @@ impl Exchange {
             if nodes.iter().filter(|n| n["online"] == true).count() >= count {
                 return;
             }
-            assert!(Instant::now() < deadline, "nodes never came online:\n{}", self.server_log());
+            assert!(
+                Instant::now() < deadline,
+                "nodes never came online:\n{}",
+                self.server_log()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
-    pub(crate) async fn request(&self, method: reqwest::Method, token: &str, path: &str, body: Option<(&str, Vec<u8>)>) -> (u16, Value) {
-        let mut r = self.http.request(method, format!("{}{path}", self.url)).bearer_auth(token);
+    pub(crate) async fn request(
+        &self,
+        method: reqwest::Method,
+        token: &str,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> (u16, Value) {
+        let mut r = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(token);
         if let Some((ct, bytes)) = body {
             r = r.header("content-type", ct).body(bytes);
         }
@@ -198,13 +232,27 @@ impl Exchange {
     }
 
     pub(crate) async fn post_ok<T: serde::de::DeserializeOwned>(&self, token: &str, path: &str, body: Value) -> T {
-        let (status, v) = self.request(reqwest::Method::POST, token, path, Some(("application/json", body.to_string().into_bytes()))).await;
+        let (status, v) = self
+            .request(
+                reqwest::Method::POST,
+                token,
+                path,
+                Some(("application/json", body.to_string().into_bytes())),
+            )
+            .await;
         assert!(status == 200 || status == 201, "POST {path}: {status} {v}");
         serde_json::from_value(v).unwrap()
     }
 
     pub(crate) async fn submit(&self, token: &str, yaml: &str) -> Result<u64, (u16, ErrorBody)> {
-        let (status, v) = self.request(reqwest::Method::POST, token, "/api/v1/jobs", Some(("application/yaml", yaml.as_bytes().to_vec()))).await;
+        let (status, v) = self
+            .request(
+                reqwest::Method::POST,
+                token,
+                "/api/v1/jobs",
+                Some(("application/yaml", yaml.as_bytes().to_vec())),
+            )
+            .await;
         if status == 201 {
             Ok(v["job_id"].as_u64().unwrap())
         } else {
@@ -224,13 +272,20 @@ impl Exchange {
             if pred(&j) {
                 return j;
             }
-            assert!(Instant::now() < deadline, "job {id} never became {what}: {j:#?}\n{}", self.server_log());
+            assert!(
+                Instant::now() < deadline,
+                "job {id} never became {what}: {j:#?}\n{}",
+                self.server_log()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
     pub(crate) async fn wait_ended(&self, token: &str, id: u64) -> JobView {
-        self.wait_job(token, id, "ended", |j| matches!(j.state.as_str(), "succeeded" | "failed" | "cancelled")).await
+        self.wait_job(token, id, "ended", |j| {
+            matches!(j.state.as_str(), "succeeded" | "failed" | "cancelled")
+        })
+        .await
     }
 
     /// Everything the job printed so far, stdout and stderr interleaved in arrival order.
@@ -247,7 +302,11 @@ impl Exchange {
             if text.contains(needle) {
                 return text;
             }
-            assert!(Instant::now() < deadline, "job {id} never printed `{needle}`; it printed:\n{text}\n{}", self.server_log());
+            assert!(
+                Instant::now() < deadline,
+                "job {id} never printed `{needle}`; it printed:\n{text}\n{}",
+                self.server_log()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
