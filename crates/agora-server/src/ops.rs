@@ -459,7 +459,7 @@ pub fn verify_ledger(txn: &Txn<'_>) -> LedgerVerifyView {
     match txn.ex.ledger.verify() {
         Ok(report) => LedgerVerifyView {
             ok: sum == Micros::ZERO,
-            transfers: report.transfers as u64,
+            transfers: report.transfers,
             accounts: balances.len() as u64,
             head: hex::encode(txn.ex.ledger.head()),
             sum,

@@ -29,10 +29,10 @@ pub(crate) struct Exchange {
 fn wait_for_file_line(path: &Path, prefix: &str, err: &Path) -> String {
     let deadline = Instant::now() + WAIT;
     loop {
-        if let Ok(text) = std::fs::read_to_string(path) {
-            if let Some(line) = text.lines().find(|l| l.starts_with(prefix)) {
-                return line.to_string();
-            }
+        if let Ok(text) = std::fs::read_to_string(path)
+            && let Some(line) = text.lines().find(|l| l.starts_with(prefix))
+        {
+            return line.to_string();
         }
         assert!(
             Instant::now() < deadline,
