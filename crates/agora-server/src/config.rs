@@ -28,6 +28,9 @@ pub struct ServerConfig {
     pub min_funds_s: u64,
     /// Log output kept per job; older output is pruned first.
     pub log_retention_bytes_per_job: u64,
+    /// A snapshot is written after this many events (and at a clean shutdown),
+    /// so a restart replays at most this many.
+    pub snapshot_every_events: u64,
     pub rules: MarketRules,
 }
 
@@ -45,6 +48,7 @@ impl ServerConfig {
             hold_horizon_s: 3600,
             min_funds_s: 60,
             log_retention_bytes_per_job: 8 * 1024 * 1024,
+            snapshot_every_events: 100_000,
             rules: MarketRules::default(),
         }
     }

@@ -11,7 +11,8 @@
 //! engine) is synchronous CPU or disk work that must not stall the async runtime.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use agora_store::Store;
@@ -68,6 +69,9 @@ impl Txn<'_> {
 #[derive(Clone)]
 pub struct CoreHandle {
     tx: mpsc::Sender<Work>,
+    /// Set to make the loop finish its batch, write a snapshot and exit, even
+    /// while other handles still exist.
+    stop: Arc<AtomicBool>,
 }
 
 impl CoreHandle {
@@ -87,6 +91,12 @@ impl CoreHandle {
         self.tx.send(work).map_err(|_| ApiError::unavailable())?;
         reply_rx.await.map_err(|_| ApiError::unavailable())
     }
+
+    /// Asks the loop to stop after the work already queued.
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.tx.send(Box::new(|_| Box::new(|| ())));
+    }
 }
 
 pub fn now_ms() -> UnixMs {
@@ -97,10 +107,17 @@ pub fn now_ms() -> UnixMs {
     )
 }
 
-/// Rebuilds the state from the store's log.
+/// Rebuilds the state: the latest snapshot, then every event logged after it.
 pub fn recover(store: &dyn Store) -> anyhow::Result<Exchange> {
-    let mut ex = Exchange::new();
-    let mut after = 0;
+    let (mut ex, mut after) = match store.latest_snapshot()? {
+        Some((seq, bytes)) => {
+            let ex = Exchange::restore(&bytes)
+                .map_err(|e| anyhow::anyhow!("snapshot at event {seq} is not readable: {e}"))?;
+            anyhow::ensure!(ex.applied == seq, "snapshot at event {seq} holds {} events", ex.applied);
+            (ex, seq)
+        }
+        None => (Exchange::new(), 0),
+    };
     loop {
         let batch = store.read_events(after, 10_000)?;
         if batch.is_empty() {
@@ -116,6 +133,22 @@ pub fn recover(store: &dyn Store) -> anyhow::Result<Exchange> {
     Ok(ex)
 }
 
+/// Writes a snapshot of the state as of its last applied event.
+fn snapshot(ex: &Exchange, store: &mut dyn Store) {
+    let started = Instant::now();
+    let bytes = ex.snapshot();
+    match store.save_snapshot(ex.applied, &bytes) {
+        Ok(()) => tracing::info!(
+            events = ex.applied,
+            bytes = bytes.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "snapshot written"
+        ),
+        // Not fatal: the log still holds everything; the next restart replays more.
+        Err(e) => tracing::warn!(error = %e, "cannot write a snapshot"),
+    }
+}
+
 /// Starts the control loop on its own thread.
 pub fn spawn(
     mut ex: Exchange,
@@ -123,6 +156,8 @@ pub fn spawn(
     cfg: ServerConfig,
 ) -> (CoreHandle, std::thread::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel::<Work>();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_flag = stop.clone();
     let handle = std::thread::Builder::new()
         .name("agora-core".into())
         .spawn(move || {
@@ -134,6 +169,7 @@ pub fn spawn(
             }
             let round = Duration::from_millis(cfg.round_interval_ms.max(10));
             let mut next_round = Instant::now();
+            let mut snapshot_at = ex.applied;
             let mut batch: Vec<Work> = Vec::new();
             let mut events: Vec<Vec<u8>> = Vec::new();
             loop {
@@ -171,13 +207,23 @@ pub fn spawn(
                         std::process::exit(70);
                     }
                     events.clear();
+                    if ex.applied - snapshot_at >= cfg.snapshot_every_events {
+                        snapshot(&ex, store.as_mut());
+                        snapshot_at = ex.applied;
+                    }
                 }
                 for reply in replies {
                     reply();
                 }
+                if stop_flag.load(Ordering::SeqCst) {
+                    break;
+                }
+            }
+            if ex.applied > snapshot_at {
+                snapshot(&ex, store.as_mut());
             }
             tracing::info!("control loop stopped");
         })
         .expect("spawn the control loop thread");
-    (CoreHandle { tx }, handle)
+    (CoreHandle { tx, stop }, handle)
 }

@@ -124,7 +124,7 @@ impl Server {
     pub async fn stop(self) {
         let _ = self.shutdown.send(());
         let _ = self.http.await;
-        drop(self.core);
+        self.core.shutdown();
         let _ = tokio::task::spawn_blocking(move || self.core_thread.join()).await;
     }
 }

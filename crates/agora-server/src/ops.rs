@@ -521,10 +521,29 @@ pub fn register_agent(
             ));
         }
     }
-    let agent = txn
-        .ex
-        .agent_named(provider, &req.name)
-        .unwrap_or_else(|| txn.ex.next_agent_id());
+    let existing_agent = txn.ex.agent_named(provider, &req.name);
+    // Everything is checked before anything is emitted: a refused registration changes nothing.
+    if let Some(agent) = existing_agent {
+        for (i, n) in req.nodes.iter().enumerate() {
+            let Some(id) = txn.ex.node_named(agent, &n.name) else {
+                continue;
+            };
+            // A node may not shrink under a lease: the lease's GPU indices must stay valid.
+            let held_beyond = txn.ex.market.node(id).is_some_and(|m| {
+                m.gpu_owners()
+                    .iter()
+                    .enumerate()
+                    .any(|(gpu, owner)| owner.is_some() && gpu as u32 >= n.gpus)
+            });
+            if held_beyond {
+                return Err(ApiError::conflict(format!(
+                    "nodes[{i}]: node `{}` has a lease on a GPU beyond the {} it now reports",
+                    n.name, n.gpus
+                )));
+            }
+        }
+    }
+    let agent = existing_agent.unwrap_or_else(|| txn.ex.next_agent_id());
     txn.emit(Event::AgentRegistered {
         agent,
         provider,
@@ -542,18 +561,6 @@ pub fn register_agent(
             cur.model == n.gpu_model && cur.gpus == n.gpus && cur.address == n.address && cur.ask == ask
         });
         if !unchanged {
-            if let Some(id) = existing
-                && txn
-                    .ex
-                    .market
-                    .node(id)
-                    .is_some_and(|m| m.gpu_owners().len() as u32 - m.free_gpus() > n.gpus)
-            {
-                return Err(ApiError::conflict(format!(
-                    "node `{}` has leases on more GPUs than it now reports",
-                    n.name
-                )));
-            }
             txn.emit(Event::NodeReported {
                 node,
                 agent,

@@ -6,10 +6,10 @@
 //! Architecture invariant: the only way to change an `Exchange` is `apply`; the
 //! control loop (`core`) decides which events to emit, this module only applies them.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use agora_engine::lifecycle::{JobState, LeaseState, OrderState};
-use agora_engine::market::{Market, NodeSpec, OrderSpec, Placement};
+use agora_engine::market::{Allocation, Market, NodeSpec, OrderSpec, Placement};
 use agora_ledger::{Account, Ledger, TransferId};
 use agora_proto::Manifest;
 use agora_proto::agent::InventorySource;
@@ -18,25 +18,27 @@ use agora_types::{
     UnixMs,
 };
 
+use serde::{Deserialize, Serialize};
+
 use crate::auth::Principal;
 use crate::events::{Event, MarketRules, StopReason};
 
 /// How many recent clearing prices are kept per GPU model for `agora market`.
 const RECENT_PRICES_PER_MODEL: usize = 20;
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Tenant {
     pub id: TenantId,
     pub name: String,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Provider {
     pub id: ProviderId,
     pub name: String,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Agent {
     pub id: AgentId,
     pub provider: ProviderId,
@@ -46,7 +48,7 @@ pub struct Agent {
     pub nodes: BTreeSet<NodeId>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Node {
     pub id: NodeId,
     pub agent: AgentId,
@@ -59,7 +61,7 @@ pub struct Node {
     pub online: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Job {
     pub id: JobId,
     pub tenant: TenantId,
@@ -71,7 +73,7 @@ pub struct Job {
     pub cancel_requested: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Order {
     pub spec: OrderSpec,
     /// Position of this task within its batch (0 for a training gang).
@@ -84,7 +86,7 @@ pub struct Order {
     pub failure: Option<String>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Part {
     pub rank: u32,
     pub node: NodeId,
@@ -99,7 +101,7 @@ pub struct Part {
     pub vanished: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Lease {
     pub id: LeaseId,
     pub order: OrderId,
@@ -139,22 +141,31 @@ impl Lease {
 }
 
 /// The whole state of one exchange.
-#[derive(Debug, Default)]
+///
+/// It serializes as a snapshot: the records and the ledger. Indexes derived
+/// from them — name lookups, the set of live leases, the engine's market — are
+/// skipped and rebuilt by [`Exchange::restore`].
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Exchange {
     pub rules: MarketRules,
     pub tenants: BTreeMap<TenantId, Tenant>,
     pub providers: BTreeMap<ProviderId, Provider>,
-    tokens: HashMap<String, Principal>,
+    /// Token SHA-256 → principal. A BTreeMap so a snapshot's bytes are a function of the state.
+    tokens: BTreeMap<String, Principal>,
     pub agents: BTreeMap<AgentId, Agent>,
+    #[serde(skip)]
     agent_by_name: BTreeMap<(ProviderId, String), AgentId>,
     pub nodes: BTreeMap<NodeId, Node>,
+    #[serde(skip)]
     node_by_name: BTreeMap<(AgentId, String), NodeId>,
     pub jobs: BTreeMap<JobId, Job>,
     pub orders: BTreeMap<OrderId, Order>,
     pub leases: BTreeMap<LeaseId, Lease>,
     /// Leases not yet terminal, for the periodic checks.
+    #[serde(skip)]
     pub live_leases: BTreeSet<LeaseId>,
     pub ledger: Ledger,
+    #[serde(skip)]
     pub market: Market,
     pub recent_prices: BTreeMap<GpuModel, VecDeque<Micros>>,
     /// Number of events applied; the log's last seq once replay is done.
@@ -164,6 +175,60 @@ pub struct Exchange {
 impl Exchange {
     pub fn new() -> Exchange {
         Exchange::default()
+    }
+
+    /// The state as snapshot bytes. Deterministic: the same state gives the same bytes.
+    pub fn snapshot(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("the state serializes")
+    }
+
+    /// Rebuilds a state from snapshot bytes: the records, then every index
+    /// derived from them, the engine's market included.
+    pub fn restore(bytes: &[u8]) -> Result<Exchange, serde_json::Error> {
+        let mut ex: Exchange = serde_json::from_slice(bytes)?;
+        for a in ex.agents.values() {
+            ex.agent_by_name.insert((a.provider, a.name.clone()), a.id);
+        }
+        for n in ex.nodes.values() {
+            ex.node_by_name.insert((n.agent, n.name.clone()), n.id);
+            ex.market.upsert_node(NodeSpec {
+                id: n.id,
+                provider: n.provider,
+                agent: n.agent,
+                model: n.model,
+                gpus: n.gpus,
+                ask: n.ask,
+            });
+            ex.market.set_node_online(n.id, n.online);
+        }
+        for o in ex.orders.values().filter(|o| o.state == OrderState::Pending) {
+            ex.market.add_order(o.spec.clone());
+        }
+        for l in ex.leases.values().filter(|l| !l.is_terminal()) {
+            ex.live_leases.insert(l.id);
+            let allocations = l
+                .parts
+                .iter()
+                .map(|p| Allocation {
+                    node: p.node,
+                    gpu_indices: p.gpu_indices.clone(),
+                })
+                .collect();
+            ex.market.start_lease(
+                l.id,
+                l.tier,
+                &Placement {
+                    order: l.order,
+                    provider: l.provider,
+                    price: l.price,
+                    allocations,
+                },
+            );
+            if l.state == LeaseState::Stopping {
+                ex.market.mark_stopping(l.id);
+            }
+        }
+        Ok(ex)
     }
 
     pub fn principal_for(&self, token_sha256: &str) -> Option<Principal> {
