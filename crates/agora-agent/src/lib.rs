@@ -32,7 +32,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use agora_proto::agent::{
-    Heartbeat, HeartbeatResponse, MAX_LOG_BYTES_PER_HEARTBEAT, PartEvent, RegisterAgent, RegisterResponse,
+    Heartbeat, HeartbeatResponse, MAX_LOG_BYTES_PER_HEARTBEAT, PartEvent, PartRef, RegisterAgent, RegisterResponse,
 };
 use agora_types::{AgentId, NodeId};
 use anyhow::Context as _;
@@ -97,6 +97,9 @@ struct Agent {
     /// Register before the next heartbeat: at start, and after the server was
     /// unreachable or failing (it may have restarted and forgotten us).
     must_register: bool,
+    /// Parts this agent stopped because it is shutting down, reported as such
+    /// so the exchange requeues their work rather than failing it.
+    stopped_by_agent: BTreeSet<PartRef>,
 }
 
 impl Agent {
@@ -121,6 +124,7 @@ impl Agent {
             agent_id: None,
             nodes: BTreeMap::new(),
             must_register: true,
+            stopped_by_agent: BTreeSet::new(),
             registration,
             client,
             config,
@@ -212,10 +216,21 @@ impl Agent {
             .lock()
             .expect("log buffer lock")
             .take_batch(MAX_LOG_BYTES_PER_HEARTBEAT);
+        let events = self.pending.batch(state::MAX_EVENTS_PER_HEARTBEAT);
+        let stopped_by_agent = events
+            .iter()
+            .filter_map(|e| match e {
+                PartEvent::Exited { part, .. } if self.stopped_by_agent.contains(part) => Some(*part),
+                _ => None,
+            })
+            .collect();
         let heartbeat = Heartbeat {
             agent_id,
             running: self.runtime.running(),
-            events: self.pending.batch(state::MAX_EVENTS_PER_HEARTBEAT),
+            event_ages_ms: self.pending.ages_ms(state::MAX_EVENTS_PER_HEARTBEAT, Instant::now()),
+            more_events: self.pending.len() > events.len(),
+            stopped_by_agent,
+            events,
             logs: batch.chunks(),
         };
         (heartbeat, batch)
@@ -324,6 +339,7 @@ impl Agent {
                 "stopping all parts before exiting"
             );
         }
+        self.stopped_by_agent.extend(running.iter().copied());
         for event in self.runtime.stop_all(grace).await {
             self.record(event);
         }

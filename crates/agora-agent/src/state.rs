@@ -63,17 +63,27 @@ impl FinishedParts {
 /// leaves only when a heartbeat that carried it got a 2xx answer.
 #[derive(Debug, Default)]
 pub struct PendingEvents {
-    events: Vec<PartEvent>,
+    /// Each event with the moment the agent saw it, to report its age.
+    events: Vec<(Instant, PartEvent)>,
 }
 
 impl PendingEvents {
     pub fn push(&mut self, event: PartEvent) {
-        self.events.push(event);
+        self.events.push((Instant::now(), event));
     }
 
     /// The events for the next heartbeat: the oldest, at most `max`.
     pub fn batch(&self, max: usize) -> Vec<PartEvent> {
-        self.events.iter().take(max).cloned().collect()
+        self.events.iter().take(max).map(|(_, e)| e.clone()).collect()
+    }
+
+    /// How long before `now` each event of the next batch happened, in ms.
+    pub fn ages_ms(&self, max: usize, now: Instant) -> Vec<u64> {
+        self.events
+            .iter()
+            .take(max)
+            .map(|(t, _)| now.saturating_duration_since(*t).as_millis() as u64)
+            .collect()
     }
 
     /// A heartbeat carrying the oldest `sent` events succeeded. Events pushed

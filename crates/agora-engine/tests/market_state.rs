@@ -188,3 +188,24 @@ fn plans_serialize_for_the_event_log() {
     assert!(json.contains(r#"{"ask_above_max_price":"#), "{json}");
     assert_eq!(serde_json::from_str::<agora_engine::RoundPlan>(&json).unwrap(), plan);
 }
+
+#[test]
+fn an_ineligible_order_takes_no_gpus_and_preempts_nothing() {
+    let mut m = Market::new();
+    m.upsert_node(node(1, "h100", 8, "1.00"));
+    m.add_order(order(1, Tier::Spot, "2.00", 1, 8));
+    let plan = m.clear();
+    m.start_lease(LeaseId(1), Tier::Spot, &plan.placements[0]);
+    // An on-demand order that may not run (say, its tenant cannot pay) would preempt the spot lease.
+    m.add_order(order(2, Tier::OnDemand, "3.00", 1, 8));
+    assert_eq!(m.clear().preemptions.len(), 1);
+    let plan = m.clear_with(|o| o.id != OrderId(2));
+    assert!(plan.preemptions.is_empty() && plan.placements.is_empty());
+    assert!(!plan.unplaced.contains_key(&OrderId(2)));
+    // With the node free, the ineligible order leaves it to the next one in line.
+    m.end_lease(LeaseId(1));
+    m.add_order(order(3, Tier::Spot, "2.00", 1, 8));
+    let plan = m.clear_with(|o| o.id != OrderId(2));
+    assert_eq!(plan.placements.len(), 1);
+    assert_eq!(plan.placements[0].order, OrderId(3));
+}

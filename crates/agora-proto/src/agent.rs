@@ -114,6 +114,20 @@ pub struct Heartbeat {
     /// Every part the agent is running now.
     pub running: Vec<PartRef>,
     pub events: Vec<PartEvent>,
+    /// How long ago each event of `events` happened, in milliseconds of the
+    /// agent's monotonic clock, in the same order. The exchange dates events
+    /// by it, so a part that ended while the server was unreachable is not
+    /// charged for the outage. Missing entries count as 0.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub event_ages_ms: Vec<u64>,
+    /// More events are pending than this heartbeat carries: the exchange must
+    /// not conclude from `running` that a part without its exit event vanished.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub more_events: bool,
+    /// Parts whose exit in `events` the agent itself caused by shutting down:
+    /// the exchange requeues their work instead of failing it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stopped_by_agent: Vec<PartRef>,
     pub logs: Vec<LogChunk>,
 }
 

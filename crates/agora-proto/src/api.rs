@@ -18,7 +18,7 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// Stable, machine-readable: `invalid_request`, `invalid_manifest`, `unauthorized`,
     /// `forbidden`, `not_found`, `conflict`, `insufficient_funds`, `payload_too_large`,
-    /// `unsupported`, `internal`.
+    /// `unsupported`, `method_not_allowed`, `unavailable`, `internal`.
     pub code: String,
     pub message: String,
     /// The offending field, dotted (`resources.gpus_per_node`), on 4xx where one applies.

@@ -13,7 +13,8 @@ use agora_proto::manifest::MAX_MANIFEST_BYTES;
 use agora_types::{JobId, Micros, ProviderId, TenantId};
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -55,6 +56,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/admin/nodes", get(admin_nodes))
         .route("/api/v1/admin/ledger/verify", get(verify_ledger))
         .fallback(|| async { ApiError::not_found("route") })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
@@ -137,8 +139,10 @@ fn parse_id(field: &str, text: &str) -> Result<u64, ApiError> {
     })
 }
 
-async fn health() -> impl IntoResponse {
-    axum::Json(serde_json::json!({"status": "ok"}))
+/// Healthy means the control loop answers, not just the HTTP listener.
+async fn health(State(s): State<AppState>) -> ApiResult {
+    let events = s.core.call(|txn| txn.ex.applied).await?;
+    json(StatusCode::OK, &serde_json::json!({"status": "ok", "events": events}))
 }
 
 async fn whoami(State(s): State<AppState>, headers: HeaderMap) -> ApiResult {
@@ -152,7 +156,8 @@ async fn whoami(State(s): State<AppState>, headers: HeaderMap) -> ApiResult {
     )
 }
 
-async fn submit(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult {
+async fn submit(State(s): State<AppState>, headers: HeaderMap, raw: Result<Bytes, BytesRejection>) -> ApiResult {
+    let body = read_body(raw)?;
     if body.len() > MAX_MANIFEST_BYTES {
         return Err(ApiError::too_large(format!(
             "a manifest is at most {MAX_MANIFEST_BYTES} bytes"
@@ -188,7 +193,30 @@ struct ListQuery {
     limit: Option<usize>,
 }
 
-async fn list_jobs(State(s): State<AppState>, headers: HeaderMap, Query(q): Query<ListQuery>) -> ApiResult {
+/// Query strings are parsed here so a bad one gets the API's JSON error.
+fn query<T: DeserializeOwned>(raw: Option<String>) -> Result<T, ApiError> {
+    let raw = raw.unwrap_or_default();
+    serde_urlencoded::from_str(&raw).map_err(|e| {
+        let msg = e.to_string();
+        match field_in_message(&msg) {
+            Some(field) => ApiError::invalid(field, format!("invalid query: {msg}")),
+            None => ApiError::invalid_body(format!("invalid query: {msg}")),
+        }
+    })
+}
+
+/// The body, with a body over the limit answered as the API's JSON 413.
+fn read_body(b: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    b.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::too_large(format!("a request body is at most {MAX_BODY_BYTES} bytes"))
+        }
+        _ => ApiError::invalid_body(e.body_text()),
+    })
+}
+
+async fn list_jobs(State(s): State<AppState>, headers: HeaderMap, RawQuery(q): RawQuery) -> ApiResult {
+    let q: ListQuery = query(q)?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let jobs = as_caller(&s, &headers, move |txn, p| {
         if matches!(p, Principal::Provider(_)) {
@@ -229,8 +257,9 @@ async fn job_logs(
     State(s): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Query(q): Query<LogsQuery>,
+    RawQuery(q): RawQuery,
 ) -> ApiResult {
+    let q: LogsQuery = query(q)?;
     let job = JobId(parse_id("id", &id)?);
     let after = q.after.unwrap_or(0);
     let limit = q.limit.unwrap_or(1000);
@@ -260,7 +289,8 @@ async fn provider_nodes(State(s): State<AppState>, headers: HeaderMap) -> ApiRes
     json(StatusCode::OK, &n)
 }
 
-async fn provider_leases(State(s): State<AppState>, headers: HeaderMap, Query(q): Query<ListQuery>) -> ApiResult {
+async fn provider_leases(State(s): State<AppState>, headers: HeaderMap, RawQuery(q): RawQuery) -> ApiResult {
+    let q: ListQuery = query(q)?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let l = as_caller(&s, &headers, move |txn, p| {
         Ok(ops::provider_leases(txn, provider_of(p)?, limit))
@@ -269,7 +299,12 @@ async fn provider_leases(State(s): State<AppState>, headers: HeaderMap, Query(q)
     json(StatusCode::OK, &l)
 }
 
-async fn agent_register(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult {
+async fn agent_register(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let body = read_body(raw)?;
     let req: RegisterAgent = parse_json(&body)?;
     let r = as_caller(&s, &headers, move |txn, p| {
         ops::register_agent(txn, provider_of(p)?, req)
@@ -278,7 +313,12 @@ async fn agent_register(State(s): State<AppState>, headers: HeaderMap, body: Byt
     json(StatusCode::OK, &r)
 }
 
-async fn agent_heartbeat(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult {
+async fn agent_heartbeat(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let body = read_body(raw)?;
     let hb: Heartbeat = parse_json(&body)?;
     let r = as_caller(&s, &headers, move |txn, p| ops::heartbeat(txn, provider_of(p)?, hb)).await?;
     json(StatusCode::OK, &r)
@@ -288,7 +328,8 @@ fn parse_amount(field: &str, text: &str) -> Result<Micros, ApiError> {
     Micros::parse_decimal(text).map_err(|e| ApiError::invalid(field, e.to_string()))
 }
 
-async fn create_tenant(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult {
+async fn create_tenant(State(s): State<AppState>, headers: HeaderMap, raw: Result<Bytes, BytesRejection>) -> ApiResult {
+    let body = read_body(raw)?;
     let req: CreateTenant = parse_json(&body)?;
     let initial = match &req.initial_balance {
         Some(text) => parse_amount("initial_balance", text)?,
@@ -323,7 +364,13 @@ async fn list_tenants(State(s): State<AppState>, headers: HeaderMap) -> ApiResul
     json(StatusCode::OK, &t)
 }
 
-async fn top_up(State(s): State<AppState>, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> ApiResult {
+async fn top_up(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let body = read_body(raw)?;
     let tenant = TenantId(parse_id("id", &id)?);
     let req: TopUp = parse_json(&body)?;
     let amount = parse_amount("amount", &req.amount)?;
@@ -335,7 +382,12 @@ async fn top_up(State(s): State<AppState>, headers: HeaderMap, Path(id): Path<St
     json(StatusCode::OK, &b)
 }
 
-async fn create_provider(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult {
+async fn create_provider(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let body = read_body(raw)?;
     let req: CreateProvider = parse_json(&body)?;
     let name = req.name.clone();
     let (id, token) = as_caller(&s, &headers, move |txn, p| {
@@ -363,7 +415,8 @@ async fn list_providers(State(s): State<AppState>, headers: HeaderMap) -> ApiRes
     json(StatusCode::OK, &v)
 }
 
-async fn issue_token(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult {
+async fn issue_token(State(s): State<AppState>, headers: HeaderMap, raw: Result<Bytes, BytesRejection>) -> ApiResult {
+    let body = read_body(raw)?;
     let req: IssueToken = parse_json(&body)?;
     let (role, id) = (req.role.clone(), req.id);
     let token = as_caller(&s, &headers, move |txn, p| {

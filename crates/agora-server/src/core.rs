@@ -161,68 +161,77 @@ pub fn spawn(
     let handle = std::thread::Builder::new()
         .name("agora-core".into())
         .spawn(move || {
-            let mut vol = Volatile::default();
-            let start = now_ms();
-            // Every known agent gets a full timeout from now to reconnect.
-            for id in ex.agents.keys() {
-                vol.agent_last_seen.insert(*id, start);
-            }
-            let round = Duration::from_millis(cfg.round_interval_ms.max(10));
-            let mut next_round = Instant::now();
-            let mut snapshot_at = ex.applied;
-            let mut batch: Vec<Work> = Vec::new();
-            let mut events: Vec<Vec<u8>> = Vec::new();
-            loop {
-                let wait = next_round.saturating_duration_since(Instant::now());
-                match rx.recv_timeout(wait) {
-                    Ok(w) => {
-                        batch.push(w);
-                        while batch.len() < MAX_BATCH {
-                            match rx.try_recv() {
-                                Ok(w) => batch.push(w),
-                                Err(_) => break,
+            // A panic here is a bug; the state may be half-applied and ahead of
+            // the log. Exit so a supervisor restarts from the log, rather than
+            // leave a server that answers every request with 503.
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let mut vol = Volatile::default();
+                let start = now_ms();
+                // Every known agent gets a full timeout from now to reconnect.
+                for id in ex.agents.keys() {
+                    vol.agent_last_seen.insert(*id, start);
+                }
+                let round = Duration::from_millis(cfg.round_interval_ms.max(10));
+                let mut next_round = Instant::now();
+                let mut snapshot_at = ex.applied;
+                let mut batch: Vec<Work> = Vec::new();
+                let mut events: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    let wait = next_round.saturating_duration_since(Instant::now());
+                    match rx.recv_timeout(wait) {
+                        Ok(w) => {
+                            batch.push(w);
+                            while batch.len() < MAX_BATCH {
+                                match rx.try_recv() {
+                                    Ok(w) => batch.push(w),
+                                    Err(_) => break,
+                                }
                             }
                         }
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
                     }
-                    Err(mpsc::RecvTimeoutError::Timeout) => {}
-                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                }
-                let mut txn = Txn {
-                    ex: &mut ex,
-                    store: store.as_mut(),
-                    cfg: &cfg,
-                    vol: &mut vol,
-                    now: now_ms(),
-                    events: &mut events,
-                };
-                let replies: Vec<Reply> = batch.drain(..).map(|w| w(&mut txn)).collect();
-                if Instant::now() >= next_round {
-                    crate::ops::tick(&mut txn);
-                    next_round = Instant::now() + round;
-                }
-                if !events.is_empty() {
-                    if let Err(e) = store.append(&events) {
-                        // Memory is now ahead of the log: nothing more may be acknowledged.
-                        tracing::error!(error = %e, "cannot commit events; stopping");
-                        std::process::exit(70);
+                    let mut txn = Txn {
+                        ex: &mut ex,
+                        store: store.as_mut(),
+                        cfg: &cfg,
+                        vol: &mut vol,
+                        now: now_ms(),
+                        events: &mut events,
+                    };
+                    let replies: Vec<Reply> = batch.drain(..).map(|w| w(&mut txn)).collect();
+                    if Instant::now() >= next_round {
+                        crate::ops::tick(&mut txn);
+                        next_round = Instant::now() + round;
                     }
-                    events.clear();
-                    if ex.applied - snapshot_at >= cfg.snapshot_every_events {
-                        snapshot(&ex, store.as_mut());
-                        snapshot_at = ex.applied;
+                    if !events.is_empty() {
+                        if let Err(e) = store.append(&events) {
+                            // Memory is now ahead of the log: nothing more may be acknowledged.
+                            tracing::error!(error = %e, "cannot commit events; stopping");
+                            std::process::exit(70);
+                        }
+                        events.clear();
+                        if ex.applied - snapshot_at >= cfg.snapshot_every_events {
+                            snapshot(&ex, store.as_mut());
+                            snapshot_at = ex.applied;
+                        }
+                    }
+                    for reply in replies {
+                        reply();
+                    }
+                    if stop_flag.load(Ordering::SeqCst) {
+                        break;
                     }
                 }
-                for reply in replies {
-                    reply();
+                if ex.applied > snapshot_at {
+                    snapshot(&ex, store.as_mut());
                 }
-                if stop_flag.load(Ordering::SeqCst) {
-                    break;
-                }
+                tracing::info!("control loop stopped");
+            }));
+            if outcome.is_err() {
+                tracing::error!("the control loop panicked; exiting so the exchange restarts from its log");
+                std::process::exit(70);
             }
-            if ex.applied > snapshot_at {
-                snapshot(&ex, store.as_mut());
-            }
-            tracing::info!("control loop stopped");
         })
         .expect("spawn the control loop thread");
     (CoreHandle { tx, stop }, handle)

@@ -88,11 +88,14 @@ pub enum Event {
         idempotency_key: String,
         at: UnixMs,
     },
+    /// An agent registered (or came back). Its known nodes listed in `nodes`
+    /// are online, the others offline; nodes new to it follow as `NodeReported`.
     AgentRegistered {
         agent: AgentId,
         provider: ProviderId,
         name: String,
         source: InventorySource,
+        nodes: Vec<NodeId>,
         at: UnixMs,
     },
     NodeReported {
@@ -147,8 +150,17 @@ pub enum Event {
         error: String,
         at: UnixMs,
     },
-    /// The agent no longer runs a part it had started, and reported no exit.
+    /// The part ended without its work finishing, through no fault of the
+    /// tenant's: it vanished from its agent, or the agent stopped it while
+    /// shutting down. The lease is lost and its work requeued.
     PartVanished {
+        lease: LeaseId,
+        rank: u32,
+        cause: String,
+        at: UnixMs,
+    },
+    /// A part of a stopping lease that its agent never started: nothing to stop.
+    PartNotStarted {
         lease: LeaseId,
         rank: u32,
         at: UnixMs,
@@ -158,9 +170,11 @@ pub enum Event {
         lease: LeaseId,
         at: UnixMs,
     },
-    /// An agent was silent past the timeout; its nodes go offline and their leases are lost.
+    /// An agent was silent past the timeout; its nodes go offline and their
+    /// leases are lost, charged only up to `last_seen`.
     AgentLost {
         agent: AgentId,
+        last_seen: UnixMs,
         at: UnixMs,
     },
 }
@@ -183,6 +197,7 @@ impl Event {
             | Event::PartExited { at, .. }
             | Event::PartStartFailed { at, .. }
             | Event::PartVanished { at, .. }
+            | Event::PartNotStarted { at, .. }
             | Event::Settled { at, .. }
             | Event::AgentLost { at, .. } => *at,
         }

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use agora_engine::lifecycle::{LeaseState, OrderState};
+use agora_engine::market::OrderSpec;
 use agora_ledger::Account;
 use agora_proto::Manifest;
 use agora_proto::agent::{
@@ -14,7 +15,7 @@ use agora_proto::api::{
     PartView, ProviderView, TaskView, TenantView,
 };
 use agora_store::{LogRecord, LogStream};
-use agora_types::{JobId, JobKind, LeaseId, Micros, PricePerGpuHour, ProviderId, TenantId};
+use agora_types::{AgentId, JobId, JobKind, LeaseId, Micros, PricePerGpuHour, ProviderId, TenantId, UnixMs};
 
 use crate::auth::{Principal, new_token, token_sha256};
 use crate::core::Txn;
@@ -116,21 +117,33 @@ pub fn top_up(txn: &mut Txn<'_>, tenant: TenantId, amount: Micros, key: &str) ->
     if amount > Micros::from_units(1_000_000_000) {
         return Err(ApiError::invalid("amount", "must be at most 1,000,000,000"));
     }
-    if key.is_empty() || key.len() > 128 {
-        return Err(ApiError::invalid("idempotency_key", "must be 1..=128 characters"));
-    }
-    if txn
-        .ex
-        .ledger
-        .transfer_by_id(&agora_ledger::TransferId::new(format!("topup:{tenant}:{key}")))
-        .is_none()
+    if key.is_empty()
+        || key.len() > 64
+        || !key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
     {
-        txn.emit(Event::ToppedUp {
+        return Err(ApiError::invalid(
+            "idempotency_key",
+            "must be 1..=64 characters of A-Z a-z 0-9 . _ : -",
+        ));
+    }
+    let id = agora_ledger::TransferId::new(format!("topup:{tenant}:{key}"));
+    match txn.ex.ledger.transfer_by_id(&id) {
+        // The same key again is the same top-up: done once, answered again.
+        Some(t) if t.amount == amount => {}
+        Some(t) => {
+            return Err(ApiError::conflict(format!(
+                "idempotency_key `{key}` was used for a top-up of {}, not {amount}",
+                t.amount
+            )));
+        }
+        None => txn.emit(Event::ToppedUp {
             tenant,
             amount,
             idempotency_key: key.to_string(),
             at: txn.now,
-        });
+        }),
     }
     Ok(balance(txn, tenant))
 }
@@ -544,11 +557,18 @@ pub fn register_agent(
         }
     }
     let agent = existing_agent.unwrap_or_else(|| txn.ex.next_agent_id());
+    // Known nodes it reports again stay; known nodes it no longer reports go offline.
+    let nodes = req
+        .nodes
+        .iter()
+        .filter_map(|n| existing_agent.and_then(|a| txn.ex.node_named(a, &n.name)))
+        .collect();
     txn.emit(Event::AgentRegistered {
         agent,
         provider,
         name: req.name.clone(),
         source: req.inventory_source,
+        nodes,
         at: txn.now,
     });
     let mut ids = BTreeMap::new();
@@ -600,100 +620,123 @@ pub fn heartbeat(txn: &mut Txn<'_>, provider: ProviderId, hb: Heartbeat) -> Resu
         return Err(ApiError::too_large("log data in one heartbeat exceeds the limit"));
     }
     if !txn.ex.agents[&agent].online {
-        // A lost agent came back: its nodes are offered again.
+        // A lost agent came back: the nodes it last reported are offered again.
         let a = &txn.ex.agents[&agent];
+        let nodes = a.nodes.iter().copied().filter(|n| txn.ex.nodes[n].reported).collect();
         txn.emit(Event::AgentRegistered {
             agent,
             provider,
             name: a.name.clone(),
             source: a.source,
+            nodes,
             at: txn.now,
         });
     }
     txn.vol.agent_last_seen.insert(agent, txn.now);
-    let now = txn.now;
-    // Only parts this agent owns are accepted.
-    let owns = |txn: &Txn<'_>, part: &PartRef| -> bool {
-        txn.ex
-            .leases
-            .get(&part.lease)
-            .and_then(|l| l.parts.get(part.rank as usize))
-            .is_some_and(|p| p.agent == agent)
-    };
-    for ev in &hb.events {
-        match ev {
-            PartEvent::Started { part } if owns(txn, part) => {
-                let l = &txn.ex.leases[&part.lease];
-                if !l.is_terminal()
-                    && l.parts[part.rank as usize].started_at.is_none()
-                    && !l.parts[part.rank as usize].exited
-                {
-                    txn.emit(Event::PartStarted {
-                        lease: part.lease,
-                        rank: part.rank,
-                        at: now,
-                    });
-                }
-            }
-            PartEvent::Exited {
-                part,
-                exit_code,
-                signal,
-            } if owns(txn, part) => {
-                let l = &txn.ex.leases[&part.lease];
-                if !l.is_terminal() && !l.parts[part.rank as usize].exited {
-                    txn.emit(Event::PartExited {
-                        lease: part.lease,
-                        rank: part.rank,
-                        exit_code: *exit_code,
-                        signal: *signal,
-                        at: now,
-                    });
-                }
-            }
-            PartEvent::StartFailed { part, error } if owns(txn, part) => {
-                let l = &txn.ex.leases[&part.lease];
-                if !l.is_terminal() && !l.parts[part.rank as usize].exited {
-                    let error: String = error.chars().take(1000).collect();
-                    txn.emit(Event::PartStartFailed {
-                        lease: part.lease,
-                        rank: part.rank,
-                        error,
-                        at: now,
-                    });
-                }
-            }
-            _ => tracing::warn!(%agent, "ignoring an event for a part this agent does not own"),
-        }
+    let stopped_by_agent: BTreeSet<PartRef> = hb.stopped_by_agent.iter().copied().collect();
+    for (i, ev) in hb.events.iter().enumerate() {
+        let age_ms = hb.event_ages_ms.get(i).copied().unwrap_or(0);
+        part_event(txn, agent, ev, age_ms, &stopped_by_agent);
     }
-    // Parts the state says run here, started, but the agent neither runs nor reported ended, vanished.
     let running: BTreeSet<PartRef> = hb.running.iter().copied().collect();
-    let vanished: Vec<PartRef> = txn
-        .ex
-        .live_leases
-        .iter()
-        .flat_map(|id| {
-            let l = &txn.ex.leases[id];
-            l.parts
-                .iter()
-                .filter(|p| p.agent == agent && p.started_at.is_some() && !p.exited)
-                .map(move |p| PartRef {
-                    lease: l.id,
-                    rank: p.rank,
-                })
-        })
-        .filter(|p| !running.contains(p))
-        .collect();
-    for p in vanished {
-        tracing::warn!(lease = %p.lease, rank = p.rank, %agent, "part vanished from its agent");
-        txn.emit(Event::PartVanished {
-            lease: p.lease,
-            rank: p.rank,
-            at: now,
-        });
+    // With events still queued on the agent, a part missing from `running` may
+    // just have an exit not yet reported: conclude nothing this time.
+    if !hb.more_events {
+        reconcile(txn, agent, &running);
     }
     store_logs(txn, &hb)?;
     Ok(instructions(txn, agent, &running))
+}
+
+/// Applies one event an agent reported. Delivery is at least once, so an
+/// event already applied is ignored; only parts on this agent are accepted.
+fn part_event(txn: &mut Txn<'_>, agent: AgentId, ev: &PartEvent, age_ms: u64, stopped_by_agent: &BTreeSet<PartRef>) {
+    let part = match ev {
+        PartEvent::Started { part } | PartEvent::Exited { part, .. } | PartEvent::StartFailed { part, .. } => *part,
+    };
+    let Some(l) = txn.ex.leases.get(&part.lease) else {
+        tracing::warn!(%agent, lease = %part.lease, "ignoring an event for an unknown lease");
+        return;
+    };
+    let Some(p) = l.parts.get(part.rank as usize).filter(|p| p.agent == agent) else {
+        tracing::warn!(%agent, lease = %part.lease, rank = part.rank, "ignoring an event for a part this agent does not own");
+        return;
+    };
+    if l.is_terminal() || p.exited {
+        return;
+    }
+    // Dated when it happened on the agent — a part that ended while the exchange
+    // was unreachable is not charged for the outage — but never before the
+    // part could have started and never after now.
+    let floor = p.started_at.unwrap_or(l.assigned_at);
+    let age_ms = i64::try_from(age_ms).unwrap_or(i64::MAX);
+    let at = UnixMs(txn.now.0.saturating_sub(age_ms).max(floor.0));
+    let (lease, rank) = (part.lease, part.rank);
+    let event = match ev {
+        PartEvent::Started { .. } if p.started_at.is_none() => Event::PartStarted { lease, rank, at },
+        PartEvent::Started { .. } => return,
+        PartEvent::Exited { exit_code, .. } if stopped_by_agent.contains(&part) && *exit_code != Some(0) => {
+            Event::PartVanished {
+                lease,
+                rank,
+                cause: "its agent stopped it while shutting down".into(),
+                at,
+            }
+        }
+        PartEvent::Exited { exit_code, signal, .. } => Event::PartExited {
+            lease,
+            rank,
+            exit_code: *exit_code,
+            signal: *signal,
+            at,
+        },
+        PartEvent::StartFailed { error, .. } => Event::PartStartFailed {
+            lease,
+            rank,
+            error: error.chars().take(1000).collect(),
+            at,
+        },
+    };
+    txn.emit(event);
+}
+
+/// Compares what the agent runs with what the state expects of it: a started
+/// part it no longer runs has vanished; a part of a stopping lease it never
+/// started has nothing left to stop.
+fn reconcile(txn: &mut Txn<'_>, agent: AgentId, running: &BTreeSet<PartRef>) {
+    let mut ended = Vec::new();
+    for id in &txn.ex.live_leases {
+        let l = &txn.ex.leases[id];
+        for p in l.parts.iter().filter(|p| p.agent == agent && !p.exited) {
+            let part = PartRef {
+                lease: l.id,
+                rank: p.rank,
+            };
+            if running.contains(&part) {
+                continue;
+            }
+            if p.started_at.is_some() {
+                ended.push(Event::PartVanished {
+                    lease: l.id,
+                    rank: p.rank,
+                    cause: "the process vanished from its agent".into(),
+                    at: txn.now,
+                });
+            } else if l.state == LeaseState::Stopping {
+                ended.push(Event::PartNotStarted {
+                    lease: l.id,
+                    rank: p.rank,
+                    at: txn.now,
+                });
+            }
+        }
+    }
+    for event in ended {
+        if let Event::PartVanished { lease, rank, .. } = &event {
+            tracing::warn!(%lease, rank, %agent, "part vanished from its agent");
+        }
+        txn.emit(event);
+    }
 }
 
 fn store_logs(txn: &mut Txn<'_>, hb: &Heartbeat) -> Result<(), ApiError> {
@@ -824,23 +867,46 @@ pub fn tick(txn: &mut Txn<'_>) {
     txn.vol.last_round_us = started.elapsed().as_micros() as u64;
 }
 
+/// Whether a tenant can pay for an order at its bid: orders that cannot take
+/// no GPUs and preempt nothing in the round, so they never block work that can run.
+fn can_pay(txn: &Txn<'_>, order: &OrderSpec) -> Result<(), String> {
+    let (available, _) = txn.ex.tenant_funds(order.tenant);
+    let gpus = order.nodes.saturating_mul(order.gpus_per_node);
+    let needed = minimum_funds(txn, order.max_price, gpus).max(Micros(1));
+    if available < needed {
+        return Err(format!(
+            "waiting for funds: starting it needs at least {needed} at its max price, available {available}"
+        ));
+    }
+    Ok(())
+}
+
 fn clearing_round(txn: &mut Txn<'_>) {
-    let plan = txn.ex.market.clear();
+    let plan = txn.ex.market.clear_with(|o| can_pay(txn, o).is_ok());
     let mut reasons: BTreeMap<_, String> = plan.unplaced.iter().map(|(o, r)| (*o, r.to_string())).collect();
+    for o in txn.ex.market.pending_orders() {
+        if let Err(why) = can_pay(txn, o) {
+            reasons.insert(o.id, why);
+        }
+    }
     for p in plan.placements {
         let o = &txn.ex.orders[&p.order];
         let job = &txn.ex.jobs[&o.spec.job];
         let gpus: u32 = p.allocations.iter().map(|a| a.gpu_indices.len() as u32).sum();
+        // Earlier placements of this round may have used the tenant's funds.
         let (available, _) = txn.ex.tenant_funds(o.spec.tenant);
-        let minimum = minimum_funds(txn, p.price, gpus);
+        let minimum = minimum_funds(txn, p.price, gpus).max(Micros(1));
         if available < minimum {
             reasons.insert(
                 p.order,
-                format!("insufficient funds: placing it needs at least {minimum}, available {available}"),
+                format!("waiting for funds: starting it needs at least {minimum}, available {available}"),
             );
             continue;
         }
-        let hold = hold_for(txn, &job.manifest, p.price, gpus).min(available);
+        // At least one micro, so every lease has an escrow to settle against.
+        let hold = hold_for(txn, &job.manifest, p.price, gpus)
+            .max(Micros(1))
+            .min(available);
         let lease = txn.ex.next_lease_id();
         tracing::info!(%lease, order = %p.order, provider = %p.provider, price = %p.price, gpus, "placed");
         txn.emit(Event::LeaseStarted {
@@ -909,11 +975,18 @@ fn expire_agents(txn: &mut Txn<'_>) {
         .ex
         .agents
         .values()
-        .filter(|a| a.online && txn.vol.agent_last_seen.get(&a.id).is_none_or(|t| now.0 - t.0 > timeout))
-        .map(|a| a.id)
+        .filter(|a| a.online)
+        .filter_map(|a| {
+            let last_seen = txn.vol.agent_last_seen.get(&a.id).copied().unwrap_or(now);
+            (now.0 - last_seen.0 > timeout).then_some((a.id, last_seen))
+        })
         .collect();
-    for agent in lost {
+    for (agent, last_seen) in lost {
         tracing::warn!(%agent, "agent silent past the timeout; its leases are lost");
-        txn.emit(Event::AgentLost { agent, at: now });
+        txn.emit(Event::AgentLost {
+            agent,
+            last_seen,
+            at: now,
+        });
     }
 }

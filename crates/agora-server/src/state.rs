@@ -58,6 +58,8 @@ pub struct Node {
     pub gpus: u32,
     pub address: String,
     pub ask: PricePerGpuHour,
+    /// In its agent's latest registration (a node the agent stopped reporting is never offered).
+    pub reported: bool,
     pub online: bool,
 }
 
@@ -340,6 +342,7 @@ impl Exchange {
                 provider,
                 name,
                 source,
+                nodes,
                 ..
             } => {
                 let entry = self.agents.entry(*agent).or_insert_with(|| Agent {
@@ -354,7 +357,11 @@ impl Exchange {
                 entry.source = *source;
                 self.agent_by_name.insert((*provider, name.clone()), *agent);
                 for node in entry.nodes.clone() {
-                    self.set_node_online(node, true);
+                    let reported = nodes.contains(&node);
+                    if let Some(n) = self.nodes.get_mut(&node) {
+                        n.reported = reported;
+                    }
+                    self.set_node_online(node, reported);
                 }
             }
             Event::NodeReported {
@@ -379,6 +386,7 @@ impl Exchange {
                         gpus: *gpus,
                         address: address.clone(),
                         ask: *ask,
+                        reported: true,
                         online: true,
                     },
                 );
@@ -420,8 +428,10 @@ impl Exchange {
                     part.started_at = Some(*at);
                 }
                 if l.running_at.is_none() && l.parts.iter().all(|p| p.started_at.is_some()) {
-                    l.running_at = Some(*at);
-                    l.last_settled_at = Some(*at);
+                    // Events are dated by the agents, so the last to arrive is not always the latest.
+                    let all_started = l.parts.iter().filter_map(|p| p.started_at).max().unwrap_or(*at);
+                    l.running_at = Some(all_started);
+                    l.last_settled_at = Some(all_started);
                     if l.state == LeaseState::Assigned {
                         transition_lease(l, LeaseState::Running);
                     }
@@ -446,14 +456,15 @@ impl Exchange {
                     p.error = Some(format!("failed to start: {error}"))
                 });
             }
-            Event::PartVanished { lease, rank, at } => {
+            Event::PartVanished { lease, rank, cause, at } => {
                 self.part_ended(*lease, *rank, *at, |p| {
                     p.vanished = true;
-                    p.error = Some("the process vanished from its agent".into());
+                    p.error = Some(cause.clone());
                 });
             }
+            Event::PartNotStarted { lease, rank, at } => self.part_ended(*lease, *rank, *at, |_| {}),
             Event::Settled { lease, at } => self.apply_settle(*lease, *at),
-            Event::AgentLost { agent, at } => self.apply_agent_lost(*agent, *at),
+            Event::AgentLost { agent, last_seen, .. } => self.apply_agent_lost(*agent, *last_seen),
         }
     }
 
@@ -606,16 +617,6 @@ impl Exchange {
         l.stop_reason = Some(reason);
         l.stop_requested_at = Some(at);
         self.market.mark_stopping(lease);
-        // Parts that never started have nothing to stop: they end now.
-        let unstarted: Vec<u32> = l
-            .parts
-            .iter()
-            .filter(|p| p.started_at.is_none() && !p.exited)
-            .map(|p| p.rank)
-            .collect();
-        for rank in unstarted {
-            self.part_ended(lease, rank, at, |_| {});
-        }
     }
 
     /// Marks one part ended; when it was the last, ends the lease.
@@ -728,7 +729,8 @@ impl Exchange {
         }
     }
 
-    fn apply_agent_lost(&mut self, agent: AgentId, at: UnixMs) {
+    /// Ends the lost agent's parts as of `last_seen`: nothing after it is charged.
+    fn apply_agent_lost(&mut self, agent: AgentId, last_seen: UnixMs) {
         let a = self.agents.get_mut(&agent).expect("known agent");
         a.online = false;
         for node in a.nodes.clone() {
@@ -746,7 +748,7 @@ impl Exchange {
             })
             .collect();
         for (lease, rank) in affected {
-            self.part_ended(lease, rank, at, |p| {
+            self.part_ended(lease, rank, last_seen, |p| {
                 p.vanished = true;
                 p.error = Some("its agent stopped answering".into());
             });

@@ -29,6 +29,9 @@ impl FakeAgent {
             agent_id: self.id,
             running: self.running.iter().copied().collect(),
             events: std::mem::take(&mut self.events),
+            event_ages_ms: vec![],
+            more_events: false,
+            stopped_by_agent: vec![],
             logs: vec![],
         };
         let provider = self.provider;

@@ -142,6 +142,9 @@ pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<u8> {
                     agent_id: ids[i % ids.len()],
                     running: vec![],
                     events: vec![],
+                    event_ages_ms: vec![],
+                    more_events: false,
+                    stopped_by_agent: vec![],
                     logs: vec![],
                 };
                 let r = http

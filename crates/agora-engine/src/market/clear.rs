@@ -20,7 +20,7 @@ use super::{Allocation, Demand, Market, OrderSpec, Placement, Preemption, RoundP
 /// exhaustively.
 pub const RECLAIM_CANDIDATES: usize = 32;
 
-pub(super) fn clear(market: &Market) -> RoundPlan {
+pub(super) fn clear(market: &Market, eligible: impl Fn(&OrderSpec) -> bool) -> RoundPlan {
     let mut round = Round {
         market,
         free: Cow::Borrowed(&market.indexes.free),
@@ -32,7 +32,7 @@ pub(super) fn clear(market: &Market) -> RoundPlan {
         no_reclaim: BTreeMap::new(),
     };
     let mut plan = RoundPlan::default();
-    for order in market.pending_orders() {
+    for order in market.pending_orders().filter(|o| eligible(o)) {
         let shape = Shape {
             models: round.accepted_models(order),
             nodes: order.nodes,

@@ -442,7 +442,15 @@ impl Market {
     /// later order takes them or preempts for them again. Spot orders never
     /// preempt.
     pub fn clear(&self) -> RoundPlan {
-        clear::clear(self)
+        clear::clear(self, |_| true)
+    }
+
+    /// [`Market::clear`] over only the pending orders `eligible` accepts; the
+    /// others take no GPUs, preempt nothing and get no reason in the plan. The
+    /// caller uses it for rules outside the market, such as a tenant that
+    /// cannot pay, so an order that cannot start never blocks one that can.
+    pub fn clear_with(&self, eligible: impl Fn(&OrderSpec) -> bool) -> RoundPlan {
+        clear::clear(self, eligible)
     }
 
     /// Brings the indexes in line with a node's current state.
