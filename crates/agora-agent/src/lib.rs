@@ -100,6 +100,9 @@ struct Agent {
     /// Parts this agent stopped because it is shutting down, reported as such
     /// so the exchange requeues their work rather than failing it.
     stopped_by_agent: BTreeSet<PartRef>,
+    /// Set once shutdown begins: every later heartbeat tells the exchange to
+    /// stop offering this agent's nodes.
+    leaving: bool,
 }
 
 impl Agent {
@@ -125,6 +128,7 @@ impl Agent {
             nodes: BTreeMap::new(),
             must_register: true,
             stopped_by_agent: BTreeSet::new(),
+            leaving: false,
             registration,
             client,
             config,
@@ -230,6 +234,7 @@ impl Agent {
             event_ages_ms: self.pending.ages_ms(state::MAX_EVENTS_PER_HEARTBEAT, Instant::now()),
             more_events: self.pending.len() > events.len(),
             stopped_by_agent,
+            leaving: self.leaving,
             events,
             logs: batch.chunks(),
         };
@@ -339,6 +344,7 @@ impl Agent {
                 "stopping all parts before exiting"
             );
         }
+        self.leaving = true;
         self.stopped_by_agent.extend(running.iter().copied());
         for event in self.runtime.stop_all(grace).await {
             self.record(event);
@@ -347,12 +353,15 @@ impl Agent {
             return;
         };
         let deadline = Instant::now() + FINAL_HEARTBEAT_TIMEOUT;
-        // A few rounds, so a log backlog larger than one heartbeat still gets out.
+        // A few rounds, so a log backlog larger than one heartbeat still gets out;
+        // at least one, so the exchange learns the agent is leaving.
+        let mut sent_one = false;
         for _ in 0..4 {
             let logs_left = !self.runtime.logs().lock().expect("log buffer lock").is_empty();
-            if self.pending.is_empty() && !logs_left {
+            if self.pending.is_empty() && !logs_left && sent_one {
                 break;
             }
+            sent_one = true;
             let (heartbeat, batch) = self.next_heartbeat(agent_id);
             match tokio::time::timeout_at(deadline, self.client.heartbeat(&heartbeat)).await {
                 Ok(Ok(_ignored_instructions)) => self.acknowledged(&heartbeat),

@@ -128,6 +128,9 @@ pub struct Heartbeat {
     /// the exchange requeues their work instead of failing it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stopped_by_agent: Vec<PartRef>,
+    /// The agent is shutting down: its nodes take no new work until it registers again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub leaving: bool,
     pub logs: Vec<LogChunk>,
 }
 

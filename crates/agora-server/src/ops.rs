@@ -619,7 +619,7 @@ pub fn heartbeat(txn: &mut Txn<'_>, provider: ProviderId, hb: Heartbeat) -> Resu
     if hb.logs.iter().map(|c| c.data.len()).sum::<usize>() > MAX_HEARTBEAT_LOG_BYTES {
         return Err(ApiError::too_large("log data in one heartbeat exceeds the limit"));
     }
-    if !txn.ex.agents[&agent].online {
+    if !txn.ex.agents[&agent].online && !hb.leaving {
         // A lost agent came back: the nodes it last reported are offered again.
         let a = &txn.ex.agents[&agent];
         let nodes = a.nodes.iter().copied().filter(|n| txn.ex.nodes[n].reported).collect();
@@ -645,6 +645,18 @@ pub fn heartbeat(txn: &mut Txn<'_>, provider: ProviderId, hb: Heartbeat) -> Resu
         reconcile(txn, agent, &running);
     }
     store_logs(txn, &hb)?;
+    if hb.leaving {
+        // Its nodes go offline now; whatever it still had is lost and requeued.
+        if txn.ex.agents[&agent].online {
+            tracing::info!(%agent, "agent leaving");
+            txn.emit(Event::AgentLost {
+                agent,
+                last_seen: txn.now,
+                at: txn.now,
+            });
+        }
+        return Ok(HeartbeatResponse::default());
+    }
     Ok(instructions(txn, agent, &running))
 }
 
@@ -917,6 +929,12 @@ fn clearing_round(txn: &mut Txn<'_>) {
         });
     }
     for pre in plan.preemptions {
+        // This round's placements may have used the funds that made the order eligible.
+        let for_order = &txn.ex.orders[&pre.for_order].spec;
+        if let Err(why) = can_pay(txn, for_order) {
+            reasons.insert(pre.for_order, why);
+            continue;
+        }
         tracing::info!(lease = %pre.lease, for_order = %pre.for_order, "preempting spot lease");
         txn.emit(Event::StopRequested {
             lease: pre.lease,

@@ -2,83 +2,17 @@
 //! after it — rebuilds exactly the state the live server has: the same records,
 //! the same ledger (balances and hash chain) and the same market.
 
-use std::collections::BTreeSet;
+mod common;
+
 use std::time::Duration;
 
-use agora_proto::Manifest;
-use agora_proto::agent::{Heartbeat, InventorySource, NodeReport, PartEvent, PartRef, RegisterAgent};
 use agora_server::auth::Principal;
-use agora_server::core::CoreHandle;
 use agora_server::events::Event;
 use agora_server::state::Exchange;
 use agora_server::{ServerConfig, ops};
 use agora_store::{SqliteStore, Store};
-use agora_types::{AgentId, GpuModel, JobId, Micros, ProviderId, TenantId};
-
-/// An agent simulated in the test: it "runs" whatever it is told and reports it.
-struct FakeAgent {
-    id: AgentId,
-    provider: ProviderId,
-    running: BTreeSet<PartRef>,
-    events: Vec<PartEvent>,
-}
-
-impl FakeAgent {
-    async fn beat(&mut self, core: &CoreHandle) {
-        let hb = Heartbeat {
-            agent_id: self.id,
-            running: self.running.iter().copied().collect(),
-            events: std::mem::take(&mut self.events),
-            event_ages_ms: vec![],
-            more_events: false,
-            stopped_by_agent: vec![],
-            logs: vec![],
-        };
-        let provider = self.provider;
-        let resp = core
-            .call(move |t| ops::heartbeat(t, provider, hb))
-            .await
-            .unwrap()
-            .unwrap();
-        for s in resp.start {
-            if self.running.insert(s.part) {
-                self.events.push(PartEvent::Started { part: s.part });
-            }
-        }
-        for stop in resp.stop {
-            if self.running.remove(&stop.part) {
-                self.events.push(PartEvent::Exited {
-                    part: stop.part,
-                    exit_code: None,
-                    signal: Some(15),
-                });
-            }
-        }
-    }
-
-    fn exit_all(&mut self, code: i32) {
-        for part in std::mem::take(&mut self.running) {
-            self.events.push(PartEvent::Exited {
-                part,
-                exit_code: Some(code),
-                signal: None,
-            });
-        }
-    }
-}
-
-fn manifest(yaml: &str) -> Manifest {
-    Manifest::from_yaml(yaml).unwrap()
-}
-
-async fn submit(core: &CoreHandle, tenant: TenantId, yaml: &str) -> JobId {
-    let m = manifest(yaml);
-    core.call(move |t| ops::submit(t, tenant, m)).await.unwrap().unwrap()
-}
-
-async fn rounds() {
-    tokio::time::sleep(Duration::from_millis(150)).await;
-}
+use agora_types::{Micros, ProviderId, TenantId};
+use common::{rounds, submit};
 
 /// Replays the whole log into a fresh state, ignoring snapshots.
 fn replay_log_only(store: &dyn Store) -> Exchange {
@@ -102,28 +36,7 @@ async fn replay_and_snapshots_rebuild_the_live_state() {
     let core = server.core.clone();
     let (tenant, provider) = (TenantId(1), ProviderId(1));
 
-    let reg = RegisterAgent {
-        name: "fake".into(),
-        inventory_source: InventorySource::Declared,
-        nodes: vec![NodeReport {
-            name: "n0".into(),
-            gpu_model: GpuModel::resolve("h100").unwrap(),
-            gpus: 8,
-            address: "10.0.0.1".into(),
-            ask_micros_per_gpu_hour: Micros::from_units(2),
-        }],
-    };
-    let r = core
-        .call(move |t| ops::register_agent(t, provider, reg))
-        .await
-        .unwrap()
-        .unwrap();
-    let mut agent = FakeAgent {
-        id: r.agent_id,
-        provider,
-        running: BTreeSet::new(),
-        events: vec![],
-    };
+    let mut agent = common::register(&core, provider, "fake", 8, Micros::from_units(2)).await;
 
     let base = "max_price_per_gpu_hour: 3.00\ncommand: 'true'\n";
     submit(

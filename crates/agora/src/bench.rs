@@ -145,6 +145,7 @@ pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<u8> {
                     event_ages_ms: vec![],
                     more_events: false,
                     stopped_by_agent: vec![],
+                    leaving: false,
                     logs: vec![],
                 };
                 let r = http

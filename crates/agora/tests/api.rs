@@ -289,6 +289,96 @@ async fn bad_input_gets_a_4xx_naming_the_field() {
         )
         .await;
     assert_eq!(status, 400);
+    // Query strings, methods and sizes get JSON errors too.
+    let (status, resp) = ex.request(Method::GET, &t, "/api/v1/jobs?limit=abc", None).await;
+    assert_eq!(
+        (status, resp["error"]["code"].as_str()),
+        (400, Some("invalid_request")),
+        "{resp}"
+    );
+    let (status, resp) = ex.request(Method::GET, &t, "/api/v1/jobs?colour=blue", None).await;
+    assert_eq!(
+        (status, resp["error"]["field"].as_str()),
+        (400, Some("colour")),
+        "{resp}"
+    );
+    let (status, resp) = ex.request(Method::DELETE, &t, "/api/v1/jobs", None).await;
+    assert_eq!(
+        (status, resp["error"]["code"].as_str()),
+        (405, Some("method_not_allowed")),
+        "{resp}"
+    );
+    let huge = vec![b' '; 5 * 1024 * 1024];
+    let (status, resp) = ex
+        .request(
+            Method::POST,
+            &p,
+            "/api/v1/agent/heartbeat",
+            Some(("application/json", huge)),
+        )
+        .await;
+    assert_eq!(
+        (status, resp["error"]["code"].as_str()),
+        (413, Some("payload_too_large")),
+        "{resp}"
+    );
+    // Top-ups: a key is one top-up; reusing it for another amount is a conflict; keys are checked.
+    let top_up = |amount: &str, key: &str| {
+        json!({"amount": amount, "idempotency_key": key})
+            .to_string()
+            .into_bytes()
+    };
+    for _ in 0..2 {
+        let (status, resp) = ex
+            .request(
+                Method::POST,
+                &ex.admin,
+                "/api/v1/admin/tenants/1/topup",
+                Some(("application/json", top_up("5", "invoice-1"))),
+            )
+            .await;
+        assert_eq!(status, 200, "{resp}");
+        assert_eq!(resp["available"], 105_000_000, "the same key tops up once: {resp}");
+    }
+    let (status, resp) = ex
+        .request(
+            Method::POST,
+            &ex.admin,
+            "/api/v1/admin/tenants/1/topup",
+            Some(("application/json", top_up("6", "invoice-1"))),
+        )
+        .await;
+    assert_eq!(
+        (status, resp["error"]["code"].as_str()),
+        (409, Some("conflict")),
+        "{resp}"
+    );
+    let (status, resp) = ex
+        .request(
+            Method::POST,
+            &ex.admin,
+            "/api/v1/admin/tenants/1/topup",
+            Some(("application/json", top_up("1", "bell\u{7}"))),
+        )
+        .await;
+    assert_eq!(
+        (status, resp["error"]["field"].as_str()),
+        (400, Some("idempotency_key")),
+        "{resp}"
+    );
+    let (status, resp) = ex
+        .request(
+            Method::POST,
+            &ex.admin,
+            "/api/v1/admin/tenants/1/topup",
+            Some(("application/json", top_up("1", &"k".repeat(200)))),
+        )
+        .await;
+    assert_eq!(
+        (status, resp["error"]["field"].as_str()),
+        (400, Some("idempotency_key")),
+        "{resp}"
+    );
     // Nothing above was a server error, and the server is still healthy.
     let (status, _) = ex.request(Method::GET, &t, "/api/v1/health", None).await;
     assert_eq!(status, 200);

@@ -353,3 +353,51 @@ async fn tenant_out_of_funds_is_warned_then_ended() {
     let v: LedgerVerifyView = ex.get_ok(&ex.admin, "/api/v1/admin/ledger/verify").await;
     assert!(v.ok, "{v:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gracefully_stopped_agent_has_its_work_requeued_not_failed() {
+    let (mut ex, t) = one_provider_two_agents().await;
+    let id = ex
+        .submit(
+            &t,
+            &manifest(
+                "moved",
+                "training",
+                &gpus(8),
+                "on-demand",
+                "3.00",
+                "echo attempt; sleep 3; echo finished",
+            ),
+        )
+        .await
+        .unwrap();
+    let first = ex
+        .wait_job(&t, id, "running", |j| {
+            j.tasks[0].leases.first().is_some_and(|l| l.running_at.is_some())
+        })
+        .await;
+    let node = first.tasks[0].leases[0].parts[0].node;
+    let nodes: Vec<agora_proto::api::NodeView> = ex.get_ok(&ex.admin, "/api/v1/admin/nodes").await;
+    let victim = if nodes.iter().find(|n| n.id == node).unwrap().name == "a-node" {
+        0
+    } else {
+        1
+    };
+    // SIGTERM: the agent stops its parts and reports that it did so itself.
+    let mut agent = ex.agents.remove(victim);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    agent.wait().unwrap();
+    let job = ex.wait_ended(&t, id).await;
+    assert_eq!(job.state, "succeeded", "{job:#?}");
+    let leases = &job.tasks[0].leases;
+    assert_eq!(leases.len(), 2, "{leases:#?}");
+    assert_eq!(
+        leases[0].state, "lost",
+        "the provider's shutdown is not the tenant's failure"
+    );
+    assert_ne!(leases[1].parts[0].node, node);
+}

@@ -1,0 +1,105 @@
+//! Helpers for driving the control loop in-process: a simulated agent and
+//! shortcuts to the operations.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use agora_proto::Manifest;
+use agora_proto::agent::{Heartbeat, InventorySource, NodeReport, PartEvent, PartRef, RegisterAgent};
+use agora_server::core::CoreHandle;
+use agora_server::ops;
+use agora_types::{AgentId, GpuModel, JobId, Micros, ProviderId, TenantId};
+
+/// An agent simulated in the test: it "runs" whatever it is told and reports it.
+pub struct FakeAgent {
+    pub id: AgentId,
+    pub provider: ProviderId,
+    pub running: BTreeSet<PartRef>,
+    pub events: Vec<PartEvent>,
+}
+
+impl FakeAgent {
+    pub async fn beat(&mut self, core: &CoreHandle) {
+        let hb = Heartbeat {
+            agent_id: self.id,
+            running: self.running.iter().copied().collect(),
+            events: std::mem::take(&mut self.events),
+            event_ages_ms: vec![],
+            more_events: false,
+            stopped_by_agent: vec![],
+            leaving: false,
+            logs: vec![],
+        };
+        let provider = self.provider;
+        let resp = core
+            .call(move |t| ops::heartbeat(t, provider, hb))
+            .await
+            .unwrap()
+            .unwrap();
+        for s in resp.start {
+            if self.running.insert(s.part) {
+                self.events.push(PartEvent::Started { part: s.part });
+            }
+        }
+        for stop in resp.stop {
+            if self.running.remove(&stop.part) {
+                self.events.push(PartEvent::Exited {
+                    part: stop.part,
+                    exit_code: None,
+                    signal: Some(15),
+                });
+            }
+        }
+    }
+
+    pub fn exit_all(&mut self, code: i32) {
+        for part in std::mem::take(&mut self.running) {
+            self.events.push(PartEvent::Exited {
+                part,
+                exit_code: Some(code),
+                signal: None,
+            });
+        }
+    }
+}
+
+pub fn manifest(yaml: &str) -> Manifest {
+    Manifest::from_yaml(yaml).unwrap()
+}
+
+pub async fn submit(core: &CoreHandle, tenant: TenantId, yaml: &str) -> JobId {
+    let m = manifest(yaml);
+    core.call(move |t| ops::submit(t, tenant, m)).await.unwrap().unwrap()
+}
+
+pub async fn rounds() {
+    tokio::time::sleep(Duration::from_millis(150)).await;
+}
+
+/// Registers a simulated agent with one node of `gpus` GPUs at `ask` per GPU-hour.
+pub async fn register(core: &CoreHandle, provider: ProviderId, name: &str, gpus: u32, ask: Micros) -> FakeAgent {
+    let reg = RegisterAgent {
+        name: name.into(),
+        inventory_source: InventorySource::Declared,
+        nodes: vec![NodeReport {
+            name: "n0".into(),
+            gpu_model: GpuModel::resolve("h100").unwrap(),
+            gpus,
+            address: "10.0.0.1".into(),
+            ask_micros_per_gpu_hour: ask,
+        }],
+    };
+    let r = core
+        .call(move |t| ops::register_agent(t, provider, reg))
+        .await
+        .unwrap()
+        .unwrap();
+    FakeAgent {
+        id: r.agent_id,
+        provider,
+        running: BTreeSet::new(),
+        events: vec![],
+    }
+}

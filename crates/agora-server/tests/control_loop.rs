@@ -1,0 +1,121 @@
+//! The control loop's money rules, stepped in-process with a simulated agent:
+//! a tenant that cannot pay neither takes GPUs nor preempts anyone, and no
+//! placement ever escrows nothing.
+
+mod common;
+
+use agora_server::{Server, ServerConfig};
+use agora_types::{JobId, Micros, ProviderId, TenantId};
+use common::{rounds, submit};
+
+async fn server(min_funds_s: u64) -> (tempfile::TempDir, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
+    cfg.round_interval_ms = 30;
+    cfg.min_funds_s = min_funds_s;
+    let server = Server::start(cfg).await.unwrap();
+    server.bootstrap(Micros::from_units(1000)).await.unwrap().unwrap();
+    (dir, server)
+}
+
+async fn job_state(server: &Server, job: JobId) -> (String, Option<String>) {
+    server
+        .core
+        .call(move |t| {
+            let v = agora_server::ops::job_view(t, job);
+            (v.state, v.reason)
+        })
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unfunded_order_neither_starts_nor_preempts() {
+    let (_dir, server) = server(60).await;
+    let core = server.core.clone();
+    let mut big = common::register(&core, ProviderId(1), "big", 8, Micros::from_units(2)).await;
+    let mut small = common::register(&core, ProviderId(1), "small", 1, Micros::from_units(2)).await;
+    // The demo tenant fills the 8-GPU node with spot work.
+    let spot = submit(&core, TenantId(1), "name: spot\nkind: training\nresources:\n  gpus_per_node: 8\ntier: spot\nmax_price_per_gpu_hour: 3\ncommand: 'true'\n").await;
+    rounds().await;
+    big.beat(&core).await;
+    big.beat(&core).await;
+    assert_eq!(job_state(&server, spot).await.0, "running");
+    // Another tenant can pay one minute of an 8-GPU on-demand job (8 × 2.00/h × 60 s = 0.266666) …
+    let tenant = core
+        .call(|t| agora_server::ops::create_tenant(t, "lab", Micros::parse_decimal("0.30").unwrap()))
+        .await
+        .unwrap()
+        .unwrap()
+        .0;
+    // … but its higher-bid one-GPU job, placed first in the same round, escrows all of it.
+    let drain = submit(
+        &core,
+        tenant,
+        "name: drain\nkind: training\nresources:\n  gpus_per_node: 1\nmax_price_per_gpu_hour: 2.5\ncommand: 'true'\n",
+    )
+    .await;
+    let urgent = submit(
+        &core,
+        tenant,
+        "name: urgent\nkind: training\nresources:\n  gpus_per_node: 8\nmax_price_per_gpu_hour: 2\ncommand: 'true'\n",
+    )
+    .await;
+    rounds().await;
+    rounds().await;
+    small.beat(&core).await;
+    big.beat(&core).await;
+    assert_eq!(job_state(&server, drain).await.0, "running");
+    let (state, reason) = job_state(&server, urgent).await;
+    assert_eq!(state, "pending");
+    assert!(
+        reason.as_deref().is_some_and(|r| r.starts_with("waiting for funds")),
+        "{reason:?}"
+    );
+    // Nobody was preempted for an order that cannot start.
+    let spot_lease = core
+        .call(move |t| agora_server::ops::job_view(t, spot).tasks[0].leases[0].state.clone())
+        .await
+        .unwrap();
+    assert_eq!(spot_lease, "running");
+    assert!(big.running.len() == 1, "the spot part still runs");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_whose_funds_are_all_held_waits_instead_of_escrowing_nothing() {
+    // With no minimum, only a zero balance stops a placement.
+    let (_dir, server) = server(0).await;
+    let core = server.core.clone();
+    let mut agent = common::register(&core, ProviderId(1), "fake", 8, Micros::from_units(2)).await;
+    let tenant = core
+        .call(|t| agora_server::ops::create_tenant(t, "small", Micros::parse_decimal("0.50").unwrap()))
+        .await
+        .unwrap()
+        .unwrap()
+        .0;
+    // Each job's hold (1 GPU × 2.00/h × 1 h = 2.00) exceeds the balance: the first takes all of it.
+    let spec = "kind: training\nresources:\n  gpus_per_node: 1\nmax_price_per_gpu_hour: 2\ncommand: 'true'\n";
+    let first = submit(&core, tenant, &format!("name: first\n{spec}")).await;
+    let second = submit(&core, tenant, &format!("name: second\n{spec}")).await;
+    rounds().await;
+    rounds().await;
+    assert_eq!(job_state(&server, first).await.0, "running");
+    let (state, reason) = job_state(&server, second).await;
+    assert_eq!(state, "pending");
+    assert!(
+        reason.as_deref().is_some_and(|r| r.starts_with("waiting for funds")),
+        "{reason:?}"
+    );
+    // When the first ends, its unused hold returns and the second runs.
+    agent.beat(&core).await;
+    agent.exit_all(0);
+    agent.beat(&core).await;
+    rounds().await;
+    rounds().await;
+    assert_eq!(job_state(&server, first).await.0, "succeeded");
+    assert_eq!(job_state(&server, second).await.0, "running");
+    let verify = core.call(|t| t.ex.ledger.verify().is_ok()).await.unwrap();
+    assert!(verify);
+    server.stop().await;
+}
