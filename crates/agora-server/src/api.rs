@@ -84,6 +84,19 @@ async fn as_caller<R: Send + 'static>(
         .await?
 }
 
+/// Runs `f` on the control loop if the caller is an admin.
+async fn as_admin<R: Send + 'static>(
+    state: &AppState,
+    headers: &HeaderMap,
+    f: impl FnOnce(&mut Txn<'_>) -> Result<R, ApiError> + Send + 'static,
+) -> Result<R, ApiError> {
+    as_caller(state, headers, move |txn, p| {
+        admin(p)?;
+        f(txn)
+    })
+    .await
+}
+
 fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> ApiResult {
     Ok((status, axum::Json(value)).into_response())
 }
@@ -339,11 +352,7 @@ async fn create_tenant(State(s): State<AppState>, headers: HeaderMap, raw: Resul
         return Err(ApiError::invalid("initial_balance", "must be at most 1,000,000,000"));
     }
     let name = req.name.clone();
-    let (id, token) = as_caller(&s, &headers, move |txn, p| {
-        admin(p)?;
-        ops::create_tenant(txn, &req.name, initial)
-    })
-    .await?;
+    let (id, token) = as_admin(&s, &headers, move |txn| ops::create_tenant(txn, &req.name, initial)).await?;
     json(
         StatusCode::CREATED,
         &CreatedPrincipal {
@@ -356,11 +365,7 @@ async fn create_tenant(State(s): State<AppState>, headers: HeaderMap, raw: Resul
 }
 
 async fn list_tenants(State(s): State<AppState>, headers: HeaderMap) -> ApiResult {
-    let t = as_caller(&s, &headers, |txn, p| {
-        admin(p)?;
-        Ok(ops::tenants(txn))
-    })
-    .await?;
+    let t = as_admin(&s, &headers, |txn| Ok(ops::tenants(txn))).await?;
     json(StatusCode::OK, &t)
 }
 
@@ -374,8 +379,7 @@ async fn top_up(
     let tenant = TenantId(parse_id("id", &id)?);
     let req: TopUp = parse_json(&body)?;
     let amount = parse_amount("amount", &req.amount)?;
-    let b = as_caller(&s, &headers, move |txn, p| {
-        admin(p)?;
+    let b = as_admin(&s, &headers, move |txn| {
         ops::top_up(txn, tenant, amount, &req.idempotency_key)
     })
     .await?;
@@ -390,11 +394,7 @@ async fn create_provider(
     let body = read_body(raw)?;
     let req: CreateProvider = parse_json(&body)?;
     let name = req.name.clone();
-    let (id, token) = as_caller(&s, &headers, move |txn, p| {
-        admin(p)?;
-        ops::create_provider(txn, &req.name)
-    })
-    .await?;
+    let (id, token) = as_admin(&s, &headers, move |txn| ops::create_provider(txn, &req.name)).await?;
     json(
         StatusCode::CREATED,
         &CreatedPrincipal {
@@ -407,11 +407,7 @@ async fn create_provider(
 }
 
 async fn list_providers(State(s): State<AppState>, headers: HeaderMap) -> ApiResult {
-    let v = as_caller(&s, &headers, |txn, p| {
-        admin(p)?;
-        Ok(ops::providers(txn))
-    })
-    .await?;
+    let v = as_admin(&s, &headers, |txn| Ok(ops::providers(txn))).await?;
     json(StatusCode::OK, &v)
 }
 
@@ -419,8 +415,7 @@ async fn issue_token(State(s): State<AppState>, headers: HeaderMap, raw: Result<
     let body = read_body(raw)?;
     let req: IssueToken = parse_json(&body)?;
     let (role, id) = (req.role.clone(), req.id);
-    let token = as_caller(&s, &headers, move |txn, p| {
-        admin(p)?;
+    let token = as_admin(&s, &headers, move |txn| {
         let principal = match (req.role.as_str(), req.id) {
             ("admin", None) => Principal::Admin,
             ("tenant", Some(id)) if txn.ex.tenants.contains_key(&TenantId(id)) => Principal::Tenant(TenantId(id)),
@@ -441,19 +436,11 @@ async fn issue_token(State(s): State<AppState>, headers: HeaderMap, raw: Result<
 }
 
 async fn admin_nodes(State(s): State<AppState>, headers: HeaderMap) -> ApiResult {
-    let v = as_caller(&s, &headers, |txn, p| {
-        admin(p)?;
-        Ok(ops::nodes(txn, None))
-    })
-    .await?;
+    let v = as_admin(&s, &headers, |txn| Ok(ops::nodes(txn, None))).await?;
     json(StatusCode::OK, &v)
 }
 
 async fn verify_ledger(State(s): State<AppState>, headers: HeaderMap) -> ApiResult {
-    let v = as_caller(&s, &headers, |txn, p| {
-        admin(p)?;
-        Ok(ops::verify_ledger(txn))
-    })
-    .await?;
+    let v = as_admin(&s, &headers, |txn| Ok(ops::verify_ledger(txn))).await?;
     json(StatusCode::OK, &v)
 }

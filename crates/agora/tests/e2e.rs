@@ -177,6 +177,24 @@ async fn spot_job_is_preempted_by_on_demand() {
     }
 }
 
+/// Waits until the job runs, then hands over the agent process running it (to
+/// kill or stop) and its node. Agents `a` and `b` own `a-node` and `b-node`.
+async fn agent_running(ex: &mut Exchange, t: &str, job: u64) -> (agora_types::NodeId, std::process::Child) {
+    let running = ex
+        .wait_job(t, job, "running", |j| {
+            j.tasks[0].leases.first().is_some_and(|l| l.running_at.is_some())
+        })
+        .await;
+    let node = running.tasks[0].leases[0].parts[0].node;
+    let nodes: Vec<agora_proto::api::NodeView> = ex.get_ok(&ex.admin, "/api/v1/admin/nodes").await;
+    let index = if nodes.iter().find(|n| n.id == node).unwrap().name == "a-node" {
+        0
+    } else {
+        1
+    };
+    (node, ex.agents.remove(index))
+}
+
 async fn futures_join(ex: &Exchange, t: &str, ids: &[u64]) -> Vec<JobView> {
     let mut out = Vec::new();
     for id in ids {
@@ -277,20 +295,8 @@ async fn lost_agent_leases_are_requeued_elsewhere() {
         )
         .await
         .unwrap();
-    let first = ex
-        .wait_job(&t, id, "running", |j| {
-            j.tasks[0].leases.first().is_some_and(|l| l.running_at.is_some())
-        })
-        .await;
-    let node = first.tasks[0].leases[0].parts[0].node;
+    let (node, mut agent) = agent_running(&mut ex, &t, id).await;
     // kill -9 the agent that runs it (agents were started a then b; their nodes are `a-node`, `b-node`).
-    let nodes: Vec<agora_proto::api::NodeView> = ex.get_ok(&ex.admin, "/api/v1/admin/nodes").await;
-    let victim = if nodes.iter().find(|n| n.id == node).unwrap().name == "a-node" {
-        0
-    } else {
-        1
-    };
-    let mut agent = ex.agents.remove(victim);
     agent.kill().unwrap();
     agent.wait().unwrap();
     let job = ex.wait_ended(&t, id).await;
@@ -371,20 +377,8 @@ async fn a_gracefully_stopped_agent_has_its_work_requeued_not_failed() {
         )
         .await
         .unwrap();
-    let first = ex
-        .wait_job(&t, id, "running", |j| {
-            j.tasks[0].leases.first().is_some_and(|l| l.running_at.is_some())
-        })
-        .await;
-    let node = first.tasks[0].leases[0].parts[0].node;
-    let nodes: Vec<agora_proto::api::NodeView> = ex.get_ok(&ex.admin, "/api/v1/admin/nodes").await;
-    let victim = if nodes.iter().find(|n| n.id == node).unwrap().name == "a-node" {
-        0
-    } else {
-        1
-    };
+    let (node, mut agent) = agent_running(&mut ex, &t, id).await;
     // SIGTERM: the agent stops its parts and reports that it did so itself.
-    let mut agent = ex.agents.remove(victim);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(agent.id() as i32),
         nix::sys::signal::Signal::SIGTERM,

@@ -21,13 +21,21 @@ fn every_file_has_a_module_doc_and_no_leftover_macros() {
     rust_files(crates, &mut files);
     assert!(files.len() > 30, "found the workspace's sources: {}", files.len());
     // Spelled in pieces so this file does not trip its own check.
-    let banned = [concat!("dbg", "!("), concat!("todo", "!("), concat!("unimplemented", "!("), concat!("#[", "ignore]")];
+    let banned = [
+        concat!("dbg", "!("),
+        concat!("todo", "!("),
+        concat!("unimplemented", "!("),
+        concat!("#[", "ignore]"),
+    ];
     let mut problems = Vec::new();
     for file in &files {
         let text = std::fs::read_to_string(file).unwrap();
         let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
         if !first.starts_with("//!") {
-            problems.push(format!("{}: does not start with a `//!` line saying what it is for", file.display()));
+            problems.push(format!(
+                "{}: does not start with a `//!` line saying what it is for",
+                file.display()
+            ));
         }
         for b in banned {
             if text.contains(b) {
