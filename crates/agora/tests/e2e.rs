@@ -296,7 +296,7 @@ async fn lost_agent_leases_are_requeued_elsewhere() {
         .await
         .unwrap();
     let (node, mut agent) = agent_running(&mut ex, &t, id).await;
-    // kill -9 the agent that runs it (agents were started a then b; their nodes are `a-node`, `b-node`).
+    // kill -9 the agent that runs it.
     agent.kill().unwrap();
     agent.wait().unwrap();
     let job = ex.wait_ended(&t, id).await;
