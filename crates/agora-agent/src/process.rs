@@ -34,25 +34,43 @@ const READER_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// One entry of the output buffer: output, or the record that output was dropped.
 #[derive(Clone, Debug, PartialEq)]
 enum Entry {
-    Data(LogChunk),
-    Dropped { part: PartRef, stream: Stream, bytes: u64 },
+    /// Output, with its running number.
+    Data(u64, LogChunk),
+    Dropped {
+        seq: u64,
+        part: PartRef,
+        stream: Stream,
+        bytes: u64,
+    },
 }
 
 impl Entry {
     fn output_bytes(&self) -> usize {
         match self {
-            Entry::Data(c) => c.data.len(),
+            Entry::Data(_, c) => c.data.len(),
             Entry::Dropped { .. } => 0,
+        }
+    }
+
+    fn seq(&self) -> u64 {
+        match self {
+            Entry::Data(seq, _) | Entry::Dropped { seq, .. } => *seq,
         }
     }
 
     fn into_chunk(self) -> LogChunk {
         match self {
-            Entry::Data(c) => c,
-            Entry::Dropped { part, stream, bytes } => LogChunk {
+            Entry::Data(seq, c) => LogChunk { seq: Some(seq), ..c },
+            Entry::Dropped {
+                seq,
+                part,
+                stream,
+                bytes,
+            } => LogChunk {
                 part,
                 stream,
                 data: format!("[agora: {bytes} bytes of output dropped]\n"),
+                seq: Some(seq),
             },
         }
     }
@@ -69,6 +87,9 @@ pub struct LogBuffer {
     entries: VecDeque<Entry>,
     output_bytes: usize,
     cap_bytes: usize,
+    /// The number the next chunk gets. Entries are always in ascending order
+    /// of their numbers, which is the order they are sent in.
+    next_seq: u64,
 }
 
 /// Chunks taken for one heartbeat. Give them back with [`LogBuffer::restore`]
@@ -95,6 +116,7 @@ impl LogBuffer {
             entries: VecDeque::new(),
             output_bytes: 0,
             cap_bytes: cap_bytes.max(MAX_LOG_CHUNK_BYTES),
+            next_seq: 0,
         }
     }
 
@@ -107,7 +129,8 @@ impl LogBuffer {
             return;
         }
         self.output_bytes += chunk.data.len();
-        self.entries.push_back(Entry::Data(chunk));
+        self.entries.push_back(Entry::Data(self.next_seq, chunk));
+        self.next_seq += 1;
         self.enforce_bound();
     }
 
@@ -127,7 +150,7 @@ impl LogBuffer {
         let mut bytes = 0;
         while let Some(front) = self.entries.front() {
             let size = match front {
-                Entry::Data(c) => c.data.len(),
+                Entry::Data(_, c) => c.data.len(),
                 Entry::Dropped { .. } => 64,
             };
             if !batch.entries.is_empty() && bytes + size > max_bytes {
@@ -155,24 +178,49 @@ impl LogBuffer {
             return;
         }
         let mut dropped: BTreeMap<(PartRef, Stream), u64> = BTreeMap::new();
+        // The numbers of what is dropped: the markers reuse the smallest, so
+        // they stay below everything that remains and in ascending order.
+        let mut seqs = Vec::new();
         while self.output_bytes > self.cap_bytes {
-            match self.entries.pop_front().expect("over the bound means not empty") {
-                Entry::Data(c) => {
+            let entry = self.entries.pop_front().expect("over the bound means not empty");
+            seqs.push(entry.seq());
+            match entry {
+                Entry::Data(_, c) => {
                     self.output_bytes -= c.data.len();
                     *dropped.entry((c.part, c.stream)).or_default() += c.data.len() as u64;
                 }
-                Entry::Dropped { part, stream, bytes } => *dropped.entry((part, stream)).or_default() += bytes,
+                Entry::Dropped {
+                    part, stream, bytes, ..
+                } => *dropped.entry((part, stream)).or_default() += bytes,
             }
         }
         // Older markers now at the front are folded in too, so repeated
         // overflows leave one marker per stream rather than a pile of them.
         while let Some(Entry::Dropped { .. }) = self.entries.front() {
-            if let Some(Entry::Dropped { part, stream, bytes }) = self.entries.pop_front() {
+            if let Some(Entry::Dropped {
+                seq,
+                part,
+                stream,
+                bytes,
+            }) = self.entries.pop_front()
+            {
+                seqs.push(seq);
                 *dropped.entry((part, stream)).or_default() += bytes;
             }
         }
-        for ((part, stream), bytes) in dropped.into_iter().rev() {
-            self.entries.push_front(Entry::Dropped { part, stream, bytes });
+        seqs.sort_unstable();
+        let markers: Vec<Entry> = dropped
+            .into_iter()
+            .zip(seqs)
+            .map(|(((part, stream), bytes), seq)| Entry::Dropped {
+                seq,
+                part,
+                stream,
+                bytes,
+            })
+            .collect();
+        for marker in markers.into_iter().rev() {
+            self.entries.push_front(marker);
         }
     }
 }
@@ -253,7 +301,12 @@ async fn pump_output<R: AsyncRead + Unpin>(
         }
         let mut logs = logs.lock().expect("log buffer lock");
         for data in texts {
-            logs.push(LogChunk { part, stream, data });
+            logs.push(LogChunk {
+                part,
+                stream,
+                data,
+                seq: None,
+            });
         }
     };
     loop {
@@ -545,7 +598,39 @@ mod tests {
             part: part(rank),
             stream: Stream::Stdout,
             data: data.to_string(),
+            seq: None,
         }
+    }
+
+    fn seqs(chunks: &[LogChunk]) -> Vec<u64> {
+        chunks
+            .iter()
+            .map(|c| c.seq.expect("buffered chunks are numbered"))
+            .collect()
+    }
+
+    #[test]
+    fn chunks_are_numbered_in_sending_order_through_restores_and_drops() {
+        let cap = MAX_LOG_CHUNK_BYTES;
+        let mut b = LogBuffer::new(cap);
+        for i in 0..3 {
+            b.push(chunk(0, &format!("line {i}\n")));
+        }
+        let batch = b.take_batch(usize::MAX);
+        assert_eq!(seqs(&batch.chunks()), [0, 1, 2]);
+        // The heartbeat failed: the same chunks go again, with the same numbers, before newer ones.
+        b.restore(batch);
+        b.push(chunk(0, "line 3\n"));
+        assert_eq!(seqs(&b.take_batch(usize::MAX).chunks()), [0, 1, 2, 3]);
+        // Overflow: markers take the smallest dropped numbers; the order stays ascending.
+        let half = "z".repeat(cap / 2);
+        for _ in 0..5 {
+            b.push(chunk(0, &half));
+            b.push(chunk(1, &half));
+        }
+        let numbers = seqs(&b.take_batch(usize::MAX).chunks());
+        assert!(numbers.windows(2).all(|w| w[0] < w[1]), "{numbers:?}");
+        assert!(numbers[0] >= 4, "{numbers:?}");
     }
 
     #[test]

@@ -100,6 +100,11 @@ pub struct LogChunk {
     pub part: PartRef,
     pub stream: Stream,
     pub data: String,
+    /// The agent's running number of this chunk, increasing in the order
+    /// chunks are sent. Heartbeats are delivered at least once, so the
+    /// exchange drops a chunk numbered below one it already stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
 }
 
 pub const MAX_LOG_CHUNK_BYTES: usize = 64 * 1024;

@@ -37,6 +37,10 @@ pub struct Volatile {
     /// Why each pending order was not placed in the latest round.
     pub pending_reasons: BTreeMap<OrderId, String>,
     pub agent_last_seen: HashMap<AgentId, UnixMs>,
+    /// The next log chunk number expected from each agent (see `LogChunk::seq`).
+    /// After a restart it starts over, so at most one repeated batch per agent
+    /// can slip through then.
+    pub log_next_seq: HashMap<AgentId, u64>,
     /// Log bytes stored per job, to enforce retention.
     pub log_bytes: HashMap<JobId, u64>,
     /// Leases already warned that their tenant's funds ran out.

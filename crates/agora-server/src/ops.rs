@@ -753,7 +753,17 @@ fn reconcile(txn: &mut Txn<'_>, agent: AgentId, running: &BTreeSet<PartRef>) {
 
 fn store_logs(txn: &mut Txn<'_>, hb: &Heartbeat) -> Result<(), ApiError> {
     let mut records = Vec::new();
+    // Chunks numbered below what this agent already delivered are repeats of
+    // a heartbeat whose answer it never got.
+    let next = txn.vol.log_next_seq.get(&hb.agent_id).copied().unwrap_or(0);
+    let mut highest = None;
     for c in &hb.logs {
+        if let Some(seq) = c.seq {
+            if seq < next {
+                continue;
+            }
+            highest = highest.max(Some(seq));
+        }
         let Some(l) = txn.ex.leases.get(&c.part.lease) else {
             continue;
         };
@@ -775,6 +785,9 @@ fn store_logs(txn: &mut Txn<'_>, hb: &Heartbeat) -> Result<(), ApiError> {
         return Ok(());
     }
     txn.store.append_logs(&records).map_err(internal)?;
+    if let Some(seq) = highest {
+        txn.vol.log_next_seq.insert(hb.agent_id, seq + 1);
+    }
     let mut over = BTreeSet::new();
     for r in &records {
         let bytes = txn.vol.log_bytes.entry(r.job).or_insert(0);

@@ -119,3 +119,59 @@ async fn a_tenant_whose_funds_are_all_held_waits_instead_of_escrowing_nothing() 
     assert!(verify);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_chunks_delivered_twice_are_stored_once() {
+    use agora_proto::agent::{Heartbeat, LogChunk, PartRef, Stream};
+    let (_dir, server) = server(60).await;
+    let core = server.core.clone();
+    let mut agent = common::register(&core, ProviderId(1), "fake", 8, Micros::from_units(2)).await;
+    let job = submit(
+        &core,
+        TenantId(1),
+        "name: chatty\nkind: training\nresources:\n  gpus_per_node: 1\nmax_price_per_gpu_hour: 3\ncommand: 'true'\n",
+    )
+    .await;
+    rounds().await;
+    agent.beat(&core).await;
+    agent.beat(&core).await;
+    let part: PartRef = *agent.running.iter().next().expect("the part runs");
+    let chunk = |seq: u64, data: &str| LogChunk {
+        part,
+        stream: Stream::Stdout,
+        data: data.into(),
+        seq: Some(seq),
+    };
+    // The second and third heartbeats repeat chunks the first already delivered.
+    for logs in [
+        vec![chunk(0, "a"), chunk(1, "b")],
+        vec![chunk(0, "a"), chunk(1, "b")],
+        vec![chunk(1, "b"), chunk(2, "c")],
+    ] {
+        let hb = Heartbeat {
+            agent_id: agent.id,
+            running: vec![part],
+            events: vec![],
+            event_ages_ms: vec![],
+            more_events: false,
+            stopped_by_agent: vec![],
+            leaving: false,
+            logs,
+        };
+        core.call(move |t| agora_server::ops::heartbeat(t, ProviderId(1), hb))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let text = core
+        .call(move |t| agora_server::ops::logs(t, agora_server::auth::Principal::Tenant(TenantId(1)), job, 0, 100))
+        .await
+        .unwrap()
+        .unwrap()
+        .lines
+        .into_iter()
+        .map(|l| l.data)
+        .collect::<String>();
+    assert_eq!(text, "abc");
+    server.stop().await;
+}
