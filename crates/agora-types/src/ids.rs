@@ -53,3 +53,11 @@ id_type!(
     /// GPUs of one or more nodes granted to one order for a while.
     LeaseId
 );
+id_type!(
+    /// A site of a provider: one location with one power budget (a datacenter, an orbital platform).
+    SiteId
+);
+id_type!(
+    /// A fabric domain: nodes sharing one InfiniBand/Ethernet fabric (e.g. a 32-node scalable unit).
+    DomainId
+);

@@ -7,7 +7,7 @@ pub mod ids;
 pub mod money;
 
 pub use gpu::{GpuModel, GpuSpec, UnknownGpuModel};
-pub use ids::{AgentId, JobId, LeaseId, NodeId, OrderId, ProviderId, TenantId};
+pub use ids::{AgentId, DomainId, JobId, LeaseId, NodeId, OrderId, ProviderId, SiteId, TenantId};
 pub use money::{Micros, ParseMoneyError, PricePerGpuHour};
 
 use serde::{Deserialize, Serialize};
