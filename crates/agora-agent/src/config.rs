@@ -45,6 +45,10 @@ pub struct NodeSpec {
     pub address: String,
     /// The ask.
     pub price_micros_per_gpu_hour: Micros,
+    /// The name of one of the config's `sites`; None for the provider's default site.
+    pub site: Option<String>,
+    /// The fabric domain's name; None for one domain per agent.
+    pub fabric_domain: Option<String>,
 }
 
 /// Knobs that are not part of the YAML file; the defaults suit production and
@@ -91,6 +95,8 @@ pub struct AgentConfig {
     /// nothing is written there yet.
     pub state_dir: Option<PathBuf>,
     pub inventory: InventoryMode,
+    /// Sites the nodes are in (power budgets, regions).
+    pub sites: Vec<agora_proto::agent::SiteReport>,
     /// The declared inventory; with NVML, the first node gives this machine's
     /// name, address and ask.
     pub nodes: Vec<NodeSpec>,
@@ -120,6 +126,10 @@ pub enum ConfigError {
     EmptyField { node: String, field: &'static str },
     #[error("node name `{0}` is declared twice")]
     DuplicateNode(String),
+    #[error("node `{node}`: site `{site}` is not one of the config's sites")]
+    UnknownSite { node: String, site: String },
+    #[error("site `{0}` is declared twice, or has an empty name or region")]
+    BadSite(String),
     #[error("no provider token: set `token` in the agent config or the {TOKEN_ENV} environment variable")]
     NoToken,
 }
@@ -138,6 +148,8 @@ struct RawConfig {
     #[serde(default)]
     inventory: InventoryMode,
     #[serde(default)]
+    sites: Vec<agora_proto::agent::SiteReport>,
+    #[serde(default)]
     nodes: Vec<RawNode>,
 }
 
@@ -151,6 +163,10 @@ struct RawNode {
     #[serde(default)]
     address: Option<String>,
     price_per_gpu_hour: PriceText,
+    #[serde(default)]
+    site: Option<String>,
+    #[serde(default)]
+    fabric_domain: Option<String>,
 }
 
 /// A decimal amount written as a YAML string (`"2.50"`) or number (`2.50`).
@@ -200,12 +216,15 @@ impl AgentConfig {
             name: name.into(),
             state_dir: None,
             inventory: InventoryMode::Declared,
+            sites: Vec::new(),
             nodes: vec![NodeSpec {
                 name: "node-0".to_string(),
                 gpu_model,
                 gpus,
                 address: "127.0.0.1".to_string(),
                 price_micros_per_gpu_hour,
+                site: None,
+                fabric_domain: None,
             }],
             tuning: AgentTuning::default(),
         }
@@ -240,11 +259,25 @@ impl AgentConfig {
         if name.is_empty() {
             return Err(ConfigError::EmptyName);
         }
+        let mut site_names = std::collections::BTreeSet::new();
+        for site in &raw.sites {
+            if site.name.trim().is_empty() || site.region.trim().is_empty() || !site_names.insert(site.name.as_str()) {
+                return Err(ConfigError::BadSite(site.name.clone()));
+            }
+        }
         let mut nodes: Vec<NodeSpec> = Vec::with_capacity(raw.nodes.len());
         for n in raw.nodes {
             let node = validate_node(n)?;
             if nodes.iter().any(|other| other.name == node.name) {
                 return Err(ConfigError::DuplicateNode(node.name));
+            }
+            if let Some(site) = &node.site
+                && !site_names.contains(site.as_str())
+            {
+                return Err(ConfigError::UnknownSite {
+                    node: node.name,
+                    site: site.clone(),
+                });
             }
             nodes.push(node);
         }
@@ -254,6 +287,7 @@ impl AgentConfig {
             name,
             state_dir: raw.state_dir,
             inventory: raw.inventory,
+            sites: raw.sites,
             nodes,
             tuning: AgentTuning::default(),
         })
@@ -301,6 +335,8 @@ fn validate_node(n: RawNode) -> Result<NodeSpec, ConfigError> {
         gpus,
         address,
         price_micros_per_gpu_hour: price,
+        site: n.site.map(|s| s.trim().to_string()),
+        fabric_domain: n.fabric_domain.map(|d| d.trim().to_string()).filter(|d| !d.is_empty()),
     })
 }
 
@@ -373,6 +409,22 @@ nodes:
         assert_eq!(c.nodes[2].price_micros_per_gpu_hour, Micros(1_000_000));
         assert_eq!(c.nodes[2].address, host_name(), "address defaults to the host name");
         assert_eq!(c.tuning, AgentTuning::default());
+    }
+
+    #[test]
+    fn sites_and_fabric_domains_are_declared_and_checked() {
+        let text = "server: http://h:1\nsites:\n  - name: dc1\n    region: us-east\n    power_budget_kw: 500\n    node_overhead_w: 1200\nnodes:\n  - name: a\n    gpu_model: h100\n    gpus: 8\n    price_per_gpu_hour: 2\n    site: dc1\n    fabric_domain: su-1\n";
+        let c = AgentConfig::from_yaml_str(text).unwrap();
+        assert_eq!(c.sites[0].power_budget_kw, Some(500));
+        assert_eq!(c.sites[0].node_overhead_w, 1200);
+        assert_eq!(
+            (c.nodes[0].site.as_deref(), c.nodes[0].fabric_domain.as_deref()),
+            (Some("dc1"), Some("su-1"))
+        );
+        let err = parse_err(&text.replace("site: dc1", "site: dc2"));
+        assert!(err.contains("site `dc2` is not one of the config's sites"), "{err}");
+        let err = parse_err(&text.replace("    region: us-east\n", ""));
+        assert!(err.contains("region"), "{err}");
     }
 
     #[test]

@@ -107,6 +107,8 @@ fn report(n: &NodeSpec) -> NodeReport {
         gpus: n.gpus.get(),
         address: n.address.clone(),
         ask_micros_per_gpu_hour: n.price_micros_per_gpu_hour,
+        site: n.site.clone(),
+        fabric_domain: n.fabric_domain.clone(),
     }
 }
 
@@ -214,6 +216,8 @@ mod tests {
             gpus: NonZeroU32::new(gpus).unwrap(),
             address: "10.0.0.1".to_string(),
             price_micros_per_gpu_hour: Micros(2_000_000),
+            site: None,
+            fabric_domain: None,
         }
     }
 

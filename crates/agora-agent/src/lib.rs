@@ -110,6 +110,7 @@ impl Agent {
         let registration = RegisterAgent {
             name: config.name.clone(),
             inventory_source: inventory.source,
+            sites: config.sites.clone(),
             nodes: inventory.nodes,
         };
         let t = &config.tuning;

@@ -7,6 +7,7 @@
 //! so the same sequence of calls always yields the same plans. The server and
 //! the simulator drive the same code.
 
+pub mod health;
 pub mod lifecycle;
 pub mod market;
 
@@ -16,5 +17,5 @@ pub use lifecycle::{
 };
 pub use market::{
     Allocation, AskSummary, Demand, Lease, Market, Node, NodeSpec, OrderSpec, Placement, Preemption, RoundPlan,
-    Unplaced,
+    SitePower, SiteSpec, Unplaced,
 };

@@ -1,9 +1,12 @@
 //! Snapshot-style tests of clearing rounds: each case is a small market
 //! written as lines of text and the plan it must produce, rendered as text.
 
-use agora_engine::market::{Allocation, Market, NodeSpec, OrderSpec, Placement, RECLAIM_CANDIDATES, RoundPlan};
+use agora_engine::market::{
+    Allocation, Market, NodeSpec, OrderSpec, Placement, RECLAIM_CANDIDATES, RoundPlan, SiteSpec,
+};
 use agora_types::{
-    AgentId, GpuModel, JobId, LeaseId, Micros, NodeId, OrderId, PricePerGpuHour, ProviderId, TenantId, Tier,
+    AgentId, DomainId, GpuModel, JobId, LeaseId, Micros, NodeId, OrderId, PricePerGpuHour, ProviderId, SiteId,
+    TenantId, Tier,
 };
 
 fn price(text: &str) -> PricePerGpuHour {
@@ -20,7 +23,9 @@ fn tier(text: &str) -> Tier {
 
 /// Builds a market from lines:
 ///
-/// - `node <id> p<provider> <model> x<gpus> @<ask> [offline]`
+/// - `node <id> p<provider> <model> x<gpus> @<ask> [offline] [site=<id>] [domain=<id>]` (site 1 and
+///   domain 1 unless given)
+/// - `site <id> p<provider> budget=<W> overhead=<W>` (a site with a power budget)
 /// - `order <id> <tier> ≤<max price> <nodes>x<gpus per node> [models=A,B] [vram=<MiB>]`
 /// - `lease <id> <tier> <node>:<first>-<last> ...` (a lease held by order 1000+id at the first node's ask)
 /// - `stopping <lease id>`
@@ -31,17 +36,42 @@ fn market(setup: &str) -> Market {
         match words[0] {
             "node" => {
                 let id = NodeId(words[1].parse().unwrap());
-                m.upsert_node(NodeSpec {
+                let mut spec = NodeSpec {
                     id,
                     provider: ProviderId(words[2].strip_prefix('p').unwrap().parse().unwrap()),
                     agent: AgentId(1),
                     model: GpuModel::resolve(words[3]).unwrap(),
                     gpus: words[4].strip_prefix('x').unwrap().parse().unwrap(),
                     ask: price(words[5].strip_prefix('@').unwrap()),
-                });
-                if words.get(6) == Some(&"offline") {
+                    site: SiteId(1),
+                    domain: DomainId(1),
+                };
+                let mut offline = false;
+                for option in &words[6..] {
+                    match option.split_once('=') {
+                        None if *option == "offline" => offline = true,
+                        Some(("site", s)) => spec.site = SiteId(s.parse().unwrap()),
+                        Some(("domain", d)) => spec.domain = DomainId(d.parse().unwrap()),
+                        _ => panic!("unknown node option {option}"),
+                    }
+                }
+                m.upsert_node(spec);
+                if offline {
                     m.set_node_online(id, false);
                 }
+            }
+            "site" => {
+                let value = |i: usize, key: &str| -> u64 {
+                    let (k, v) = words[i].split_once('=').unwrap();
+                    assert_eq!(k, key);
+                    v.parse().unwrap()
+                };
+                m.upsert_site(SiteSpec {
+                    id: SiteId(words[1].parse().unwrap()),
+                    provider: ProviderId(words[2].strip_prefix('p').unwrap().parse().unwrap()),
+                    power_budget_w: Some(value(3, "budget")),
+                    node_overhead_w: value(4, "overhead") as u32,
+                });
             }
             "order" => {
                 let (nodes, gpus_per_node) = words[4].split_once('x').unwrap();
@@ -230,33 +260,204 @@ fn gang_takes_distinct_nodes_of_one_pool_in_rank_order() {
          order 1 on-demand ≤2.50 2x8",
         "place order 1 at 2.00 on provider 1: node 3 [0 1 2 3 4 5 6 7], node 7 [0 1 2 3 4 5 6 7]",
     );
-    // Best fit inside the pool: the half-used node takes a rank when 4 GPUs per node suffice.
+}
+
+#[test]
+fn gang_skips_partly_used_nodes_and_nodes_of_another_size() {
+    // Node 5 has 4 free GPUs, enough for a rank of 4, but runs a lease; node 6
+    // is whole but has 8 GPUs. Only the whole 4-GPU nodes 2 and 4 qualify.
     check(
-        "node 7 p1 H100 x8 @2.00
-         node 3 p1 H100 x8 @2.00
+        "node 2 p1 H100 x4 @2.00
+         node 4 p1 H100 x4 @2.00
          node 5 p1 H100 x8 @2.00
+         node 6 p1 H100 x8 @2.00
          lease 1 on-demand 5:0-3
          order 1 on-demand ≤2.50 2x4",
-        "place order 1 at 2.00 on provider 1: node 3 [0 1 2 3], node 5 [4 5 6 7]",
+        "place order 1 at 2.00 on provider 1: node 2 [0 1 2 3], node 4 [0 1 2 3]",
+    );
+    // Without whole nodes of its size, a gang is told why.
+    check(
+        "node 5 p1 H100 x8 @2.00
+         node 6 p1 H100 x8 @2.00
+         node 7 p1 H100 x4 @2.00
+         lease 1 on-demand 6:0-0
+         order 1 on-demand ≤2.50 2x4
+         order 2 on-demand ≤2.50 2x8
+         order 3 on-demand ≤2.50 2x2",
+        "unplaced order 1: no provider with 2 free whole nodes of 4 GPUs at ≤ 2.50/GPU-h; only 1 free at that price
+         unplaced order 2: no provider with 2 free whole nodes of 8 GPUs at ≤ 2.50/GPU-h; only 1 free at that price
+         unplaced order 3: no provider with 2 free whole nodes of 2 GPUs at ≤ 2.50/GPU-h; a gang takes whole nodes \
+         of exactly 2 GPUs and the matching nodes have 4, 8",
     );
 }
 
 #[test]
-fn gang_refused_when_only_split_across_providers() {
+fn gang_that_fits_one_domain_gets_exactly_one() {
+    // Nodes 1, 2 (domain 1) and 3, 4 (domain 2): lowest ids would split the gang.
     check(
-        "node 1 p1 H100 x8 @2.00
-         node 2 p2 H100 x8 @2.00
-         order 1 on-demand ≤2.50 2x8 models=H100",
-        "unplaced order 1: no provider with 2 nodes × 8 free H100-80GB-SXM at ≤ 2.50/GPU-h; 2 nodes have room \
-         but at most 1 in one pool (a gang needs one provider, model and ask)",
+        "node 1 p1 H100 x8 @2.00 domain=1
+         node 2 p1 H100 x8 @2.00 domain=2
+         node 3 p1 H100 x8 @2.00 domain=1
+         node 4 p1 H100 x8 @2.00 domain=2
+         order 1 on-demand ≤2.50 2x8",
+        "place order 1 at 2.00 on provider 1: node 1 [0 1 2 3 4 5 6 7], node 3 [0 1 2 3 4 5 6 7]",
     );
-    // Same provider, different asks: still two pools.
+    // One domain beats a lower ask: pool p2 is cheaper but split over two domains.
     check(
-        "node 1 p1 H100 x8 @2.00
-         node 2 p1 H100 x8 @2.10
-         order 1 spot ≤2.50 2x8",
-        "unplaced order 1: no provider with 2 nodes × 8 free GPUs at ≤ 2.50/GPU-h; 2 nodes have room \
-         but at most 1 in one pool (a gang needs one provider, model and ask)",
+        "node 1 p1 H100 x8 @2.00 domain=1
+         node 2 p1 H100 x8 @2.00 domain=1
+         node 3 p2 H100 x8 @1.00 domain=1
+         node 4 p2 H100 x8 @1.00 domain=2
+         order 1 on-demand ≤2.50 2x8",
+        "place order 1 at 2.00 on provider 1: node 1 [0 1 2 3 4 5 6 7], node 2 [0 1 2 3 4 5 6 7]",
+    );
+}
+
+#[test]
+fn gang_takes_the_best_fit_domain() {
+    // Domain 1 has 4 free whole nodes, domain 2 has 2, domain 3 has 3: a gang of
+    // 2 takes domain 2 (none stranded); then a gang of 3 takes domain 3, and the
+    // big domain 1 stays whole for a gang of 4.
+    check(
+        "node 1 p1 H100 x8 @2.00 domain=1
+         node 2 p1 H100 x8 @2.00 domain=1
+         node 3 p1 H100 x8 @2.00 domain=1
+         node 4 p1 H100 x8 @2.00 domain=1
+         node 5 p1 H100 x8 @2.00 domain=2
+         node 6 p1 H100 x8 @2.00 domain=2
+         node 7 p1 H100 x8 @2.00 domain=3
+         node 8 p1 H100 x8 @2.00 domain=3
+         node 9 p1 H100 x8 @2.00 domain=3
+         order 1 on-demand ≤2.50 2x8
+         order 2 on-demand ≤2.40 3x8
+         order 3 on-demand ≤2.30 4x8",
+        "place order 1 at 2.00 on provider 1: node 5 [0 1 2 3 4 5 6 7], node 6 [0 1 2 3 4 5 6 7]
+         place order 2 at 2.00 on provider 1: node 7 [0 1 2 3 4 5 6 7], node 8 [0 1 2 3 4 5 6 7], \
+         node 9 [0 1 2 3 4 5 6 7]
+         place order 3 at 2.00 on provider 1: node 1 [0 1 2 3 4 5 6 7], node 2 [0 1 2 3 4 5 6 7], \
+         node 3 [0 1 2 3 4 5 6 7], node 4 [0 1 2 3 4 5 6 7]",
+    );
+}
+
+#[test]
+fn larger_gang_takes_the_fewest_domains() {
+    // Free whole nodes: domain 1 has 1, domain 2 has 3, domain 3 has 2, domain 4
+    // has 2. A gang of 5 takes domain 2 whole (the most), then best fit for the
+    // last 2: domain 3 (lowest among the 2-node domains), not domain 1 plus
+    // another. Ranks are grouped by domain.
+    check(
+        "node 1 p1 H100 x4 @2.00 domain=1
+         node 2 p1 H100 x4 @2.00 domain=2
+         node 3 p1 H100 x4 @2.00 domain=2
+         node 4 p1 H100 x4 @2.00 domain=2
+         node 5 p1 H100 x4 @2.00 domain=3
+         node 6 p1 H100 x4 @2.00 domain=4
+         node 7 p1 H100 x4 @2.00 domain=4
+         node 8 p1 H100 x4 @2.00 domain=3
+         order 1 on-demand ≤2.50 5x4",
+        "place order 1 at 2.00 on provider 1: node 2 [0 1 2 3], node 3 [0 1 2 3], node 4 [0 1 2 3], \
+         node 5 [0 1 2 3], node 8 [0 1 2 3]",
+    );
+}
+
+#[test]
+fn power_budget_refuses_a_placement_with_the_reason() {
+    // Site 1: 2,000 W, 100 W per busy node. An 8 × H100 node needs 100 + 8 × 700 W.
+    check(
+        "site 1 p1 budget=2000 overhead=100
+         node 1 p1 H100 x8 @1.00 site=1
+         order 1 on-demand ≤2.00 1x8
+         order 2 on-demand ≤2.00 1x2",
+        "place order 2 at 1.00 on provider 1: node 1 [0 1]
+         unplaced order 1: no provider with 8 free GPUs at ≤ 2.00/GPU-h within power; site 1 has 2000 W of \
+         headroom and the order needs 5700 W",
+    );
+    // A cheaper node without power is passed over for one with it.
+    check(
+        "site 1 p1 budget=2000 overhead=100
+         node 1 p1 H100 x8 @1.00 site=1
+         node 2 p2 H100 x8 @1.50 site=2
+         order 1 on-demand ≤2.00 1x8",
+        "place order 1 at 1.50 on provider 2: node 2 [0 1 2 3 4 5 6 7]",
+    );
+    // A gang's whole nodes count too.
+    check(
+        "site 1 p1 budget=10000 overhead=0
+         node 1 p1 H100 x8 @1.00 site=1
+         node 2 p1 H100 x8 @1.00 site=1
+         order 1 on-demand ≤2.00 2x8",
+        "unplaced order 1: no provider with 2 free whole nodes of 8 GPUs at ≤ 2.00/GPU-h within power; site 1 has \
+         10000 W of headroom and the order needs 11200 W",
+    );
+}
+
+#[test]
+fn power_is_counted_across_placements_in_one_round() {
+    // 3,000 W and 700 W per H100: four GPUs fit, the fifth does not, on any node of the site.
+    check(
+        "site 1 p1 budget=3000 overhead=0
+         node 1 p1 H100 x8 @1.00 site=1
+         node 2 p1 H100 x8 @1.00 site=1
+         order 1 on-demand ≤2.00 1x2
+         order 2 on-demand ≤1.90 1x2
+         order 3 on-demand ≤1.80 1x1",
+        "place order 1 at 1.00 on provider 1: node 1 [0 1]
+         place order 2 at 1.00 on provider 1: node 1 [2 3]
+         unplaced order 3: no provider with 1 free GPUs at ≤ 1.80/GPU-h within power; site 1 has 200 W of \
+         headroom and the order needs 700 W",
+    );
+    // Leases already running count as well.
+    check(
+        "site 1 p1 budget=3000 overhead=0
+         node 1 p1 H100 x8 @1.00 site=1
+         lease 9 on-demand 1:0-3
+         order 1 on-demand ≤2.00 1x1",
+        "unplaced order 1: no provider with 1 free GPUs at ≤ 2.00/GPU-h within power; site 1 has 200 W of \
+         headroom and the order needs 700 W",
+    );
+}
+
+#[test]
+fn node_overhead_is_counted_once_per_busy_node() {
+    // 1,000 W of overhead per busy node, 3,200 W budget, node 1 already busy
+    // (1,700 W): its next two GPUs add 700 W each, no second overhead; the
+    // third no longer fits anywhere.
+    check(
+        "site 1 p1 budget=3200 overhead=1000
+         node 1 p1 H100 x8 @1.00 site=1
+         node 2 p1 H100 x8 @1.00 site=1
+         lease 9 on-demand 1:0-0
+         order 1 on-demand ≤2.00 1x1
+         order 2 on-demand ≤1.90 1x1
+         order 3 on-demand ≤1.80 1x1",
+        "place order 1 at 1.00 on provider 1: node 1 [1]
+         place order 2 at 1.00 on provider 1: node 1 [2]
+         unplaced order 3: no provider with 1 free GPUs at ≤ 1.80/GPU-h within power; site 1 has 100 W of \
+         headroom and the order needs 700 W",
+    );
+    // A gang's nodes each pay the overhead: 2 × (500 + 8 × 700) W.
+    check(
+        "site 1 p1 budget=12200 overhead=500
+         node 1 p1 H100 x8 @1.00 site=1
+         node 2 p1 H100 x8 @1.00 site=1
+         order 1 on-demand ≤2.00 2x8",
+        "place order 1 at 1.00 on provider 1: node 1 [0 1 2 3 4 5 6 7], node 2 [0 1 2 3 4 5 6 7]",
+    );
+    check(
+        "site 1 p1 budget=12199 overhead=500
+         node 1 p1 H100 x8 @1.00 site=1
+         node 2 p1 H100 x8 @1.00 site=1
+         order 1 on-demand ≤2.00 2x8",
+        "unplaced order 1: no provider with 2 free whole nodes of 8 GPUs at ≤ 2.00/GPU-h within power; site 1 has \
+         12199 W of headroom and the order needs 12200 W",
+    );
+    // An idle node pays the overhead: 1,000 + 700 W does not fit in 1,500 W.
+    check(
+        "site 1 p1 budget=1500 overhead=1000
+         node 1 p1 H100 x8 @1.00 site=1
+         order 1 on-demand ≤2.00 1x1",
+        "unplaced order 1: no provider with 1 free GPUs at ≤ 2.00/GPU-h within power; site 1 has 1500 W of \
+         headroom and the order needs 1700 W",
     );
 }
 
@@ -491,8 +692,9 @@ fn unplaced_reason_texts() {
          lease 9 on-demand 1:0-5
          order 1 on-demand ≤2.50 3x8
          order 2 on-demand ≤2.50 4x2",
-        "unplaced order 1: no provider with 3 nodes × 8 free GPUs at ≤ 2.50/GPU-h; only 2 nodes have room at that price
-         unplaced order 2: no provider with 4 nodes × 2 free GPUs at ≤ 2.50/GPU-h; only 3 nodes have room at that price",
+        "unplaced order 1: no provider with 3 free whole nodes of 8 GPUs at ≤ 2.50/GPU-h; only 2 free at that price
+         unplaced order 2: no provider with 4 free whole nodes of 2 GPUs at ≤ 2.50/GPU-h; a gang takes whole nodes \
+         of exactly 2 GPUs and the matching nodes have 8",
     );
 }
 

@@ -3,7 +3,8 @@
 
 use agora_engine::market::{AskSummary, Market, NodeSpec, OrderSpec, Unplaced};
 use agora_types::{
-    AgentId, GpuModel, JobId, LeaseId, Micros, NodeId, OrderId, PricePerGpuHour, ProviderId, TenantId, Tier,
+    AgentId, DomainId, GpuModel, JobId, LeaseId, Micros, NodeId, OrderId, PricePerGpuHour, ProviderId, SiteId,
+    TenantId, Tier,
 };
 
 fn price(text: &str) -> PricePerGpuHour {
@@ -18,6 +19,8 @@ fn node(id: u64, model: &str, gpus: u32, ask: &str) -> NodeSpec {
         model: GpuModel::resolve(model).unwrap(),
         gpus,
         ask: price(ask),
+        site: SiteId(1),
+        domain: DomainId(1),
     }
 }
 

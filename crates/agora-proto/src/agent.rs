@@ -29,7 +29,26 @@ pub struct RegisterAgent {
     /// same name returns the same agent id (an agent restart is not a new agent).
     pub name: String,
     pub inventory_source: InventorySource,
+    /// Sites the nodes are in, by name (unique within the provider). Nodes
+    /// naming no site are in the provider's `default` site, with no power limit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sites: Vec<SiteReport>,
     pub nodes: Vec<NodeReport>,
+}
+
+/// A site: one location with one power budget.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteReport {
+    pub name: String,
+    /// Region name, for latency and market figures (e.g. `us-east`).
+    pub region: String,
+    /// The most the site's GPUs and nodes may draw; absent for no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power_budget_kw: Option<u64>,
+    /// What a node draws besides its GPUs while it runs anything.
+    #[serde(default)]
+    pub node_overhead_w: u32,
 }
 
 /// One node as its agent reports it.
@@ -44,6 +63,13 @@ pub struct NodeReport {
     pub address: String,
     /// The ask: price per GPU-hour for this node's GPUs, in micros.
     pub ask_micros_per_gpu_hour: Micros,
+    /// The site's name from `RegisterAgent::sites`; absent for the provider's default site.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+    /// The fabric domain (one InfiniBand/Ethernet pod), by name, unique within
+    /// the provider; absent: one domain per agent, named after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fabric_domain: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

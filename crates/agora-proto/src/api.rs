@@ -225,6 +225,24 @@ pub struct NodeView {
     pub gpus_free: u32,
     pub ask: Micros,
     pub online: bool,
+    pub site: String,
+    pub fabric_domain: String,
+}
+
+/// A site with its power budget and what is drawn now.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SiteView {
+    pub provider: ProviderId,
+    pub name: String,
+    pub region: String,
+    /// Absent: no limit.
+    pub power_budget_w: Option<u64>,
+    /// Overhead of nodes running anything plus TDP × GPUs leased.
+    pub power_used_w: u64,
+    pub power_headroom_w: Option<u64>,
+    pub node_overhead_w: u32,
+    pub nodes: u32,
+    pub gpus: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -243,4 +261,38 @@ pub struct LedgerVerifyView {
 pub struct WhoAmI {
     pub role: String,
     pub id: Option<u64>,
+}
+
+/// `GET /api/v1/market/health`: concentration of the market, computed each round.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HealthView {
+    pub capacity_by_provider: ConcentrationView,
+    pub allocated_by_provider: ConcentrationView,
+    pub allocated_by_tenant: ConcentrationView,
+    /// Each tenant's largest provider and its share of the tenant's GPUs (admins
+    /// see every tenant, a tenant only itself, a provider none).
+    pub dependency: Vec<DependencyView>,
+    /// `highly_concentrated` (HHI above 1,800) and `concentration_rising` (HHI up
+    /// more than 100 since the previous round), per measure.
+    pub alerts: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConcentrationView {
+    /// GPUs counted.
+    pub total: u64,
+    pub participants: u32,
+    /// Herfindahl–Hirschman index, 0..=10,000.
+    pub hhi: u32,
+    /// Share of the four largest, in basis points.
+    pub cr4_bps: u32,
+    /// Share of the largest, in basis points.
+    pub top_bps: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DependencyView {
+    pub tenant: TenantId,
+    pub provider: ProviderId,
+    pub share_bps: u32,
 }

@@ -45,8 +45,11 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/jobs/{id}/logs", get(job_logs))
         .route("/api/v1/balance", get(balance))
         .route("/api/v1/market", get(market))
+        .route("/api/v1/market/health", get(market_health))
         .route("/api/v1/provider/nodes", get(provider_nodes))
         .route("/api/v1/provider/leases", get(provider_leases))
+        .route("/api/v1/provider/sites", get(provider_sites))
+        .route("/api/v1/admin/sites", get(admin_sites))
         .route("/api/v1/agent/register", post(agent_register))
         .route("/api/v1/agent/heartbeat", post(agent_heartbeat))
         .route("/api/v1/admin/tenants", post(create_tenant).get(list_tenants))
@@ -297,9 +300,24 @@ async fn market(State(s): State<AppState>, headers: HeaderMap) -> ApiResult {
     json(StatusCode::OK, &m)
 }
 
+async fn market_health(State(s): State<AppState>, headers: HeaderMap) -> ApiResult {
+    let h = as_caller(&s, &headers, |txn, p| Ok(ops::health(txn, p))).await?;
+    json(StatusCode::OK, &h)
+}
+
 async fn provider_nodes(State(s): State<AppState>, headers: HeaderMap) -> ApiResult {
     let n = as_caller(&s, &headers, |txn, p| Ok(ops::nodes(txn, Some(provider_of(p)?)))).await?;
     json(StatusCode::OK, &n)
+}
+
+async fn provider_sites(State(s): State<AppState>, headers: HeaderMap) -> ApiResult {
+    let v = as_caller(&s, &headers, |txn, p| Ok(ops::sites(txn, Some(provider_of(p)?)))).await?;
+    json(StatusCode::OK, &v)
+}
+
+async fn admin_sites(State(s): State<AppState>, headers: HeaderMap) -> ApiResult {
+    let v = as_admin(&s, &headers, |txn| Ok(ops::sites(txn, None))).await?;
+    json(StatusCode::OK, &v)
 }
 
 async fn provider_leases(State(s): State<AppState>, headers: HeaderMap, RawQuery(q): RawQuery) -> ApiResult {

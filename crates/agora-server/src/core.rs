@@ -45,6 +45,8 @@ pub struct Volatile {
     pub log_bytes: HashMap<JobId, u64>,
     /// Leases already warned that their tenant's funds ran out.
     pub warned: BTreeSet<agora_types::LeaseId>,
+    /// Market-health figures of the latest round.
+    pub health: Option<agora_engine::health::Health<agora_types::ProviderId, agora_types::TenantId>>,
     pub rounds: u64,
     pub last_round_us: u64,
 }

@@ -12,7 +12,8 @@ use agora_engine::market::Placement;
 use agora_proto::Manifest;
 use agora_proto::agent::InventorySource;
 use agora_types::{
-    AgentId, GpuModel, JobId, LeaseId, Micros, NodeId, OrderId, PricePerGpuHour, ProviderId, TenantId, UnixMs,
+    AgentId, DomainId, GpuModel, JobId, LeaseId, Micros, NodeId, OrderId, PricePerGpuHour, ProviderId, SiteId,
+    TenantId, UnixMs,
 };
 use serde::{Deserialize, Serialize};
 
@@ -98,6 +99,16 @@ pub enum Event {
         nodes: Vec<NodeId>,
         at: UnixMs,
     },
+    /// A provider's site, new or changed.
+    SiteReported {
+        site: SiteId,
+        provider: ProviderId,
+        name: String,
+        region: String,
+        power_budget_w: Option<u64>,
+        node_overhead_w: u32,
+        at: UnixMs,
+    },
     NodeReported {
         node: NodeId,
         agent: AgentId,
@@ -107,6 +118,10 @@ pub enum Event {
         gpus: u32,
         address: String,
         ask: PricePerGpuHour,
+        site: SiteId,
+        /// Fabric domain: its id, and its name within the provider.
+        domain: DomainId,
+        fabric_domain: String,
         at: UnixMs,
     },
     JobSubmitted {
@@ -188,6 +203,7 @@ impl Event {
             | Event::TokenIssued { at, .. }
             | Event::ToppedUp { at, .. }
             | Event::AgentRegistered { at, .. }
+            | Event::SiteReported { at, .. }
             | Event::NodeReported { at, .. }
             | Event::JobSubmitted { at, .. }
             | Event::CancelRequested { at, .. }

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use agora_engine::health::{Alert, Concentration, Health, Holdings, Measure};
 use agora_engine::lifecycle::{LeaseState, OrderState};
 use agora_engine::market::OrderSpec;
 use agora_ledger::Account;
@@ -11,8 +12,8 @@ use agora_proto::agent::{
     Heartbeat, HeartbeatResponse, LaunchSpec, PartEvent, PartRef, RegisterAgent, RegisterResponse, StopOrder,
 };
 use agora_proto::api::{
-    BalanceView, JobView, LeaseView, LedgerVerifyView, LogLine, LogsResponse, MarketView, ModelMarket, NodeView,
-    PartView, ProviderView, TaskView, TenantView,
+    BalanceView, ConcentrationView, DependencyView, HealthView, JobView, LeaseView, LedgerVerifyView, LogLine,
+    LogsResponse, MarketView, ModelMarket, NodeView, PartView, ProviderView, SiteView, TaskView, TenantView,
 };
 use agora_store::{LogRecord, LogStream};
 use agora_types::{AgentId, JobId, JobKind, LeaseId, Micros, PricePerGpuHour, ProviderId, TenantId, UnixMs};
@@ -28,6 +29,11 @@ pub const MAX_NAME_LEN: usize = 64;
 pub const MAX_NODES_PER_AGENT: usize = 1024;
 pub const MAX_GPUS_PER_NODE: u32 = 64;
 pub const MAX_LOG_PAGE: usize = 5000;
+/// 10 GW: well above any site that exists.
+pub const MAX_SITE_POWER_KW: u64 = 10_000_000;
+pub const MAX_NODE_OVERHEAD_W: u32 = 100_000;
+/// The site of nodes that name none: no power limit.
+pub const DEFAULT_SITE: &str = "default";
 
 /// The port gang members rendezvous on is derived from the lease id, so two
 /// gangs sharing a master node do not collide (within 1,000 concurrent leases).
@@ -451,6 +457,31 @@ pub fn nodes(txn: &Txn<'_>, provider: Option<ProviderId>) -> Vec<NodeView> {
             gpus_free: txn.ex.market.free_gpus(n.id).unwrap_or(0),
             ask: n.ask.0,
             online: n.online,
+            site: txn.ex.sites.get(&n.site).map_or_else(String::new, |s| s.name.clone()),
+            fabric_domain: n.fabric_domain.clone(),
+        })
+        .collect()
+}
+
+pub fn sites(txn: &Txn<'_>, provider: Option<ProviderId>) -> Vec<SiteView> {
+    txn.ex
+        .sites
+        .values()
+        .filter(|s| provider.is_none_or(|p| p == s.provider))
+        .map(|s| {
+            let power = txn.ex.market.site_power(s.id);
+            let nodes: Vec<_> = txn.ex.nodes.values().filter(|n| n.site == s.id).collect();
+            SiteView {
+                provider: s.provider,
+                name: s.name.clone(),
+                region: s.region.clone(),
+                power_budget_w: s.power_budget_w,
+                power_used_w: power.as_ref().map_or(0, |p| p.used_w),
+                power_headroom_w: power.and_then(|p| p.headroom_w),
+                node_overhead_w: s.node_overhead_w,
+                nodes: nodes.len() as u32,
+                gpus: nodes.iter().map(|n| n.gpus).sum(),
+            }
         })
         .collect()
 }
@@ -534,6 +565,43 @@ pub fn register_agent(
             ));
         }
     }
+    let mut site_names = BTreeSet::new();
+    for (i, site) in req.sites.iter().enumerate() {
+        validate_name(&format!("sites[{i}].name"), &site.name)?;
+        validate_name(&format!("sites[{i}].region"), &site.region)?;
+        if !site_names.insert(site.name.as_str()) {
+            return Err(ApiError::invalid(
+                format!("sites[{i}].name"),
+                format!("duplicate site name `{}`", site.name),
+            ));
+        }
+        if site.power_budget_kw.is_some_and(|kw| kw == 0 || kw > MAX_SITE_POWER_KW) {
+            return Err(ApiError::invalid(
+                format!("sites[{i}].power_budget_kw"),
+                format!("must be 1..={MAX_SITE_POWER_KW}"),
+            ));
+        }
+        if site.node_overhead_w > MAX_NODE_OVERHEAD_W {
+            return Err(ApiError::invalid(
+                format!("sites[{i}].node_overhead_w"),
+                format!("must be at most {MAX_NODE_OVERHEAD_W}"),
+            ));
+        }
+    }
+    // Where each node is: a site name (declared now or before) and a fabric domain name.
+    let mut placement: Vec<(String, String)> = Vec::with_capacity(req.nodes.len());
+    for (i, n) in req.nodes.iter().enumerate() {
+        let site = n.site.clone().unwrap_or_else(|| DEFAULT_SITE.to_string());
+        if n.site.is_some() && !site_names.contains(site.as_str()) && txn.ex.site_named(provider, &site).is_none() {
+            return Err(ApiError::invalid(
+                format!("nodes[{i}].site"),
+                format!("site `{site}` is not declared in `sites`"),
+            ));
+        }
+        let domain = n.fabric_domain.clone().unwrap_or_else(|| req.name.clone());
+        validate_name(&format!("nodes[{i}].fabric_domain"), &domain)?;
+        placement.push((site, domain));
+    }
     let existing_agent = txn.ex.agent_named(provider, &req.name);
     // Everything is checked before anything is emitted: a refused registration changes nothing.
     if let Some(agent) = existing_agent {
@@ -554,6 +622,21 @@ pub fn register_agent(
                     n.name, n.gpus
                 )));
             }
+            // Nor move to another site or fabric domain while its leases run there.
+            let cur = &txn.ex.nodes[&id];
+            let (site, domain) = &placement[i];
+            let moved = txn.ex.sites[&cur.site].name != *site || cur.fabric_domain != *domain;
+            let leased = txn
+                .ex
+                .market
+                .node(id)
+                .is_some_and(|m| m.gpu_owners().iter().any(Option::is_some));
+            if moved && leased {
+                return Err(ApiError::conflict(format!(
+                    "nodes[{i}]: node `{}` cannot change site or fabric domain while it runs leases",
+                    n.name
+                )));
+            }
         }
     }
     let agent = existing_agent.unwrap_or_else(|| txn.ex.next_agent_id());
@@ -571,14 +654,58 @@ pub fn register_agent(
         nodes,
         at: txn.now,
     });
+    // Sites new or changed, and the default site when a node needs it.
+    let mut sites = req.sites.clone();
+    if placement.iter().any(|(site, _)| site == DEFAULT_SITE)
+        && !site_names.contains(DEFAULT_SITE)
+        && txn.ex.site_named(provider, DEFAULT_SITE).is_none()
+    {
+        sites.push(agora_proto::agent::SiteReport {
+            name: DEFAULT_SITE.into(),
+            region: DEFAULT_SITE.into(),
+            power_budget_kw: None,
+            node_overhead_w: 0,
+        });
+    }
+    for site in sites {
+        let power_budget_w = site.power_budget_kw.map(|kw| kw * 1000);
+        let existing = txn.ex.site_named(provider, &site.name);
+        let unchanged = existing.is_some_and(|id| {
+            let cur = &txn.ex.sites[&id];
+            cur.region == site.region
+                && cur.power_budget_w == power_budget_w
+                && cur.node_overhead_w == site.node_overhead_w
+        });
+        if !unchanged {
+            txn.emit(Event::SiteReported {
+                site: existing.unwrap_or_else(|| txn.ex.next_site_id()),
+                provider,
+                name: site.name,
+                region: site.region,
+                power_budget_w,
+                node_overhead_w: site.node_overhead_w,
+                at: txn.now,
+            });
+        }
+    }
     let mut ids = BTreeMap::new();
-    for n in req.nodes {
+    for (n, (site_name, domain_name)) in req.nodes.into_iter().zip(placement) {
         let existing = txn.ex.node_named(agent, &n.name);
         let node = existing.unwrap_or_else(|| txn.ex.next_node_id());
         let ask = PricePerGpuHour(n.ask_micros_per_gpu_hour);
+        let site = txn
+            .ex
+            .site_named(provider, &site_name)
+            .expect("sites were reported above");
+        let domain = txn.ex.domain_named(provider, &domain_name).unwrap_or_else(|new| new);
         let unchanged = existing.is_some_and(|id| {
             let cur = &txn.ex.nodes[&id];
-            cur.model == n.gpu_model && cur.gpus == n.gpus && cur.address == n.address && cur.ask == ask
+            cur.model == n.gpu_model
+                && cur.gpus == n.gpus
+                && cur.address == n.address
+                && cur.ask == ask
+                && cur.site == site
+                && cur.domain == domain
         });
         if !unchanged {
             txn.emit(Event::NodeReported {
@@ -590,6 +717,9 @@ pub fn register_agent(
                 gpus: n.gpus,
                 address: n.address,
                 ask,
+                site,
+                domain,
+                fabric_domain: domain_name,
                 at: txn.now,
             });
         }
@@ -886,6 +1016,7 @@ fn launch_spec(txn: &Txn<'_>, l: &Lease, rank: u32) -> LaunchSpec {
 pub fn tick(txn: &mut Txn<'_>) {
     let started = std::time::Instant::now();
     clearing_round(txn);
+    compute_health(txn);
     settle_and_check_funds(txn);
     expire_agents(txn);
     txn.vol.rounds += 1;
@@ -956,6 +1087,76 @@ fn clearing_round(txn: &mut Txn<'_>) {
         });
     }
     txn.vol.pending_reasons = reasons;
+}
+
+/// Concentration of capacity (online GPUs) and of allocated GPUs (live leases).
+fn compute_health(txn: &mut Txn<'_>) {
+    let mut h = Holdings::default();
+    for n in txn.ex.nodes.values().filter(|n| n.online) {
+        *h.capacity.entry(n.provider).or_insert(0) += u64::from(n.gpus);
+    }
+    for id in &txn.ex.live_leases {
+        let l = &txn.ex.leases[id];
+        *h.allocated.entry((l.tenant, l.provider)).or_insert(0) += u64::from(l.gpus);
+    }
+    let health = Health::compute(&h, txn.vol.health.as_ref());
+    for alert in &health.alerts {
+        if matches!(alert, Alert::ConcentrationRising { .. }) {
+            tracing::warn!(?alert, "market concentration rising");
+        }
+    }
+    txn.vol.health = Some(health);
+}
+
+pub fn health(txn: &Txn<'_>, who: Principal) -> HealthView {
+    let view = |c: &Concentration| ConcentrationView {
+        total: c.total,
+        participants: c.participants,
+        hhi: c.hhi,
+        cr4_bps: c.cr4_bps,
+        top_bps: c.top_bps,
+    };
+    let empty = Health::compute(&Holdings::default(), None);
+    let h = txn.vol.health.as_ref().unwrap_or(&empty);
+    HealthView {
+        capacity_by_provider: view(&h.capacity_by_provider),
+        allocated_by_provider: view(&h.allocated_by_provider),
+        allocated_by_tenant: view(&h.allocated_by_tenant),
+        dependency: h
+            .dependency
+            .iter()
+            .filter(|(t, _)| match who {
+                Principal::Admin => true,
+                Principal::Tenant(me) => **t == me,
+                Principal::Provider(_) => false,
+            })
+            .map(|(t, (p, bps))| DependencyView {
+                tenant: *t,
+                provider: *p,
+                share_bps: *bps,
+            })
+            .collect(),
+        alerts: h
+            .alerts
+            .iter()
+            .map(|a| match a {
+                Alert::HighlyConcentrated { measure, hhi } => {
+                    format!("highly_concentrated: {} HHI {hhi} > 1800", measure_name(*measure))
+                }
+                Alert::ConcentrationRising { measure, from, to } => {
+                    format!("concentration_rising: {} HHI {from} → {to}", measure_name(*measure))
+                }
+            })
+            .collect(),
+    }
+}
+
+fn measure_name(m: Measure) -> &'static str {
+    match m {
+        Measure::CapacityByProvider => "capacity by provider",
+        Measure::AllocatedByProvider => "allocated GPUs by provider",
+        Measure::AllocatedByTenant => "allocated GPUs by tenant",
+    }
 }
 
 fn settle_and_check_funds(txn: &mut Txn<'_>) {

@@ -9,13 +9,13 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use agora_engine::lifecycle::{JobState, LeaseState, OrderState};
-use agora_engine::market::{Allocation, Market, NodeSpec, OrderSpec, Placement};
+use agora_engine::market::{Allocation, Market, NodeSpec, OrderSpec, Placement, SiteSpec};
 use agora_ledger::{Account, Ledger, TransferId};
 use agora_proto::Manifest;
 use agora_proto::agent::InventorySource;
 use agora_types::{
-    AgentId, GpuModel, JobId, JobKind, LeaseId, Micros, NodeId, OrderId, PricePerGpuHour, ProviderId, TenantId, Tier,
-    UnixMs,
+    AgentId, DomainId, GpuModel, JobId, JobKind, LeaseId, Micros, NodeId, OrderId, PricePerGpuHour, ProviderId, SiteId,
+    TenantId, Tier, UnixMs,
 };
 
 use serde::{Deserialize, Serialize};
@@ -58,9 +58,35 @@ pub struct Node {
     pub gpus: u32,
     pub address: String,
     pub ask: PricePerGpuHour,
+    pub site: SiteId,
+    pub domain: DomainId,
+    /// The fabric domain's name within the provider.
+    pub fabric_domain: String,
     /// In its agent's latest registration (a node the agent stopped reporting is never offered).
     pub reported: bool,
     pub online: bool,
+}
+
+/// One location of a provider with one power budget.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Site {
+    pub id: SiteId,
+    pub provider: ProviderId,
+    pub name: String,
+    pub region: String,
+    pub power_budget_w: Option<u64>,
+    pub node_overhead_w: u32,
+}
+
+impl Site {
+    fn spec(&self) -> SiteSpec {
+        SiteSpec {
+            id: self.id,
+            provider: self.provider,
+            power_budget_w: self.power_budget_w,
+            node_overhead_w: self.node_overhead_w,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -157,9 +183,14 @@ pub struct Exchange {
     pub agents: BTreeMap<AgentId, Agent>,
     #[serde(skip)]
     agent_by_name: BTreeMap<(ProviderId, String), AgentId>,
+    pub sites: BTreeMap<SiteId, Site>,
+    #[serde(skip)]
+    site_by_name: BTreeMap<(ProviderId, String), SiteId>,
     pub nodes: BTreeMap<NodeId, Node>,
     #[serde(skip)]
     node_by_name: BTreeMap<(AgentId, String), NodeId>,
+    #[serde(skip)]
+    domain_by_name: BTreeMap<(ProviderId, String), DomainId>,
     pub jobs: BTreeMap<JobId, Job>,
     pub orders: BTreeMap<OrderId, Order>,
     pub leases: BTreeMap<LeaseId, Lease>,
@@ -191,8 +222,14 @@ impl Exchange {
         for a in ex.agents.values() {
             ex.agent_by_name.insert((a.provider, a.name.clone()), a.id);
         }
+        for site in ex.sites.values() {
+            ex.site_by_name.insert((site.provider, site.name.clone()), site.id);
+            ex.market.upsert_site(site.spec());
+        }
         for n in ex.nodes.values() {
             ex.node_by_name.insert((n.agent, n.name.clone()), n.id);
+            ex.domain_by_name
+                .insert((n.provider, n.fabric_domain.clone()), n.domain);
             ex.market.upsert_node(NodeSpec {
                 id: n.id,
                 provider: n.provider,
@@ -200,6 +237,8 @@ impl Exchange {
                 model: n.model,
                 gpus: n.gpus,
                 ask: n.ask,
+                site: n.site,
+                domain: n.domain,
             });
             ex.market.set_node_online(n.id, n.online);
         }
@@ -271,6 +310,24 @@ impl Exchange {
 
     pub fn agent_named(&self, provider: ProviderId, name: &str) -> Option<AgentId> {
         self.agent_by_name.get(&(provider, name.to_string())).copied()
+    }
+
+    pub fn site_named(&self, provider: ProviderId, name: &str) -> Option<SiteId> {
+        self.site_by_name.get(&(provider, name.to_string())).copied()
+    }
+
+    pub fn next_site_id(&self) -> SiteId {
+        SiteId(self.sites.keys().next_back().map_or(1, |s| s.0 + 1))
+    }
+
+    /// The fabric domain of that name, or the id a new one would get.
+    pub fn domain_named(&self, provider: ProviderId, name: &str) -> Result<DomainId, DomainId> {
+        match self.domain_by_name.get(&(provider, name.to_string())) {
+            Some(d) => Ok(*d),
+            None => Err(DomainId(
+                self.domain_by_name.values().map(|d| d.0).max().unwrap_or(0) + 1,
+            )),
+        }
     }
 
     pub fn node_named(&self, agent: AgentId, name: &str) -> Option<NodeId> {
@@ -364,6 +421,27 @@ impl Exchange {
                     self.set_node_online(node, reported);
                 }
             }
+            Event::SiteReported {
+                site,
+                provider,
+                name,
+                region,
+                power_budget_w,
+                node_overhead_w,
+                ..
+            } => {
+                let s = Site {
+                    id: *site,
+                    provider: *provider,
+                    name: name.clone(),
+                    region: region.clone(),
+                    power_budget_w: *power_budget_w,
+                    node_overhead_w: *node_overhead_w,
+                };
+                self.market.upsert_site(s.spec());
+                self.site_by_name.insert((*provider, name.clone()), *site);
+                self.sites.insert(*site, s);
+            }
             Event::NodeReported {
                 node,
                 agent,
@@ -373,6 +451,9 @@ impl Exchange {
                 gpus,
                 address,
                 ask,
+                site,
+                domain,
+                fabric_domain,
                 ..
             } => {
                 self.nodes.insert(
@@ -386,11 +467,15 @@ impl Exchange {
                         gpus: *gpus,
                         address: address.clone(),
                         ask: *ask,
+                        site: *site,
+                        domain: *domain,
+                        fabric_domain: fabric_domain.clone(),
                         reported: true,
                         online: true,
                     },
                 );
                 self.node_by_name.insert((*agent, name.clone()), *node);
+                self.domain_by_name.insert((*provider, fabric_domain.clone()), *domain);
                 self.agents
                     .get_mut(agent)
                     .expect("node of a known agent")
@@ -403,6 +488,8 @@ impl Exchange {
                     model: *model,
                     gpus: *gpus,
                     ask: *ask,
+                    site: *site,
+                    domain: *domain,
                 });
                 self.market.set_node_online(*node, true);
             }

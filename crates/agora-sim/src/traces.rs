@@ -39,7 +39,7 @@ fn read(path: &Path) -> Result<String, TraceError> {
     })
 }
 
-fn columns<'a>(line: &'a str, n: usize, number: usize) -> Result<Vec<&'a str>, TraceError> {
+fn columns(line: &str, n: usize, number: usize) -> Result<Vec<&str>, TraceError> {
     let cols: Vec<&str> = line.split(',').map(str::trim).collect();
     if cols.len() != n {
         return Err(TraceError::Columns {

@@ -461,6 +461,42 @@ pub(crate) async fn market(conn: &Conn) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+pub(crate) async fn health(conn: &Conn) -> anyhow::Result<u8> {
+    let h: agora_proto::api::HealthView = client(conn)?.get("/api/v1/market/health").await?;
+    if conn.output == Output::Json {
+        return print_json(&h);
+    }
+    let pct = |bps: u32| format!("{}.{:02} %", bps / 100, bps % 100);
+    let mut t = table::new(&["measure", "gpus", "participants", "hhi", "cr4", "largest"]);
+    for (name, c) in [
+        ("capacity by provider", &h.capacity_by_provider),
+        ("allocated by provider", &h.allocated_by_provider),
+        ("allocated by tenant", &h.allocated_by_tenant),
+    ] {
+        t.add_row(vec![
+            name.to_string(),
+            c.total.to_string(),
+            c.participants.to_string(),
+            c.hhi.to_string(),
+            pct(c.cr4_bps),
+            pct(c.top_bps),
+        ]);
+    }
+    println!("{t}");
+    for d in &h.dependency {
+        println!(
+            "tenant {} depends on provider {} for {} of its GPUs",
+            d.tenant,
+            d.provider,
+            pct(d.share_bps)
+        );
+    }
+    for a in &h.alerts {
+        println!("alert: {a}");
+    }
+    Ok(0)
+}
+
 fn print_nodes(conn: &Conn, nodes: &[NodeView]) -> anyhow::Result<u8> {
     if conn.output == Output::Json {
         return print_json(&nodes);

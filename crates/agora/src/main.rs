@@ -162,16 +162,20 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Market health: concentration (HHI, CR4) of capacity and allocated GPUs, dependency, alerts.
+    Health {
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Provider commands.
     Provider {
         #[command(subcommand)]
         command: commands::ProviderCommand,
     },
-    /// Measure this machine: `agora bench server` for submissions/s and heartbeats/s.
-    Bench {
-        #[command(subcommand)]
-        command: bench::BenchCommand,
-    },
+    /// Measure this machine: the clearing engine on a fleet, or `agora bench server`.
+    ///
+    /// Example: agora bench --fleet colossus --orders 50000 --seed 1 --output json
+    Bench(bench::BenchArgs),
     /// Operator commands (admin token).
     Admin {
         #[command(subcommand)]
@@ -218,11 +222,12 @@ fn main() -> ExitCode {
             Command::Cancel { id, conn } => commands::cancel(&conn, &id).await,
             Command::Balance { conn } => commands::balance(&conn).await,
             Command::Market { conn } => commands::market(&conn).await,
+            Command::Health { conn } => commands::health(&conn).await,
             Command::Provider { command } => commands::provider(command).await,
             Command::Admin { command } => commands::admin(command).await,
-            Command::Bench { command } => {
+            Command::Bench(args) => {
                 init_logs("warn");
-                bench::run(command).await
+                bench::run(args).await
             }
         }
     });

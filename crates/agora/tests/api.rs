@@ -44,6 +44,16 @@ async fn tenants_are_isolated_and_roles_enforced() {
     }
     let (_, list) = ex.request(Method::GET, &b, "/api/v1/jobs", None).await;
     assert_eq!(list.as_array().unwrap().len(), 0, "B lists none of A's jobs");
+    // Market health is public, but a tenant's dependency on providers is its own.
+    let (_, health) = ex.request(Method::GET, &b, "/api/v1/market/health", None).await;
+    assert_eq!(health["dependency"], json!([]), "{health}");
+    let (_, health) = ex.request(Method::GET, &a, "/api/v1/market/health", None).await;
+    assert_eq!(
+        health["dependency"],
+        json!([{"tenant": 1, "provider": 1, "share_bps": 10_000}]),
+        "{health}"
+    );
+    assert_eq!(health["allocated_by_tenant"]["hhi"], 10_000);
     let (_, bal) = ex.request(Method::GET, &b, "/api/v1/balance", None).await;
     assert_eq!(bal["available"], 100_000_000, "B sees its own balance only");
 

@@ -87,6 +87,21 @@ async fn two_gpu_job_sees_two_distinct_gpus_and_is_charged_exactly() {
     assert_eq!(v.balances["exchange:fees"], fee);
     let bal: agora_proto::api::BalanceView = ex.get_ok(&t, "/api/v1/balance").await;
     assert_eq!(bal.available, Micros::from_units(1000) - expected);
+    // Two providers of 8 GPUs each: capacity HHI 5,000, highly concentrated.
+    let health: agora_proto::api::HealthView = ex.get_ok(&t, "/api/v1/market/health").await;
+    assert_eq!(
+        (health.capacity_by_provider.hhi, health.capacity_by_provider.total),
+        (5_000, 16)
+    );
+    assert_eq!(health.capacity_by_provider.cr4_bps, 10_000);
+    assert!(
+        health
+            .alerts
+            .iter()
+            .any(|a| a.starts_with("highly_concentrated: capacity by provider")),
+        "{:?}",
+        health.alerts
+    );
     assert_eq!(bal.held, Micros::ZERO, "the unused hold was released");
 }
 
@@ -263,7 +278,7 @@ async fn cancel_stops_a_running_job_and_withdraws_a_pending_one() {
         .unwrap();
     let p = ex.wait_job(&t, pending, "explained", |j| j.reason.is_some()).await;
     assert_eq!(p.state, "pending");
-    assert!(p.reason.as_deref().unwrap().contains("3 nodes"), "{:?}", p.reason);
+    assert!(p.reason.as_deref().unwrap().contains("3 free whole nodes of 8 GPUs"), "{:?}", p.reason);
 
     for id in [running, pending] {
         ex.post_ok::<JobView>(&t, &format!("/api/v1/jobs/{id}/cancel"), serde_json::json!({}))

@@ -1,15 +1,17 @@
 //! One clearing round: serve pending orders in priority order, each through
-//! the stages find (cheapest feasible placement on free GPUs) → reserve (take
-//! its GPUs from the round's copy of the free index) → else reclaim (on-demand
-//! only: plan preemptions) → else explain (a typed reason).
+//! the stages find (cheapest feasible placement on free GPUs, within the
+//! power of its sites; for a gang, the fewest fabric domains) → reserve (take
+//! its GPUs from the round's copies of the indexes and its watts from its
+//! sites) → else reclaim (on-demand only: plan preemptions) → else explain (a
+//! typed reason).
 
 use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 
-use agora_types::{GpuModel, LeaseId, Micros, NodeId, PricePerGpuHour, ProviderId, Tier};
+use agora_types::{DomainId, GpuModel, LeaseId, Micros, NodeId, PricePerGpuHour, ProviderId, SiteId, Tier};
 
-use super::index::{BucketIndex, Buckets, IndexEntry, PoolKey};
+use super::index::{BucketIndex, BucketKey, GangPoolKey, IndexEntry, PoolKey, WholeIndex, WholeNodes};
 use super::{Allocation, Demand, Market, OrderSpec, Placement, Preemption, RoundPlan, Unplaced};
 
 /// How many feasible nodes preemption scores for one order (per pool, for a
@@ -25,6 +27,8 @@ pub(super) fn clear(market: &Market, eligible: impl Fn(&OrderSpec) -> bool) -> R
         market,
         free: Cow::Borrowed(&market.indexes.free),
         reclaim: Cow::Borrowed(&market.indexes.reclaim),
+        whole: Cow::Borrowed(&market.indexes.whole),
+        added_w: BTreeMap::new(),
         taken: BTreeMap::new(),
         claimed: BTreeSet::new(),
         claimed_gpus: BTreeMap::new(),
@@ -38,10 +42,13 @@ pub(super) fn clear(market: &Market, eligible: impl Fn(&OrderSpec) -> bool) -> R
             nodes: order.nodes,
             gpus_per_node: order.gpus_per_node,
         };
-        if let Some((pool, nodes)) = round.find_placement(order, &shape) {
-            plan.placements.push(round.reserve(order, pool, &nodes));
-            continue;
-        }
+        let refused = match round.find_placement(order, &shape) {
+            Ok((pool, nodes)) => {
+                plan.placements.push(round.reserve(order, pool, &nodes));
+                continue;
+            }
+            Err(refused) => refused,
+        };
         // Spot orders never preempt.
         let reclaim = if order.tier == Tier::OnDemand {
             round.find_reclaim(order, &shape)
@@ -61,7 +68,8 @@ pub(super) fn clear(market: &Market, eligible: impl Fn(&OrderSpec) -> bool) -> R
                 .insert(order.id, Unplaced::WaitingForPreemption { leases: waiting });
             continue;
         }
-        plan.unplaced.insert(order.id, round.explain(order, &shape.models));
+        plan.unplaced
+            .insert(order.id, round.explain(order, &shape.models, refused));
     }
     plan
 }
@@ -84,6 +92,10 @@ struct Round<'m> {
     free: Cow<'m, BucketIndex>,
     /// The market's reclaim index, copied on the round's first change to it.
     reclaim: Cow<'m, BucketIndex>,
+    /// The market's whole-node index, copied on the round's first change to it.
+    whole: Cow<'m, WholeIndex>,
+    /// Watts this round added at sites with a budget.
+    added_w: BTreeMap<SiteId, u64>,
     /// GPU indices taken this round, by placements or kept for an order
     /// waiting on preemption.
     taken: BTreeMap<NodeId, BTreeSet<u32>>,
@@ -92,10 +104,11 @@ struct Round<'m> {
     claimed: BTreeSet<LeaseId>,
     /// GPUs of claimed leases per node, which the reclaim index no longer offers.
     claimed_gpus: BTreeMap<NodeId, u32>,
-    /// The highest price at which a shape found no room on free GPUs. Free
-    /// GPUs only shrink during a round, so a later order of that shape at a
-    /// price no higher cannot find room either and skips the search.
-    no_room: BTreeMap<Shape, PricePerGpuHour>,
+    /// The highest price at which a shape found no room on free GPUs, with
+    /// the power refusal that search met. Free GPUs and power headroom only
+    /// shrink during a round, so a later order of that shape at a price no
+    /// higher cannot find room either and skips the search.
+    no_room: BTreeMap<Shape, (PricePerGpuHour, Option<PowerRefusal>)>,
     /// The same for preemption: reclaimable GPUs only shrink too.
     no_reclaim: BTreeMap<Shape, PricePerGpuHour>,
 }
@@ -126,6 +139,13 @@ impl NodeReclaim {
         }
     }
 
+    /// Whether it waits on some lease. One that does not fits on free GPUs
+    /// alone, so only power refused it, which preemption does not weigh: it
+    /// is no plan.
+    fn waits(&self) -> bool {
+        !self.stopping.is_empty() || !self.victims.is_empty()
+    }
+
     /// Smaller is preferred: fewest victims, fewest GPUs preempted, fewest leases waited for, then id.
     fn cost(&self) -> (usize, u64, usize, NodeId) {
         (self.victims.len(), self.victim_gpus, self.stopping.len(), self.node)
@@ -153,8 +173,37 @@ impl Reclaim {
     }
 }
 
-/// A gang placement's score, smallest wins: ask, GPUs left free on its nodes, provider, model.
-type GangScore = (PricePerGpuHour, u64, ProviderId, GpuModel);
+/// A site that refused a candidate for want of power, as the first refusal of
+/// a search reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct PowerRefusal {
+    site: SiteId,
+    headroom_w: u64,
+    needed_w: u64,
+    /// The candidate's ask: a later search at a lower price may reuse the
+    /// refusal only if this candidate was within its price.
+    ask: PricePerGpuHour,
+}
+
+/// Keeps the first refusal of a search: the cheapest candidate's.
+fn note(refused: &mut Option<PowerRefusal>, r: PowerRefusal) {
+    if refused.is_none() {
+        *refused = Some(r);
+    }
+}
+
+/// A gang placement's score, smallest wins: split across domains (false
+/// first), ask, domains, whole nodes left in the last domain, provider, model.
+type GangScore = (bool, PricePerGpuHour, u32, u32, ProviderId, GpuModel);
+
+/// How a gang is spread over one pool's domains.
+struct DomainPick {
+    /// Grouped by domain (site, then domain id), node ids ascending inside one.
+    nodes: Vec<NodeId>,
+    domains: u32,
+    /// Free whole nodes the last (best-fit) domain keeps.
+    stranded: u32,
+}
 
 /// A gang preemption's score, smallest wins: distinct victims, GPUs preempted, ask, provider, model.
 type GangReclaimScore = (usize, u64, PricePerGpuHour, ProviderId, GpuModel);
@@ -194,81 +243,304 @@ impl Round<'_> {
         self.entry(id).capacity().map(|c| c - self.taken_on(id) - claimed)
     }
 
-    /// The cheapest placement on free GPUs, unless this shape already failed at
-    /// this price or higher in this round.
-    fn find_placement(&mut self, order: &OrderSpec, shape: &Shape) -> Option<(PoolKey, Vec<NodeId>)> {
-        if self.no_room.get(shape).is_some_and(|p| order.max_price <= *p) {
-            return None;
-        }
-        let found = if order.nodes == 1 {
-            self.find_single(order, &shape.models)
+    /// Headroom of a site in this round, or None if it has no budget.
+    fn headroom_w(&self, site: SiteId) -> Option<u64> {
+        let s = self.market.sites.get(&site)?;
+        let budget = s.budget_w()?;
+        let added = self.added_w.get(&site).copied().unwrap_or(0);
+        Some(budget.saturating_sub(s.used_w() + added))
+    }
+
+    /// The site's node overhead (0 for a site never upserted).
+    fn overhead_w(&self, site: SiteId) -> u64 {
+        self.market.sites.get(&site).map_or(0, super::SiteState::overhead_w)
+    }
+
+    /// Whether a node runs anything, counting this round's placements.
+    fn busy_on(&self, id: NodeId) -> bool {
+        self.entry(id).busy || self.taken_on(id) > 0
+    }
+
+    /// What `g` more GPUs on a node add to its site: their TDP, plus the node's
+    /// overhead if it runs nothing yet.
+    fn need_w(&self, id: NodeId, g: u32) -> u64 {
+        let e = self.entry(id);
+        let gpus_w = u64::from(e.model.spec().tdp_w) * u64::from(g);
+        if self.busy_on(id) {
+            gpus_w
         } else {
-            self.find_gang(order, &shape.models)
-        };
-        if found.is_none() {
-            let failed = self.no_room.entry(shape.clone()).or_insert(order.max_price);
-            *failed = (*failed).max(order.max_price);
+            gpus_w + self.overhead_w(e.site)
         }
-        found
+    }
+
+    /// The cheapest placement on free GPUs within power, unless this shape
+    /// already failed at this price or higher in this round. On failure, the
+    /// first power refusal met, if any.
+    fn find_placement(
+        &mut self,
+        order: &OrderSpec,
+        shape: &Shape,
+    ) -> Result<(PoolKey, Vec<NodeId>), Option<PowerRefusal>> {
+        if let Some((price, refused)) = self.no_room.get(shape)
+            && order.max_price <= *price
+        {
+            return Err(refused.filter(|r| r.ask <= order.max_price));
+        }
+        let mut refused = None;
+        let found = if order.nodes == 1 {
+            self.find_single(order, &shape.models, &mut refused)
+        } else {
+            self.find_gang(order, &shape.models, &mut refused)
+        };
+        match found {
+            Some(found) => Ok(found),
+            None => {
+                let failed = self.no_room.entry(shape.clone()).or_insert((order.max_price, refused));
+                if order.max_price >= failed.0 {
+                    *failed = (order.max_price, refused);
+                }
+                Err(refused)
+            }
+        }
     }
 
     /// Filter + score + select for a single-node order. Score, smallest wins:
-    /// (ask, free GPUs on the node before placing, node id) — among equal asks
-    /// the fullest node that fits is the best fit.
-    fn find_single(&self, order: &OrderSpec, models: &[GpuModel]) -> Option<(PoolKey, Vec<NodeId>)> {
-        let mut best: Option<(PricePerGpuHour, u32, NodeId, GpuModel)> = None;
+    /// (ask, free GPUs on the node before placing, site, node id) — among equal
+    /// asks the fullest node that fits is the best fit. A node whose site
+    /// lacks the power is skipped.
+    fn find_single(
+        &self,
+        order: &OrderSpec,
+        models: &[GpuModel],
+        refused: &mut Option<PowerRefusal>,
+    ) -> Option<(PoolKey, Vec<NodeId>)> {
+        let g = order.gpus_per_node;
+        let mut best: Option<(PricePerGpuHour, u32, SiteId, NodeId, GpuModel)> = None;
         for &model in models {
             let Some(buckets) = self.free.by_model.get(&model) else {
                 continue;
             };
-            for (&free, nodes) in buckets.range(order.gpus_per_node..) {
-                let Some(&(ask, id)) = nodes.first() else { continue };
-                let candidate = (ask, free, id, model);
-                if ask <= order.max_price && best.is_none_or(|b| candidate < b) {
+            let gpus_w = u64::from(model.spec().tdp_w) * u64::from(g);
+            for (&free, nodes) in buckets.range(g..) {
+                // Nothing in this bucket can beat the best at a higher ask.
+                let max_ask = best.map_or(order.max_price, |b| b.0.min(order.max_price));
+                let Some((ask, site, id)) = self.first_powered(nodes, max_ask, g, gpus_w, refused) else {
+                    continue;
+                };
+                let candidate = (ask, free, site, id, model);
+                if best.is_none_or(|b| candidate < b) {
                     best = Some(candidate);
                 }
             }
         }
-        best.map(|(ask, _, id, model)| {
+        best.map(|(ask, _, _, id, model)| {
             let provider = self.entry(id).provider;
             (PoolKey { model, ask, provider }, vec![id])
         })
     }
 
-    /// Filter + score + select for a gang: the cheapest pool holding `nodes`
-    /// nodes with `gpus_per_node` free GPUs each, scored by [`GangScore`].
-    fn find_gang(&self, order: &OrderSpec, models: &[GpuModel]) -> Option<(PoolKey, Vec<NodeId>)> {
-        let need = order.nodes as usize;
+    /// The first node of a bucket, at most `max_ask`, whose site has the power
+    /// for `g` more GPUs (`gpus_w` watts, plus overhead on an idle node). A
+    /// site that cannot even power the GPUs is skipped whole.
+    fn first_powered(
+        &self,
+        nodes: &BTreeSet<BucketKey>,
+        max_ask: PricePerGpuHour,
+        g: u32,
+        gpus_w: u64,
+        refused: &mut Option<PowerRefusal>,
+    ) -> Option<BucketKey> {
+        let last = (max_ask, SiteId(u64::MAX), NodeId(u64::MAX));
+        let mut from = (PricePerGpuHour(Micros(i128::MIN)), SiteId(0), NodeId(0));
+        loop {
+            if from > last {
+                return None;
+            }
+            let &(ask, site, id) = nodes.range(from..=last).next()?;
+            let Some(headroom_w) = self.headroom_w(site) else {
+                return Some((ask, site, id));
+            };
+            let needed_w = self.need_w(id, g);
+            if needed_w <= headroom_w {
+                return Some((ask, site, id));
+            }
+            note(
+                refused,
+                PowerRefusal {
+                    site,
+                    headroom_w,
+                    needed_w,
+                    ask,
+                },
+            );
+            from = if headroom_w < gpus_w {
+                next_site(ask, site)
+            } else {
+                match id.0.checked_add(1) {
+                    Some(next) => (ask, site, NodeId(next)),
+                    None => next_site(ask, site),
+                }
+            };
+        }
+    }
+
+    /// Filter + score + select for a gang: among the pools within price with
+    /// enough free whole nodes of its size, the best [`GangScore`] with the
+    /// domains [`Round::pick_domains`] chooses.
+    fn find_gang(
+        &self,
+        order: &OrderSpec,
+        models: &[GpuModel],
+        refused: &mut Option<PowerRefusal>,
+    ) -> Option<(PoolKey, Vec<NodeId>)> {
+        let need = order.nodes;
         let g = order.gpus_per_node;
         let mut best: Option<(GangScore, Vec<NodeId>)> = None;
         for &model in models {
-            for (key, buckets) in self.free.by_pool.range(pools_of(model, order.max_price)) {
-                if best.as_ref().is_some_and(|(score, _)| key.ask > score.0) {
+            for key in self.whole.gang_pools.range(gang_pools_of(model, g, order.max_price)) {
+                // A single-domain placement at a lower ask beats anything later in this model.
+                if best.as_ref().is_some_and(|(b, _)| !b.0 && key.ask > b.1) {
                     break;
                 }
-                // Best fit inside the pool: the fullest nodes that still fit, lowest id first.
-                let mut chosen = Vec::with_capacity(need);
-                let mut left_free = 0u64;
-                'fill: for (&free, nodes) in buckets.range(g..) {
-                    for &(_, id) in nodes {
-                        chosen.push(id);
-                        left_free += u64::from(free - g);
-                        if chosen.len() == need {
-                            break 'fill;
-                        }
-                    }
-                }
-                if chosen.len() < need {
+                let pool = &self.whole.pools[key];
+                if pool.total < need {
                     continue;
                 }
-                let score = (key.ask, left_free, key.provider, model);
+                let Some(pick) = self.pick_domains(key, pool, need, refused) else {
+                    continue;
+                };
+                let score = (
+                    pick.domains > 1,
+                    key.ask,
+                    pick.domains,
+                    pick.stranded,
+                    key.provider,
+                    model,
+                );
                 if best.as_ref().is_none_or(|(b, _)| score < *b) {
-                    chosen.sort_unstable();
-                    best = Some((score, chosen));
+                    best = Some((score, pick.nodes));
                 }
             }
         }
-        best.map(|((ask, _, provider, model), nodes)| (PoolKey { model, ask, provider }, nodes))
+        best.map(|((_, ask, _, _, provider, model), nodes)| (PoolKey { model, ask, provider }, nodes))
+    }
+
+    /// Chooses the domains of one pool for `need` whole nodes: one domain by
+    /// best fit if one can hold the gang within its site's power; else the
+    /// fewest domains, greedily the fullest, the last by best fit; else, when
+    /// that breaks a site's budget, the fullest domains as far as each site's
+    /// power goes (correct, not always the fewest). None if power or nodes
+    /// run out.
+    fn pick_domains(
+        &self,
+        key: &GangPoolKey,
+        pool: &WholeNodes,
+        need: u32,
+        refused: &mut Option<PowerRefusal>,
+    ) -> Option<DomainPick> {
+        let gpus_w = u64::from(key.model.spec().tdp_w) * u64::from(key.gpus);
+        // Whole nodes run nothing, so each adds the site's overhead.
+        let node_w = |site: SiteId| gpus_w + self.overhead_w(site);
+        // How many nodes a site can power, None when unlimited.
+        let powered = |site: SiteId| self.headroom_w(site).map(|h| h / node_w(site));
+        let nodes_of = |site: SiteId, domain, n: u32| {
+            let free = &pool.by_domain[&(site, domain)];
+            free.iter().take(n as usize).copied().collect::<Vec<NodeId>>()
+        };
+        let refuse = |refused: &mut Option<PowerRefusal>, site: SiteId, n: u32| {
+            note(
+                refused,
+                PowerRefusal {
+                    site,
+                    headroom_w: self.headroom_w(site).unwrap_or(0),
+                    needed_w: u64::from(n) * node_w(site),
+                    ask: key.ask,
+                },
+            );
+        };
+
+        // One domain: the first with enough free whole nodes, fewest first.
+        for &(count, site, domain) in pool.by_count.range((need, SiteId(0), DomainId(0))..) {
+            if powered(site).is_none_or(|p| p >= u64::from(need)) {
+                return Some(DomainPick {
+                    nodes: nodes_of(site, domain, need),
+                    domains: 1,
+                    stranded: count - need,
+                });
+            }
+            refuse(refused, site, need);
+        }
+
+        // Several domains: the fullest first (lowest site and domain among equals).
+        let mut order: Vec<(u32, SiteId, DomainId)> = pool.by_count.iter().copied().collect();
+        order.sort_by_key(|&(count, site, domain)| (Reverse(count), site, domain));
+        let mut takes: Vec<(SiteId, DomainId, u32)> = Vec::new();
+        let mut remaining = need;
+        let mut stranded = 0;
+        for (i, &(count, site, domain)) in order.iter().enumerate() {
+            if count >= remaining {
+                // Best fit for the rest among the domains that hold it, which are
+                // `order[i..]` down to the last count ≥ remaining: the smallest such
+                // count, and among equal counts the first (lowest site and domain).
+                let smallest = order[i..]
+                    .iter()
+                    .take_while(|(c, _, _)| *c >= remaining)
+                    .last()
+                    .map(|(c, _, _)| *c)
+                    .expect("this domain holds the rest");
+                let &(c, s, d) = order[i..].iter().find(|(c, _, _)| *c == smallest).expect("found above");
+                takes.push((s, d, remaining));
+                stranded = c - remaining;
+                remaining = 0;
+                break;
+            }
+            takes.push((site, domain, count));
+            remaining -= count;
+        }
+        debug_assert_eq!(remaining, 0, "a pool with enough nodes fills the gang");
+        let mut by_site: BTreeMap<SiteId, u64> = BTreeMap::new();
+        for &(site, _, n) in &takes {
+            *by_site.entry(site).or_default() += u64::from(n);
+        }
+        let over = by_site.iter().find(|&(&site, &n)| powered(site).is_some_and(|p| p < n));
+        if let Some((&site, &n)) = over {
+            refuse(refused, site, n as u32);
+            // Power binds: fill the fullest domains as far as each site's power goes.
+            takes.clear();
+            let mut left: BTreeMap<SiteId, Option<u64>> = BTreeMap::new();
+            remaining = need;
+            for &(count, site, domain) in &order {
+                let site_left = left.entry(site).or_insert_with(|| powered(site));
+                let n = site_left
+                    .map_or(count, |p| count.min(p.min(u64::from(u32::MAX)) as u32))
+                    .min(remaining);
+                if n == 0 {
+                    continue;
+                }
+                if let Some(p) = site_left {
+                    *p -= u64::from(n);
+                }
+                takes.push((site, domain, n));
+                stranded = count - n;
+                remaining -= n;
+                if remaining == 0 {
+                    break;
+                }
+            }
+            if remaining > 0 {
+                return None;
+            }
+        }
+        takes.sort_unstable();
+        let nodes = takes
+            .iter()
+            .flat_map(|&(site, domain, n)| nodes_of(site, domain, n))
+            .collect();
+        Some(DomainPick {
+            nodes,
+            domains: takes.len() as u32,
+            stranded,
+        })
     }
 
     /// Takes the lowest free GPU indices on each chosen node and returns the placement.
@@ -289,7 +561,8 @@ impl Round<'_> {
     }
 
     /// Takes `count` GPUs of a node for this round: the lowest indices free in
-    /// the market and not yet taken in the round.
+    /// the market and not yet taken in the round. Their watts count against the
+    /// site, and the node stops being whole.
     fn take(&mut self, id: NodeId, count: u32) -> Vec<u32> {
         if count == 0 {
             return Vec::new();
@@ -297,6 +570,13 @@ impl Round<'_> {
         let entry = self.entry(id);
         let free_before = self.free_on(id);
         let capacity_before = self.capacity_on(id);
+        if self.headroom_w(entry.site).is_some() {
+            let needed_w = self.need_w(id, count);
+            *self.added_w.entry(entry.site).or_insert(0) += needed_w;
+        }
+        if entry.whole() && self.taken_on(id) == 0 {
+            self.whole.to_mut().remove(id, &entry);
+        }
         let node = &self.market.nodes[&id];
         let taken = self.taken.entry(id).or_default();
         let picked: Vec<u32> = (0..node.spec.gpus)
@@ -354,7 +634,7 @@ impl Round<'_> {
     /// ask, id).
     fn find_single_reclaim(&self, order: &OrderSpec, models: &[GpuModel]) -> Option<Reclaim> {
         let g = order.gpus_per_node;
-        let mut candidates: Vec<(PricePerGpuHour, NodeId)> = Vec::new();
+        let mut candidates: Vec<BucketKey> = Vec::new();
         for model in models {
             let Some(buckets) = self.reclaim.by_model.get(model) else {
                 continue;
@@ -362,7 +642,7 @@ impl Round<'_> {
             for (_, nodes) in buckets.range(g..) {
                 candidates.extend(
                     nodes
-                        .range(..=(order.max_price, NodeId(u64::MAX)))
+                        .range(..=(order.max_price, SiteId(u64::MAX), NodeId(u64::MAX)))
                         .take(RECLAIM_CANDIDATES),
                 );
             }
@@ -371,47 +651,51 @@ impl Round<'_> {
         candidates.truncate(RECLAIM_CANDIDATES);
         candidates
             .into_iter()
-            .filter_map(|(ask, id)| {
+            .filter_map(|(ask, _, id)| {
                 self.reclaim_on(id, g)
+                    .filter(NodeReclaim::waits)
                     .map(|r| ((r.victims.len(), r.victim_gpus, ask, id), r))
             })
             .min_by(|a, b| a.0.cmp(&b.0))
             .map(|(_, r)| Reclaim { nodes: vec![r] })
     }
 
-    /// For each pool within price: nodes with room on free GPUs cost nothing;
-    /// the first [`RECLAIM_CANDIDATES`] nodes (by id) whose reclaimable GPUs
-    /// reach the order are scored like single nodes; the pool takes its
-    /// `nodes` cheapest. Pools are scored by [`GangReclaimScore`].
+    /// For each pool within price: free whole nodes of the gang's size cost
+    /// nothing; the first [`RECLAIM_CANDIDATES`] nodes of that size (by ask,
+    /// site, id) whose free and reclaimable GPUs cover the whole node are
+    /// scored like single nodes; the pool takes its `nodes` cheapest. Pools
+    /// are scored by [`GangReclaimScore`]. Since a gang's nodes have exactly
+    /// `gpus_per_node` GPUs, reclaiming that many frees the node whole. Fabric
+    /// domains are not preferred here: preemption is rare, and the gang is
+    /// placed (by domain) only once its victims end.
     fn find_gang_reclaim(&self, order: &OrderSpec, models: &[GpuModel]) -> Option<Reclaim> {
         let need = order.nodes as usize;
         let g = order.gpus_per_node;
         let mut best: Option<(GangReclaimScore, Reclaim)> = None;
-        // A pool without reclaimable nodes cannot help: its free GPUs alone did not fit the gang.
+        // A pool without reclaimable nodes cannot help: its free nodes alone did not fit the gang.
         for &model in models {
             for (key, buckets) in self.reclaim.by_pool.range(pools_of(model, order.max_price)) {
-                let free_buckets = self.free.by_pool.get(key);
-                let count = |b: &Buckets| b.range(g..).map(|(_, nodes)| nodes.len()).sum::<usize>();
-                // Cheap filter before any allocation (a node may be counted twice here, never missed).
-                if count(buckets) + free_buckets.map_or(0, count) < need {
-                    continue;
-                }
-                let with_room: Vec<NodeId> = free_buckets.map_or_else(Vec::new, |b| {
-                    b.range(g..)
-                        .flat_map(|(_, nodes)| nodes.iter().map(|(_, id)| *id))
-                        .take(need)
-                        .collect()
+                let whole = self.whole.pools.get(&GangPoolKey {
+                    model,
+                    gpus: g,
+                    ask: key.ask,
+                    provider: key.provider,
                 });
-                let mut reclaimable: Vec<NodeId> = buckets
-                    .range(g..)
-                    .flat_map(|(_, nodes)| nodes.iter().take(RECLAIM_CANDIDATES.max(need)).map(|(_, id)| *id))
-                    .filter(|id| !with_room.contains(id))
+                let with_room: Vec<NodeId> = whole.map_or_else(Vec::new, |w| {
+                    w.by_domain.values().flatten().copied().take(need).collect()
+                });
+                // Only nodes of exactly the gang's size; their capacity is then at most g.
+                let reclaimable: Vec<NodeId> = buckets
+                    .get(&g)
+                    .into_iter()
+                    .flatten()
+                    .map(|&(_, _, id)| id)
+                    .filter(|&id| self.entry(id).gpus == g && !with_room.contains(&id))
+                    .take(RECLAIM_CANDIDATES.max(need))
                     .collect();
                 if with_room.len() + reclaimable.len() < need {
                     continue;
                 }
-                reclaimable.sort_unstable();
-                reclaimable.truncate(RECLAIM_CANDIDATES.max(need));
                 let mut options: Vec<NodeReclaim> = with_room.iter().map(|&id| NodeReclaim::free(id, g)).collect();
                 options.extend(reclaimable.iter().filter_map(|&id| self.reclaim_on(id, g)));
                 if options.len() < need {
@@ -421,6 +705,9 @@ impl Round<'_> {
                 options.truncate(need);
                 options.sort_by_key(|r| r.node);
                 let reclaim = Reclaim { nodes: options };
+                if !reclaim.nodes.iter().any(NodeReclaim::waits) {
+                    continue;
+                }
                 let (victims, gpus) = reclaim.cost(self.market);
                 let score = (victims, gpus, key.ask, key.provider, key.model);
                 if best.as_ref().is_none_or(|(b, _)| score < *b) {
@@ -488,10 +775,7 @@ impl Round<'_> {
             self.take(n.node, n.from_free);
             waiting.extend(n.stopping.iter().chain(&n.victims).copied());
         }
-        debug_assert!(
-            !waiting.is_empty(),
-            "an order that fits on free GPUs is placed, not reclaimed for"
-        );
+        debug_assert!(!waiting.is_empty(), "a reclaim plan waits on some lease");
         for &lease in &waiting {
             self.claim_lease(lease);
         }
@@ -499,7 +783,7 @@ impl Round<'_> {
     }
 
     /// The first reason, in the order of [`Unplaced`]'s variants, that applies.
-    fn explain(&self, order: &OrderSpec, models: &[GpuModel]) -> Unplaced {
+    fn explain(&self, order: &OrderSpec, models: &[GpuModel], refused: Option<PowerRefusal>) -> Unplaced {
         let indexed: Vec<&super::index::ModelNodes> = models
             .iter()
             .filter_map(|m| self.market.indexes.models.get(m))
@@ -523,6 +807,13 @@ impl Round<'_> {
                 largest_node_gpus,
             };
         }
+        if order.nodes > 1 && !indexed.iter().any(|m| m.sizes.contains_key(&g)) {
+            let node_sizes: BTreeSet<u32> = indexed.iter().flat_map(|m| m.sizes.keys().copied()).collect();
+            return Unplaced::GangNodeSize {
+                demand,
+                node_sizes: node_sizes.into_iter().collect(),
+            };
+        }
         let cheapest_ask = indexed
             .iter()
             .filter_map(|m| m.by_ask.first().map(|(ask, _)| *ask))
@@ -530,6 +821,14 @@ impl Round<'_> {
         let cheapest_ask = cheapest_ask.expect("indexed models have nodes");
         if cheapest_ask > order.max_price {
             return Unplaced::AskAboveMaxPrice { demand, cheapest_ask };
+        }
+        if let Some(r) = refused {
+            return Unplaced::PowerBudget {
+                demand,
+                site: r.site,
+                headroom_w: r.headroom_w,
+                needed_w: r.needed_w,
+            };
         }
         if order.nodes == 1 {
             let most_free_on_one_node = models
@@ -540,7 +839,7 @@ impl Round<'_> {
                     buckets
                         .iter()
                         .rev()
-                        .find(|(_, nodes)| nodes.first().is_some_and(|(ask, _)| *ask <= order.max_price))
+                        .find(|(_, nodes)| nodes.first().is_some_and(|(ask, _, _)| *ask <= order.max_price))
                 })
                 .map(|(free, _)| *free)
                 .max()
@@ -550,15 +849,19 @@ impl Round<'_> {
                 most_free_on_one_node,
             };
         }
+        // Free whole nodes of the gang's size within price, and the most in one pool.
         let mut nodes_with_room = 0u32;
         let mut most_in_one_pool = 0u32;
         for &model in models {
-            for (_, buckets) in self.free.by_pool.range(pools_of(model, order.max_price)) {
-                let in_pool: usize = buckets.range(g..).map(|(_, nodes)| nodes.len()).sum();
-                nodes_with_room += in_pool as u32;
-                most_in_one_pool = most_in_one_pool.max(in_pool as u32);
+            if let Some(asks) = self.whole.by_ask.get(&(model, g)) {
+                nodes_with_room += asks.range(..=order.max_price).map(|(_, n)| *n).sum::<u32>();
+            }
+            for key in self.whole.gang_pools.range(gang_pools_of(model, g, order.max_price)) {
+                most_in_one_pool = most_in_one_pool.max(self.whole.pools[key].total);
             }
         }
+        // Pools of one node are not in `gang_pools`.
+        most_in_one_pool = most_in_one_pool.max(nodes_with_room.min(1));
         if nodes_with_room >= order.nodes {
             Unplaced::GangSplit {
                 demand,
@@ -587,6 +890,31 @@ fn pools_of(model: GpuModel, max_price: PricePerGpuHour) -> std::ops::RangeInclu
         provider: ProviderId(u64::MAX),
     };
     lowest..=highest
+}
+
+/// The gang pool keys of one model and node size with an ask of at most `max_price`.
+fn gang_pools_of(model: GpuModel, gpus: u32, max_price: PricePerGpuHour) -> std::ops::RangeInclusive<GangPoolKey> {
+    let lowest = GangPoolKey {
+        model,
+        gpus,
+        ask: PricePerGpuHour(Micros(i128::MIN)),
+        provider: ProviderId(0),
+    };
+    let highest = GangPoolKey {
+        model,
+        gpus,
+        ask: max_price,
+        provider: ProviderId(u64::MAX),
+    };
+    lowest..=highest
+}
+
+/// The first bucket key after every node of `site` at `ask`.
+fn next_site(ask: PricePerGpuHour, site: SiteId) -> BucketKey {
+    match site.0.checked_add(1) {
+        Some(next) => (ask, SiteId(next), NodeId(0)),
+        None => (PricePerGpuHour(Micros(ask.0.0 + 1)), SiteId(0), NodeId(0)),
+    }
 }
 
 /// A running spot lease on one node, as a possible victim.

@@ -1,7 +1,9 @@
 //! The market's indexes of online nodes: nodes bucketed by free GPUs (what
-//! placement searches) and by reclaimable capacity (what preemption searches),
-//! each by model and by pool, and per-model facts (asks, node sizes, totals)
-//! that the unplaced reasons and the market summary read.
+//! single-node placement searches) and by reclaimable capacity (what
+//! preemption searches), each by model and by pool; free whole nodes by pool,
+//! node size and fabric domain (what gang placement searches); and per-model
+//! facts (asks, node sizes, totals) that the unplaced reasons and the market
+//! summary read.
 //!
 //! Each node contributes one [`IndexEntry`]; the market removes the old entry
 //! and inserts the new one whenever a node changes, so the indexes never need
@@ -9,7 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use agora_types::{GpuModel, NodeId, PricePerGpuHour, ProviderId};
+use agora_types::{DomainId, GpuModel, NodeId, PricePerGpuHour, ProviderId, SiteId};
 
 use super::AskSummary;
 
@@ -19,15 +21,25 @@ pub(crate) struct IndexEntry {
     pub(crate) model: GpuModel,
     pub(crate) ask: PricePerGpuHour,
     pub(crate) provider: ProviderId,
+    pub(crate) site: SiteId,
+    pub(crate) domain: DomainId,
     pub(crate) gpus: u32,
     /// Free GPUs in `0..gpus`.
     pub(crate) free: u32,
     /// GPUs in `0..gpus` held by spot leases or by leases already stopping:
     /// what an on-demand order could get back through preemption.
     pub(crate) reclaimable: u32,
+    /// Some lease holds a GPU, possibly beyond `gpus` on a shrunk node: the node
+    /// is not whole, and a new lease adds no site overhead.
+    pub(crate) busy: bool,
 }
 
 impl IndexEntry {
+    /// Whether a gang may take the node: nothing runs on it.
+    pub(crate) fn whole(&self) -> bool {
+        !self.busy
+    }
+
     /// The key of the node in the reclaim index, if it has anything to reclaim.
     pub(crate) fn capacity(&self) -> Option<u32> {
         (self.reclaimable > 0).then_some(self.free + self.reclaimable)
@@ -53,10 +65,15 @@ impl PoolKey {
     }
 }
 
-/// Nodes by a GPU count, then ask, then id. A search for `g` GPUs ranges over
+/// A node in a bucket: ask first, so the first entry is the cheapest node; then
+/// site, so that the nodes of a site without power are one contiguous run that
+/// a search skips with one lookup.
+pub(crate) type BucketKey = (PricePerGpuHour, SiteId, NodeId);
+
+/// Nodes by a GPU count, then [`BucketKey`]. A search for `g` GPUs ranges over
 /// the buckets `g..`, and the first entry of a bucket is its cheapest node, so
 /// the best node is one lookup per bucket.
-pub(crate) type Buckets = BTreeMap<u32, BTreeSet<(PricePerGpuHour, NodeId)>>;
+pub(crate) type Buckets = BTreeMap<u32, BTreeSet<BucketKey>>;
 
 /// Online nodes bucketed by one GPU count (free GPUs, or reclaimable
 /// capacity), by model and by pool. A clearing round copies it on its first
@@ -73,7 +90,7 @@ impl BucketIndex {
         if count == 0 {
             return;
         }
-        let key = (e.ask, id);
+        let key = (e.ask, e.site, id);
         self.by_model
             .entry(e.model)
             .or_default()
@@ -93,7 +110,7 @@ impl BucketIndex {
         if count == 0 {
             return;
         }
-        let key = (e.ask, id);
+        let key = (e.ask, e.site, id);
         remove_bucketed(&mut self.by_model, e.model, count, key);
         remove_bucketed(&mut self.by_pool, PoolKey::of(e), count, key);
     }
@@ -108,7 +125,7 @@ impl BucketIndex {
 }
 
 /// Removes an entry, dropping emptied sets and maps so that ranges never walk empties.
-fn remove_bucketed<K: Ord + Copy>(map: &mut BTreeMap<K, Buckets>, k: K, count: u32, key: (PricePerGpuHour, NodeId)) {
+fn remove_bucketed<K: Ord + Copy>(map: &mut BTreeMap<K, Buckets>, k: K, count: u32, key: BucketKey) {
     let buckets = map.get_mut(&k).expect("indexed node has its buckets");
     let set = buckets.get_mut(&count).expect("indexed node has its bucket");
     assert!(set.remove(&key), "indexed node is in its bucket");
@@ -116,6 +133,108 @@ fn remove_bucketed<K: Ord + Copy>(map: &mut BTreeMap<K, Buckets>, k: K, count: u
         buckets.remove(&count);
         if buckets.is_empty() {
             map.remove(&k);
+        }
+    }
+}
+
+/// The pool a gang searches: a provider's nodes of one model, one size and one
+/// ask. Ordered so that a range over one model and size walks asks up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct GangPoolKey {
+    pub(crate) model: GpuModel,
+    pub(crate) gpus: u32,
+    pub(crate) ask: PricePerGpuHour,
+    pub(crate) provider: ProviderId,
+}
+
+impl GangPoolKey {
+    pub(crate) fn of(e: &IndexEntry) -> GangPoolKey {
+        GangPoolKey {
+            model: e.model,
+            gpus: e.gpus,
+            ask: e.ask,
+            provider: e.provider,
+        }
+    }
+}
+
+/// A fabric domain inside a pool: a domain lies in one site.
+pub(crate) type DomainKey = (SiteId, DomainId);
+
+/// The free whole nodes of one [`GangPoolKey`], by fabric domain.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct WholeNodes {
+    pub(crate) by_domain: BTreeMap<DomainKey, BTreeSet<NodeId>>,
+    /// `(free whole nodes, site, domain)` of every domain with one: the best
+    /// fit for `n` nodes is the first entry from `(n, ..)`, the emptiest domain
+    /// the last.
+    pub(crate) by_count: BTreeSet<(u32, SiteId, DomainId)>,
+    pub(crate) total: u32,
+}
+
+/// Free whole nodes (online, nothing running) for gangs.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct WholeIndex {
+    pub(crate) pools: BTreeMap<GangPoolKey, WholeNodes>,
+    /// The pools with at least two free whole nodes, the only ones a gang can
+    /// use: a fleet of many one-node providers adds nothing to a gang's walk.
+    pub(crate) gang_pools: BTreeSet<GangPoolKey>,
+    /// Free whole nodes by model and size, then ask, for the unplaced reasons.
+    pub(crate) by_ask: BTreeMap<(GpuModel, u32), BTreeMap<PricePerGpuHour, u32>>,
+}
+
+impl WholeIndex {
+    pub(crate) fn insert(&mut self, id: NodeId, e: &IndexEntry) {
+        let key = GangPoolKey::of(e);
+        let pool = self.pools.entry(key).or_default();
+        let domain = pool.by_domain.entry((e.site, e.domain)).or_default();
+        let before = domain.len() as u32;
+        assert!(domain.insert(id), "node {id} is indexed whole once");
+        if before > 0 {
+            pool.by_count.remove(&(before, e.site, e.domain));
+        }
+        pool.by_count.insert((before + 1, e.site, e.domain));
+        pool.total += 1;
+        if pool.total == 2 {
+            self.gang_pools.insert(key);
+        }
+        *self
+            .by_ask
+            .entry((e.model, e.gpus))
+            .or_default()
+            .entry(e.ask)
+            .or_insert(0) += 1;
+    }
+
+    pub(crate) fn remove(&mut self, id: NodeId, e: &IndexEntry) {
+        let key = GangPoolKey::of(e);
+        let pool = self.pools.get_mut(&key).expect("whole node has its pool");
+        let domain = pool
+            .by_domain
+            .get_mut(&(e.site, e.domain))
+            .expect("whole node has its domain");
+        assert!(domain.remove(&id), "whole node {id} is in its domain");
+        let after = domain.len() as u32;
+        assert!(pool.by_count.remove(&(after + 1, e.site, e.domain)));
+        if after > 0 {
+            pool.by_count.insert((after, e.site, e.domain));
+        } else {
+            pool.by_domain.remove(&(e.site, e.domain));
+        }
+        pool.total -= 1;
+        if pool.total == 1 {
+            self.gang_pools.remove(&key);
+        } else if pool.total == 0 {
+            self.pools.remove(&key);
+        }
+        let asks = self.by_ask.get_mut(&(e.model, e.gpus)).expect("whole node is counted");
+        let count = asks.get_mut(&e.ask).expect("whole node is counted at its ask");
+        *count -= 1;
+        if *count == 0 {
+            asks.remove(&e.ask);
+            if asks.is_empty() {
+                self.by_ask.remove(&(e.model, e.gpus));
+            }
         }
     }
 }
@@ -138,6 +257,8 @@ pub(crate) struct Indexes {
     pub(crate) free: BucketIndex,
     /// Keyed by free + reclaimable GPUs; only nodes with reclaimable GPUs.
     pub(crate) reclaim: BucketIndex,
+    /// Only nodes with nothing running.
+    pub(crate) whole: WholeIndex,
     /// Only models with at least one online node have an entry.
     pub(crate) models: BTreeMap<GpuModel, ModelNodes>,
 }
@@ -147,6 +268,9 @@ impl Indexes {
         self.free.insert(id, e, e.free);
         if let Some(capacity) = e.capacity() {
             self.reclaim.insert(id, e, capacity);
+        }
+        if e.whole() {
+            self.whole.insert(id, e);
         }
         let m = self.models.entry(e.model).or_default();
         m.by_ask.insert((e.ask, id));
@@ -159,6 +283,9 @@ impl Indexes {
         self.free.remove(id, e, e.free);
         if let Some(capacity) = e.capacity() {
             self.reclaim.remove(id, e, capacity);
+        }
+        if e.whole() {
+            self.whole.remove(id, e);
         }
         let m = self.models.get_mut(&e.model).expect("indexed model exists");
         assert!(m.by_ask.remove(&(e.ask, id)), "indexed node is listed by ask");

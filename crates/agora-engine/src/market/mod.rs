@@ -9,6 +9,16 @@
 //! one ask. An order asks for `nodes × gpus_per_node` GPUs of an accepted model
 //! with enough VRAM, at an ask no higher than its `max_price`.
 //!
+//! Topology: a node lies in one *site* (one location with one power budget,
+//! see [`SiteSpec`]) and one *fabric domain* (the nodes that share one
+//! InfiniBand/Ethernet fabric, e.g. a 32-node scalable unit). A domain is
+//! identified by its site and [`DomainId`] inside a pool, so two providers that
+//! both number their domains from 1 never share one.
+//!
+//! Power: a site draws, for every node running at least one lease,
+//! `node_overhead_w + tdp_w × GPUs held`. A node whose site was never
+//! upserted belongs to an unlimited site with no overhead.
+//!
 //! # Clearing rules
 //!
 //! Orders are served in priority order: tier (on-demand first), then higher
@@ -21,10 +31,28 @@
 //! - A gang (`nodes > 1`) is placed inside one pool, all or nothing: one
 //!   provider as the issue asks, one ask so that the placement's price is one
 //!   number the ledger can charge exactly, and one model because a data-parallel
-//!   gang runs at the speed of its slowest GPU. Among pools, the lowest ask wins,
-//!   then the best fit (fewest GPUs left over on the chosen nodes), then the
-//!   lowest provider and model; inside the pool, the best-fitting nodes, lowest
-//!   ids first. Allocations (ranks) are in ascending [`NodeId`] order.
+//!   gang runs at the speed of its slowest GPU.
+//! - A gang takes *whole nodes of exactly `gpus_per_node` GPUs*: a node with
+//!   any GPU in use is no candidate, and a gang asking 4 GPUs per node does not
+//!   take an 8-GPU node. Taking it whole would strand 4 GPUs for the gang's
+//!   life; taking half of it would put a single-node job beside a rank, sharing
+//!   its NVLink, PCIe and NICs, which is what "whole nodes" rules out. Partial
+//!   nodes are for single-node orders only.
+//! - Inside a pool, a gang that one fabric domain can hold gets exactly one:
+//!   the domain left with the fewest free whole nodes after it (best fit, so
+//!   the big free domains stay whole for big gangs), then the lowest site and
+//!   domain. A larger gang takes the fewest domains: greedily the domains with
+//!   the most free whole nodes, the last one by best fit. Inside a domain, the
+//!   lowest node ids. Ranks are grouped by domain (site, then domain id), node
+//!   ids ascending inside one.
+//! - Among pools, a placement in one domain beats any split one: a gang inside
+//!   one fabric runs its collectives without crossing the spine, worth more
+//!   than any ask difference within the tenant's bid. Then the lowest ask, the
+//!   fewest domains, the fewest whole nodes stranded in the last domain, the
+//!   lowest provider and model.
+//! - No placement takes a site above its power budget, counting what the round
+//!   already placed; a single-node order then takes the next node, a gang the
+//!   next domain or pool.
 //! - An on-demand order that does not fit on free GPUs may reclaim GPUs of spot
 //!   leases: see [`Market::clear`] for how victims are chosen. It is then not
 //!   placed in this round; it waits for its victims to end.
@@ -32,10 +60,13 @@
 //! # Performance
 //!
 //! Every mutation updates the indexes of the nodes it touches (a few B-tree
-//! operations); nothing is rebuilt per round. A round copies the free-GPU
-//! index on its first placement (one entry per node with a free GPU), then
-//! costs per order a few B-tree lookups per accepted model and free-GPU count;
-//! a gang also walks the pools within its price. Preemption looks up nodes by
+//! operations) and the power drawn at its site; nothing is rebuilt per round. A
+//! round copies the free-GPU index and the whole-node index on its first
+//! placement (one entry per node with a free GPU), then costs per order a few
+//! B-tree lookups per accepted model and free-GPU count (nodes are ordered by
+//! ask, then site, so a site without power is skipped in one lookup); a gang
+//! walks only the pools with at least two free whole nodes of its size within
+//! its price, and in each a domain index ordered by free whole nodes. Preemption looks up nodes by
 //! reclaimable capacity and scores at most
 //! [`RECLAIM_CANDIDATES`] of them. An order whose
 //! shape (models, nodes, GPUs per node) already failed in the round at an
@@ -49,7 +80,9 @@ mod unplaced;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 
-use agora_types::{AgentId, GpuModel, JobId, LeaseId, NodeId, OrderId, PricePerGpuHour, ProviderId, TenantId, Tier};
+use agora_types::{
+    AgentId, DomainId, GpuModel, JobId, LeaseId, NodeId, OrderId, PricePerGpuHour, ProviderId, SiteId, TenantId, Tier,
+};
 use serde::{Deserialize, Serialize};
 
 pub use clear::RECLAIM_CANDIDATES;
@@ -65,6 +98,34 @@ pub struct NodeSpec {
     pub model: GpuModel,
     pub gpus: u32,
     pub ask: PricePerGpuHour,
+    /// Where the node draws its power; see [`SiteSpec`].
+    pub site: SiteId,
+    /// The fabric domain, meaningful inside the node's provider and site: gangs prefer one.
+    pub domain: DomainId,
+}
+
+/// A site's power facts. A site that was never upserted is unlimited with no overhead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteSpec {
+    pub id: SiteId,
+    /// The provider that runs the site, for listings (the market does not check it against its nodes).
+    pub provider: ProviderId,
+    /// None: unlimited.
+    pub power_budget_w: Option<u64>,
+    /// What a node draws besides its GPUs (CPUs, memory, NICs, fans) while it runs any lease.
+    pub node_overhead_w: u32,
+}
+
+/// A site's power now, for the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SitePower {
+    /// None: unlimited.
+    pub budget_w: Option<u64>,
+    /// Over nodes running at least one lease: overhead plus TDP × GPUs held.
+    pub used_w: u64,
+    /// `budget_w - used_w`, at least 0 (a budget lowered under running leases
+    /// leaves none); None when unlimited.
+    pub headroom_w: Option<u64>,
 }
 
 /// What one order needs. `nodes` and `gpus_per_node` are at least 1 (the API
@@ -172,6 +233,56 @@ pub struct Node {
     /// What this node contributes to the indexes right now, so that removing
     /// it removes exactly what was inserted.
     indexed: Option<IndexEntry>,
+    /// What this node adds to its site's power right now (online or not: a
+    /// lease runs until the caller ends it), so that moving or changing the
+    /// node takes back exactly what it added.
+    drawn: Draw,
+}
+
+/// One node's share of its site's power.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Draw {
+    site: SiteId,
+    /// Runs at least one lease, so it draws the site's node overhead.
+    busy: bool,
+    /// TDP × GPUs held, including GPUs beyond a shrunk node's count.
+    gpus_w: u64,
+}
+
+/// A site's power bookkeeping: the overhead is applied on read, so changing a
+/// site's overhead never walks its nodes.
+#[derive(Debug, Clone, Default)]
+struct SiteState {
+    /// None until upserted: unlimited, no overhead.
+    spec: Option<SiteSpec>,
+    /// Nodes that name this site; a site neither upserted nor named is forgotten.
+    nodes: u64,
+    busy_nodes: u64,
+    gpus_w: u64,
+}
+
+impl SiteState {
+    fn overhead_w(&self) -> u64 {
+        self.spec.as_ref().map_or(0, |s| u64::from(s.node_overhead_w))
+    }
+
+    fn budget_w(&self) -> Option<u64> {
+        self.spec.as_ref().and_then(|s| s.power_budget_w)
+    }
+
+    fn used_w(&self) -> u64 {
+        self.busy_nodes * self.overhead_w() + self.gpus_w
+    }
+
+    fn power(&self) -> SitePower {
+        let used_w = self.used_w();
+        let budget_w = self.budget_w();
+        SitePower {
+            budget_w,
+            used_w,
+            headroom_w: budget_w.map(|b| b.saturating_sub(used_w)),
+        }
+    }
 }
 
 impl Node {
@@ -232,6 +343,7 @@ pub struct Market {
     queue: BTreeSet<QueueKey>,
     leases: BTreeMap<LeaseId, Lease>,
     indexes: Indexes,
+    sites: BTreeMap<SiteId, SiteState>,
 }
 
 impl Market {
@@ -251,6 +363,12 @@ impl Market {
             }
             None => {
                 let owners = vec![None; spec.gpus as usize];
+                let drawn = Draw {
+                    site: spec.site,
+                    busy: false,
+                    gpus_w: 0,
+                };
+                self.sites.entry(spec.site).or_default().nodes += 1;
                 self.nodes.insert(
                     id,
                     Node {
@@ -258,11 +376,33 @@ impl Market {
                         online: true,
                         owners,
                         indexed: None,
+                        drawn,
                     },
                 );
             }
         }
         self.refresh(id);
+    }
+
+    /// Adds or changes a site's power facts. A lowered budget ends no lease:
+    /// the site just takes no placement until its use falls under the budget.
+    pub fn upsert_site(&mut self, spec: SiteSpec) {
+        self.sites.entry(spec.id).or_default().spec = Some(spec);
+    }
+
+    /// A site as upserted, or None if it never was.
+    pub fn site(&self, site: SiteId) -> Option<&SiteSpec> {
+        self.sites.get(&site).and_then(|s| s.spec.as_ref())
+    }
+
+    /// A site's power now, or None for a site neither upserted nor named by a node.
+    pub fn site_power(&self, site: SiteId) -> Option<SitePower> {
+        self.sites.get(&site).map(SiteState::power)
+    }
+
+    /// Every known site's power, by id.
+    pub fn site_powers(&self) -> BTreeMap<SiteId, SitePower> {
+        self.sites.iter().map(|(id, s)| (*id, s.power())).collect()
     }
 
     /// Offline nodes take no placements and are never chosen for preemption;
@@ -453,20 +593,51 @@ impl Market {
         clear::clear(self, eligible)
     }
 
-    /// Brings the indexes in line with a node's current state.
+    /// Brings the indexes and the site power in line with a node's current state.
     fn refresh(&mut self, id: NodeId) {
         let node = &self.nodes[&id];
+        let held = node.owners.iter().flatten().count() as u64;
+        let drawn = Draw {
+            site: node.spec.site,
+            busy: held > 0,
+            gpus_w: held * u64::from(node.spec.model.spec().tdp_w),
+        };
+        let (old_drawn, old_entry) = (node.drawn, node.indexed);
         let entry = self.entry_of(node);
-        if entry == node.indexed {
+        if drawn == old_drawn && entry == old_entry {
             return;
         }
-        if let Some(old) = node.indexed {
-            self.indexes.remove(id, &old);
+        if drawn != old_drawn {
+            self.move_draw(old_drawn, drawn);
         }
-        if let Some(new) = entry {
-            self.indexes.insert(id, &new);
+        if entry != old_entry {
+            if let Some(old) = old_entry {
+                self.indexes.remove(id, &old);
+            }
+            if let Some(new) = entry {
+                self.indexes.insert(id, &new);
+            }
         }
-        self.nodes.get_mut(&id).expect("refreshed node exists").indexed = entry;
+        let node = self.nodes.get_mut(&id).expect("refreshed node exists");
+        node.drawn = drawn;
+        node.indexed = entry;
+    }
+
+    /// Takes a node's old share of power from its old site and adds the new one.
+    fn move_draw(&mut self, old: Draw, new: Draw) {
+        let site = self.sites.get_mut(&old.site).expect("a node's site is known");
+        site.busy_nodes -= u64::from(old.busy);
+        site.gpus_w -= old.gpus_w;
+        if new.site != old.site {
+            site.nodes -= 1;
+            if site.nodes == 0 && site.spec.is_none() {
+                self.sites.remove(&old.site);
+            }
+            self.sites.entry(new.site).or_default().nodes += 1;
+        }
+        let site = self.sites.get_mut(&new.site).expect("just ensured");
+        site.busy_nodes += u64::from(new.busy);
+        site.gpus_w += new.gpus_w;
     }
 
     /// What a node contributes to the indexes: nothing while offline.
@@ -486,9 +657,12 @@ impl Market {
             model: node.spec.model,
             ask: node.spec.ask,
             provider: node.spec.provider,
+            site: node.spec.site,
+            domain: node.spec.domain,
             gpus: node.spec.gpus,
             free: node.free_gpus(),
             reclaimable,
+            busy: node.owners.iter().any(Option::is_some),
         })
     }
 }

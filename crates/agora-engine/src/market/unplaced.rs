@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use agora_types::{GpuModel, LeaseId, PricePerGpuHour};
+use agora_types::{GpuModel, LeaseId, PricePerGpuHour, SiteId};
 use serde::{Deserialize, Serialize};
 
 use super::OrderSpec;
@@ -42,16 +42,27 @@ pub enum Unplaced {
     NoMatchingNode { models: Vec<GpuModel>, min_vram_mib: u32 },
     /// Matching nodes exist but none has `gpus_per_node` GPUs, even empty.
     NodeTooSmall { demand: Demand, largest_node_gpus: u32 },
+    /// Gang: gangs take whole nodes of exactly `gpus_per_node` GPUs, and no
+    /// matching node has that many.
+    GangNodeSize { demand: Demand, node_sizes: Vec<u32> },
     /// Every matching node asks more than the order's max price.
     AskAboveMaxPrice {
         demand: Demand,
         cheapest_ask: PricePerGpuHour,
     },
+    /// The order would fit, but not within a site's power budget: the first
+    /// refusal of the search (the cheapest candidate), with what it needed.
+    PowerBudget {
+        demand: Demand,
+        site: SiteId,
+        headroom_w: u64,
+        needed_w: u64,
+    },
     /// Single-node order: no node within price has enough free GPUs now.
     NotEnoughFree { demand: Demand, most_free_on_one_node: u32 },
-    /// Gang: fewer nodes within price have `gpus_per_node` free GPUs than it needs.
+    /// Gang: fewer free whole nodes of `gpus_per_node` GPUs within price than it needs.
     TooFewNodes { demand: Demand, nodes_with_room: u32 },
-    /// Gang: enough nodes have room, but not inside one pool (provider, model, ask).
+    /// Gang: enough free whole nodes, but not inside one pool (provider, model, ask).
     GangSplit {
         demand: Demand,
         nodes_with_room: u32,
@@ -92,16 +103,22 @@ impl Demand {
 }
 
 /// `no provider with 16 free H100-80GB-SXM at ≤ 2.50/GPU-h` or, for a gang,
-/// `no provider with 2 nodes × 8 free H100-80GB-SXM at ≤ 2.50/GPU-h`.
+/// `no provider with 2 free whole nodes of 8 H100-80GB-SXM at ≤ 2.50/GPU-h`.
 impl fmt::Display for Demand {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("no provider with ")?;
         if self.nodes > 1 {
-            write!(f, "{} nodes × ", self.nodes)?;
+            return write!(
+                f,
+                "no provider with {} free whole nodes of {} {} at ≤ {}",
+                self.nodes,
+                self.gpus_per_node,
+                self.models(),
+                self.max_price
+            );
         }
         write!(
             f,
-            "{} free {} at ≤ {}",
+            "no provider with {} free {} at ≤ {}",
             self.gpus_per_node,
             self.models(),
             self.max_price
@@ -131,6 +148,24 @@ impl fmt::Display for Unplaced {
                 demand.gpus_per_node,
                 demand.models()
             ),
+            Unplaced::GangNodeSize { demand, node_sizes } => {
+                let sizes: Vec<String> = node_sizes.iter().map(ToString::to_string).collect();
+                write!(
+                    f,
+                    "{demand}; a gang takes whole nodes of exactly {} GPUs and the matching nodes have {}",
+                    demand.gpus_per_node,
+                    sizes.join(", ")
+                )
+            }
+            Unplaced::PowerBudget {
+                demand,
+                site,
+                headroom_w,
+                needed_w,
+            } => write!(
+                f,
+                "{demand} within power; site {site} has {headroom_w} W of headroom and the order needs {needed_w} W"
+            ),
             Unplaced::AskAboveMaxPrice { demand, cheapest_ask } => {
                 write!(f, "{demand}; cheapest ask {}", cheapest_ask.0)
             }
@@ -153,9 +188,8 @@ impl fmt::Display for Unplaced {
                 demand,
                 nodes_with_room,
             } => match nodes_with_room {
-                0 => write!(f, "{demand}; no node has room at that price"),
-                1 => write!(f, "{demand}; only 1 node has room at that price"),
-                n => write!(f, "{demand}; only {n} nodes have room at that price"),
+                0 => write!(f, "{demand}; none free at that price"),
+                n => write!(f, "{demand}; only {n} free at that price"),
             },
             Unplaced::GangSplit {
                 demand,
@@ -163,7 +197,7 @@ impl fmt::Display for Unplaced {
                 most_in_one_pool,
             } => write!(
                 f,
-                "{demand}; {nodes_with_room} nodes have room but at most {most_in_one_pool} in one pool \
+                "{demand}; {nodes_with_room} free at that price but at most {most_in_one_pool} in one pool \
                  (a gang needs one provider, model and ask)"
             ),
             Unplaced::WaitingForPreemption { leases } => {

@@ -83,12 +83,15 @@ pub async fn register(core: &CoreHandle, provider: ProviderId, name: &str, gpus:
     let reg = RegisterAgent {
         name: name.into(),
         inventory_source: InventorySource::Declared,
+        sites: vec![],
         nodes: vec![NodeReport {
             name: "n0".into(),
             gpu_model: GpuModel::resolve("h100").unwrap(),
             gpus,
             address: "10.0.0.1".into(),
             ask_micros_per_gpu_hour: ask,
+            site: None,
+            fabric_domain: None,
         }],
     };
     let r = core

@@ -163,13 +163,18 @@ impl Exchange {
 
     /// Starts `agora agent` with a declared inventory of one node.
     pub(crate) fn start_agent(&mut self, token: &str, name: &str, gpus: u32, model: &str, price: &str, address: &str) {
+        let inventory = format!(
+            "nodes:\n  - name: {name}-node\n    gpu_model: {model}\n    gpus: {gpus}\n    address: {address}\n    price_per_gpu_hour: \"{price}\"\n"
+        );
+        self.start_agent_with(token, name, &inventory);
+    }
+
+    /// Starts `agora agent` with the given YAML for its inventory (`sites:` and `nodes:`).
+    pub(crate) fn start_agent_with(&mut self, token: &str, name: &str, inventory: &str) {
         let cfg = self.dir.path().join(format!("agent-{name}.yaml"));
         std::fs::write(
             &cfg,
-            format!(
-                "server: {}\nname: {name}\ninventory: declared\nnodes:\n  - name: {name}-node\n    gpu_model: {model}\n    gpus: {gpus}\n    address: {address}\n    price_per_gpu_hour: \"{price}\"\n",
-                self.url
-            ),
+            format!("server: {}\nname: {name}\ninventory: declared\n{inventory}", self.url),
         )
         .unwrap();
         let err = std::fs::File::create(self.dir.path().join(format!("agent-{name}.err"))).unwrap();

@@ -11,18 +11,10 @@ use agora_proto::agent::{Heartbeat, InventorySource, NodeReport, RegisterAgent, 
 use agora_proto::api::{CreatedPrincipal, SubmitResponse};
 use agora_types::{GpuModel, Micros};
 use anyhow::{Context, anyhow};
-use clap::{Args, Subcommand};
+use clap::Args;
 use serde::Serialize;
 
 use crate::Output;
-
-#[derive(Subcommand, Debug)]
-pub(crate) enum BenchCommand {
-    /// Submissions/s and heartbeats/s of a server on this machine (durable, over HTTP).
-    ///
-    /// Example: agora bench server --submissions 20000 --heartbeats 100000 --concurrency 32
-    Server(ServerBench),
-}
 
 #[derive(Args, Debug)]
 pub(crate) struct ServerBench {
@@ -60,8 +52,7 @@ struct Report {
     durable: bool,
 }
 
-pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<u8> {
-    let BenchCommand::Server(args) = cmd;
+pub(crate) async fn run(args: ServerBench) -> anyhow::Result<u8> {
     if args.concurrency == 0 || args.agents == 0 {
         return Err(anyhow!("--concurrency and --agents must be at least 1"));
     }
@@ -97,12 +88,15 @@ pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<u8> {
         let reg = RegisterAgent {
             name: format!("agent-{i}"),
             inventory_source: InventorySource::Declared,
+            sites: vec![],
             nodes: vec![NodeReport {
                 name: "node-0".into(),
                 gpu_model: GpuModel::resolve("L4")?,
                 gpus: 8,
                 address: "127.0.0.1".into(),
                 ask_micros_per_gpu_hour: Micros::from_units(1),
+                site: None,
+                fabric_domain: None,
             }],
         };
         let r: RegisterResponse = post(&http, &url, &provider.token, "/api/v1/agent/register", &reg).await?;
