@@ -46,7 +46,11 @@ fn micros(units_cents: u64) -> PricePerGpuHour {
 /// `count` orders with ids from `first`, job id = order id.
 pub fn orders(rng: &mut SplitMix64, mix: &Mix, count: usize, first: u64) -> Vec<OrderSpec> {
     assert!(!mix.sizes.is_empty(), "a mix needs sizes");
-    let h100 = GpuModel::resolve("H100-80GB-SXM").expect("in the catalog");
+    let model = |name: &str| GpuModel::resolve(name).expect("in the catalog");
+    let h100 = model("H100-80GB-SXM");
+    // Single-node work that is not model-agnostic often accepts alternatives
+    // (SkyPilot's `{A100:8, H100:8}`): the data-centre class of GPUs.
+    let datacenter = vec![h100, model("H100-80GB-PCIe"), model("A100-80GB"), model("L40S")];
     (0..count as u64)
         .map(|i| {
             let id = first + i;
@@ -63,12 +67,12 @@ pub fn orders(rng: &mut SplitMix64, mix: &Mix, count: usize, first: u64) -> Vec<
             } else {
                 Tier::OnDemand
             };
-            // Single-node work often takes any model; gangs train on H100s.
-            let any_model = nodes == 1 && rng.chance(400);
-            let (models, max_price) = if any_model {
-                (Vec::new(), micros(rng.range(50, 300)))
-            } else {
-                (vec![h100], micros(rng.range(180, 400)))
+            // Single-node work often takes any model or any data-centre GPU; gangs train on H100s.
+            let class = if nodes == 1 { rng.below(10) } else { 9 };
+            let (models, max_price) = match class {
+                0..=3 => (Vec::new(), micros(rng.range(50, 350))),
+                4..=6 => (datacenter.clone(), micros(rng.range(120, 400))),
+                _ => (vec![h100], micros(rng.range(180, 400))),
             };
             let tenant = if large {
                 1 + rng.below(5)

@@ -278,7 +278,11 @@ async fn cancel_stops_a_running_job_and_withdraws_a_pending_one() {
         .unwrap();
     let p = ex.wait_job(&t, pending, "explained", |j| j.reason.is_some()).await;
     assert_eq!(p.state, "pending");
-    assert!(p.reason.as_deref().unwrap().contains("3 free whole nodes of 8 GPUs"), "{:?}", p.reason);
+    assert!(
+        p.reason.as_deref().unwrap().contains("3 free whole nodes of 8 GPUs"),
+        "{:?}",
+        p.reason
+    );
 
     for id in [running, pending] {
         ex.post_ok::<JobView>(&t, &format!("/api/v1/jobs/{id}/cancel"), serde_json::json!({}))

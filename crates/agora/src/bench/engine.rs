@@ -59,15 +59,21 @@ struct Report {
     round_ms_p50: f64,
     round_ms_p99: f64,
     first_round_ms: f64,
+    first_round_placements: u64,
+    /// Every round's placements and time (clear + apply, ms), in order.
+    per_round: Vec<(u64, f64)>,
     clear_ms_p50: f64,
     placements: u64,
     preemptions: u64,
     placements_per_s: f64,
     /// GPUs allocated after the first round, of all GPUs (demand exceeds supply).
     allocated_fraction: f64,
-    /// Gangs of ≤ 256 GPUs on more than one node: the share placed within one fabric domain.
+    /// Gangs of ≤ 256 GPUs on more than one node that one fabric domain of their pool
+    /// could hold at their turn in the round: the share placed within one domain.
     single_domain_fraction: f64,
     multi_node_gangs_le_256: u64,
+    /// GPUs still free after the first round, by model: where packing fell short.
+    free_after_first_round: BTreeMap<String, u64>,
     engine_rss_mib: f64,
     decisions_hash: String,
 }
@@ -111,6 +117,16 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
         return 0.0;
     }
     sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)]
+}
+
+/// A gang's pool: one provider, model, ask and node size (hashed into one key).
+fn pool_of(n: &NodeSpec) -> u64 {
+    let mut h = Sha256::new();
+    h.update(n.provider.0.to_le_bytes());
+    h.update(n.model.name().as_bytes());
+    h.update(n.ask.micros().to_le_bytes());
+    h.update(n.gpus.to_le_bytes());
+    u64::from_le_bytes(h.finalize()[..8].try_into().expect("8 bytes"))
 }
 
 fn build_market(fleet: &Fleet) -> Market {
@@ -160,14 +176,26 @@ pub(crate) fn run(args: EngineBench) -> anyhow::Result<u8> {
 
     let mut hasher = Sha256::new();
     let mut round_ms = Vec::new();
+    let mut per_round = Vec::new();
     let mut clear_ms = Vec::new();
     let (mut placements, mut preemptions) = (0u64, 0u64);
     let mut busy_s = 0.0;
     let mut next_lease = 1u64;
     let mut running: Vec<(LeaseId, Tier)> = Vec::new();
     let mut allocated_fraction = 0.0;
+    let mut free_after_first_round: BTreeMap<String, u64> = BTreeMap::new();
     let (mut gangs, mut gangs_one_domain) = (0u64, 0u64);
     for round in 0..args.rounds {
+        // Free whole nodes per (pool, domain) before the round, to judge each gang at its turn.
+        let mut whole: BTreeMap<NodeId, bool> = BTreeMap::new();
+        let mut free_in_domain: BTreeMap<(u64, DomainId), u32> = BTreeMap::new();
+        for n in market.nodes() {
+            let free = n.online() && n.free_gpus() == n.spec().gpus;
+            whole.insert(n.spec().id, free);
+            if free {
+                *free_in_domain.entry((pool_of(n.spec()), n.spec().domain)).or_default() += 1;
+            }
+        }
         let t0 = Instant::now();
         let plan: RoundPlan = market.clear();
         let t1 = Instant::now();
@@ -184,16 +212,36 @@ pub(crate) fn run(args: EngineBench) -> anyhow::Result<u8> {
         let t2 = Instant::now();
         clear_ms.push((t1 - t0).as_secs_f64() * 1000.0);
         round_ms.push((t2 - t0).as_secs_f64() * 1000.0);
+        per_round.push((plan.placements.len() as u64, (t2 - t0).as_secs_f64() * 1000.0));
         busy_s += (t2 - t0).as_secs_f64();
         placements += plan.placements.len() as u64;
         preemptions += plan.preemptions.len() as u64;
+        // Placements come in service order: replay them against the free whole nodes.
         for p in &plan.placements {
             let gpus: u32 = p.allocations.iter().map(|a| a.gpu_indices.len() as u32).sum();
+            let pool = pool_of(
+                market
+                    .node(p.allocations[0].node)
+                    .expect("placed on a known node")
+                    .spec(),
+            );
             if p.allocations.len() > 1 && gpus <= 256 {
-                gangs += 1;
-                let first = domain_of[&p.allocations[0].node];
-                if p.allocations.iter().all(|a| domain_of[&a.node] == first) {
-                    gangs_one_domain += 1;
+                let could = free_in_domain
+                    .iter()
+                    .any(|((pl, _), free)| *pl == pool && *free as usize >= p.allocations.len());
+                if could {
+                    gangs += 1;
+                    let first = domain_of[&p.allocations[0].node];
+                    if p.allocations.iter().all(|a| domain_of[&a.node] == first) {
+                        gangs_one_domain += 1;
+                    }
+                }
+            }
+            for a in &p.allocations {
+                if whole.insert(a.node, false) == Some(true) {
+                    *free_in_domain
+                        .get_mut(&(pool, domain_of[&a.node]))
+                        .expect("counted above") -= 1;
                 }
             }
         }
@@ -201,6 +249,11 @@ pub(crate) fn run(args: EngineBench) -> anyhow::Result<u8> {
         if round == 0 {
             let used: u64 = market.nodes().map(|n| u64::from(n.spec().gpus - n.free_gpus())).sum();
             allocated_fraction = used as f64 / gpus_total as f64;
+            for n in market.nodes().filter(|n| n.free_gpus() > 0) {
+                *free_after_first_round
+                    .entry(n.spec().model.name().to_string())
+                    .or_default() += u64::from(n.free_gpus());
+            }
         }
         // Churn: preempted leases end, a share of the others finish; new orders refill the queue.
         let stopping: std::collections::BTreeSet<LeaseId> = plan.preemptions.iter().map(|p| p.lease).collect();
@@ -231,6 +284,8 @@ pub(crate) fn run(args: EngineBench) -> anyhow::Result<u8> {
         round_ms_p50: percentile(&round_ms, 0.5),
         round_ms_p99: percentile(&round_ms, 0.99),
         first_round_ms,
+        first_round_placements: per_round[0].0,
+        per_round,
         clear_ms_p50: percentile(&clear_ms, 0.5),
         placements,
         preemptions,
@@ -242,6 +297,7 @@ pub(crate) fn run(args: EngineBench) -> anyhow::Result<u8> {
             gangs_one_domain as f64 / gangs as f64
         },
         multi_node_gangs_le_256: gangs,
+        free_after_first_round,
         engine_rss_mib: peak_rss_mib(),
         decisions_hash: hex::encode(&hasher.finalize()[..16]),
     };
