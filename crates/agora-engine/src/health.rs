@@ -150,7 +150,9 @@ impl<P: Ord + Copy, T: Ord + Copy> Health<P, T> {
             if now.highly_concentrated() {
                 health.alerts.push(Alert::HighlyConcentrated { measure, hhi: now.hhi });
             }
+            // A market that was empty had no concentration to rise from.
             if let Some(before) = before
+                && before.total > 0
                 && now.hhi > before.hhi + HHI_RISE_ALERT
             {
                 health.alerts.push(Alert::ConcentrationRising {
@@ -191,6 +193,14 @@ mod tests {
         assert!(before.alerts.is_empty(), "{:?}", before.alerts);
         h.capacity.insert(99, 220_000);
         let after = Health::compute(&h, Some(&before));
+        let from_empty = Health::compute(&h, Some(&Health::compute(&Holdings::default(), None)));
+        assert!(
+            !from_empty
+                .alerts
+                .iter()
+                .any(|a| matches!(a, Alert::ConcentrationRising { .. })),
+            "no rise from an empty market"
+        );
         assert!(after.alerts.contains(&Alert::HighlyConcentrated {
             measure: Measure::CapacityByProvider,
             hhi: after.capacity_by_provider.hhi

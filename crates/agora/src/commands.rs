@@ -27,6 +27,11 @@ pub(crate) enum ProviderCommand {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Your sites: power budget, power in use, headroom.
+    Sites {
+        #[command(flatten)]
+        conn: Conn,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -83,6 +88,11 @@ pub(crate) enum AdminCommand {
     },
     /// List every node of the exchange.
     Nodes {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// List every site with its power budget and headroom.
+    Sites {
         #[command(flatten)]
         conn: Conn,
     },
@@ -521,8 +531,43 @@ fn print_nodes(conn: &Conn, nodes: &[NodeView]) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+fn print_sites(conn: &Conn, sites: &[agora_proto::api::SiteView]) -> anyhow::Result<u8> {
+    if conn.output == Output::Json {
+        return print_json(&sites);
+    }
+    let kw = |w: Option<u64>| w.map_or_else(|| "-".to_string(), |w| format!("{:.1}", w as f64 / 1000.0));
+    let mut t = table::new(&[
+        "provider",
+        "site",
+        "region",
+        "nodes",
+        "gpus",
+        "budget kW",
+        "used kW",
+        "headroom kW",
+    ]);
+    for s in sites {
+        t.add_row(vec![
+            s.provider.to_string(),
+            s.name.clone(),
+            s.region.clone(),
+            s.nodes.to_string(),
+            s.gpus.to_string(),
+            kw(s.power_budget_w),
+            kw(Some(s.power_used_w)),
+            kw(s.power_headroom_w),
+        ]);
+    }
+    println!("{t}");
+    Ok(0)
+}
+
 pub(crate) async fn provider(cmd: ProviderCommand) -> anyhow::Result<u8> {
     match cmd {
+        ProviderCommand::Sites { conn } => {
+            let sites: Vec<agora_proto::api::SiteView> = client(&conn)?.get("/api/v1/provider/sites").await?;
+            print_sites(&conn, &sites)
+        }
         ProviderCommand::Nodes { conn } => {
             let nodes: Vec<NodeView> = client(&conn)?.get("/api/v1/provider/nodes").await?;
             print_nodes(&conn, &nodes)
@@ -650,6 +695,10 @@ pub(crate) async fn admin(cmd: AdminCommand) -> anyhow::Result<u8> {
             }
             println!("{t}");
             Ok(0)
+        }
+        AdminCommand::Sites { conn } => {
+            let sites: Vec<agora_proto::api::SiteView> = client(&conn)?.get("/api/v1/admin/sites").await?;
+            print_sites(&conn, &sites)
         }
         AdminCommand::Nodes { conn } => {
             let nodes: Vec<NodeView> = client(&conn)?.get("/api/v1/admin/nodes").await?;

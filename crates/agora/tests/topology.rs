@@ -56,7 +56,15 @@ async fn a_two_node_gang_gets_one_fabric_domain_and_power_caps_the_site() {
     let domains: BTreeSet<String> = job.tasks[0].leases[0].parts.iter().map(|p| domain_of(p.node)).collect();
     assert_eq!(domains.len(), 1, "a 2-node gang fits one fabric domain: {domains:?}");
 
-    let sites: Vec<SiteView> = ex.get_ok(&p, "/api/v1/provider/sites").await;
+    // What the provider sees, through the CLI.
+    let out = std::process::Command::new(common::BIN)
+        .args(["provider", "sites", "--output", "json"])
+        .env("AGORA_URL", &ex.url)
+        .env("AGORA_TOKEN", &p)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let sites: Vec<SiteView> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(sites.len(), 1);
     assert_eq!(
         (sites[0].power_used_w, sites[0].power_headroom_w),
