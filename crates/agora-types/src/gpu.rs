@@ -6,23 +6,58 @@
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// Static facts about one GPU model.
+/// How a GPU attaches to its host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Interface {
+    /// NVIDIA's SXM socket on an HGX board (NVLink between the GPUs).
+    Sxm,
+    Pcie,
+    /// OCP accelerator module (AMD Instinct).
+    Oam,
+}
+
+/// Static facts about one GPU model. Figures are the vendors' public
+/// specifications; `bf16_tflops` is dense (no sparsity), 0 where the model has
+/// no bf16 units.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GpuSpec {
     /// Canonical name, as printed everywhere.
     pub name: &'static str,
     pub vram_mib: u32,
+    pub bf16_tflops: u32,
     pub tdp_w: u32,
+    pub interface: Interface,
     /// Lowercase alternative spellings accepted on input (besides the name itself).
     pub aliases: &'static [&'static str],
 }
 
-const CATALOG: &[GpuSpec] = &[
+const fn gpu(
+    name: &'static str,
+    vram_gib: u32,
+    bf16_tflops: u32,
+    tdp_w: u32,
+    interface: Interface,
+    aliases: &'static [&'static str],
+) -> GpuSpec {
     GpuSpec {
-        name: "H100-80GB-SXM",
-        vram_mib: 81_920,
-        tdp_w: 700,
-        aliases: &[
+        name,
+        vram_mib: vram_gib * 1024,
+        bf16_tflops,
+        tdp_w,
+        interface,
+        aliases,
+    }
+}
+
+const CATALOG: &[GpuSpec] = &[
+    gpu(
+        "H100-80GB-SXM",
+        80,
+        989,
+        700,
+        Interface::Sxm,
+        &[
             "h100",
             "h100-sxm",
             "h100-80gb",
@@ -31,91 +66,94 @@ const CATALOG: &[GpuSpec] = &[
             "nvidia-h100",
             "h100-80gb-hbm3",
         ],
-    },
-    GpuSpec {
-        name: "H100-80GB-PCIe",
-        vram_mib: 81_920,
-        tdp_w: 350,
-        aliases: &["h100-pcie", "nvidia-h100-pcie"],
-    },
-    GpuSpec {
-        name: "H200-141GB",
-        vram_mib: 144_384,
-        tdp_w: 700,
-        aliases: &["h200", "nvidia-h200", "h200-sxm"],
-    },
-    GpuSpec {
-        name: "B200-180GB",
-        vram_mib: 184_320,
-        tdp_w: 1000,
-        aliases: &["b200", "nvidia-b200"],
-    },
-    GpuSpec {
-        name: "A100-80GB",
-        vram_mib: 81_920,
-        tdp_w: 400,
-        aliases: &["a100-80g", "nvidia-a100-80gb", "a100-sxm4-80gb"],
-    },
-    GpuSpec {
-        name: "A100-40GB",
-        vram_mib: 40_960,
-        tdp_w: 400,
-        aliases: &["a100", "nvidia-a100", "a100-sxm4-40gb"],
-    },
-    GpuSpec {
-        name: "L40S",
-        vram_mib: 46_068,
-        tdp_w: 350,
-        aliases: &["nvidia-l40s"],
-    },
-    GpuSpec {
-        name: "L4",
-        vram_mib: 23_034,
-        tdp_w: 72,
-        aliases: &["nvidia-l4"],
-    },
-    GpuSpec {
-        name: "A10",
-        vram_mib: 23_028,
-        tdp_w: 150,
-        aliases: &["a10g", "nvidia-a10"],
-    },
-    GpuSpec {
-        name: "RTX-4090",
-        vram_mib: 24_564,
-        tdp_w: 450,
-        aliases: &["rtx4090", "4090", "geforce-rtx-4090", "nvidia-geforce-rtx-4090"],
-    },
-    GpuSpec {
-        name: "RTX-3090",
-        vram_mib: 24_576,
-        tdp_w: 350,
-        aliases: &["rtx3090", "3090", "geforce-rtx-3090"],
-    },
-    GpuSpec {
-        name: "RTX-A6000",
-        vram_mib: 49_140,
-        tdp_w: 300,
-        aliases: &["rtxa6000", "a6000", "nvidia-rtx-a6000"],
-    },
-    GpuSpec {
-        name: "V100-32GB",
-        vram_mib: 32_768,
-        tdp_w: 300,
-        aliases: &["v100", "tesla-v100"],
-    },
-    GpuSpec {
-        name: "T4",
-        vram_mib: 15_360,
-        tdp_w: 70,
-        aliases: &["tesla-t4", "nvidia-t4"],
-    },
-    GpuSpec {
-        name: "MI300X",
-        vram_mib: 196_608,
-        tdp_w: 750,
-        aliases: &["amd-mi300x", "instinct-mi300x"],
-    },
+    ),
+    gpu(
+        "H100-80GB-PCIe",
+        80,
+        756,
+        350,
+        Interface::Pcie,
+        &["h100-pcie", "nvidia-h100-pcie"],
+    ),
+    gpu(
+        "H200-141GB",
+        141,
+        989,
+        700,
+        Interface::Sxm,
+        &["h200", "nvidia-h200", "h200-sxm"],
+    ),
+    gpu("B200-180GB", 180, 2250, 1000, Interface::Sxm, &["b200", "nvidia-b200"]),
+    gpu(
+        "A100-80GB",
+        80,
+        312,
+        400,
+        Interface::Sxm,
+        &["a100-80g", "nvidia-a100-80gb", "a100-sxm4-80gb"],
+    ),
+    gpu(
+        "A100-40GB",
+        40,
+        312,
+        400,
+        Interface::Sxm,
+        &["a100", "nvidia-a100", "a100-sxm4-40gb"],
+    ),
+    gpu("L40S", 48, 362, 350, Interface::Pcie, &["nvidia-l40s"]),
+    gpu("L4", 24, 121, 72, Interface::Pcie, &["nvidia-l4"]),
+    gpu("A10", 24, 125, 150, Interface::Pcie, &["a10g", "nvidia-a10"]),
+    gpu(
+        "RTX-4090",
+        24,
+        165,
+        450,
+        Interface::Pcie,
+        &["rtx4090", "4090", "geforce-rtx-4090", "nvidia-geforce-rtx-4090"],
+    ),
+    gpu(
+        "RTX-3090",
+        24,
+        71,
+        350,
+        Interface::Pcie,
+        &["rtx3090", "3090", "geforce-rtx-3090"],
+    ),
+    gpu(
+        "RTX-A6000",
+        48,
+        155,
+        300,
+        Interface::Pcie,
+        &["rtxa6000", "a6000", "nvidia-rtx-a6000"],
+    ),
+    gpu("V100-32GB", 32, 0, 300, Interface::Sxm, &["v100", "tesla-v100"]),
+    gpu("T4", 16, 0, 70, Interface::Pcie, &["tesla-t4", "nvidia-t4"]),
+    gpu(
+        "MI300X",
+        192,
+        1307,
+        750,
+        Interface::Oam,
+        &["amd-mi300x", "instinct-mi300x"],
+    ),
+    // Appended, not inserted: a model's index orders the engine's model-keyed maps.
+    gpu(
+        "GB200-186GB",
+        186,
+        2500,
+        1200,
+        Interface::Sxm,
+        &["gb200", "nvidia-gb200", "gb200-nvl72"],
+    ),
+    gpu(
+        "RTX-5090",
+        32,
+        209,
+        575,
+        Interface::Pcie,
+        &["rtx5090", "5090", "geforce-rtx-5090", "nvidia-geforce-rtx-5090"],
+    ),
 ];
 
 /// A GPU model of the catalog.
@@ -257,6 +295,28 @@ mod tests {
                 assert!(seen.insert(a.to_string()), "duplicate alias {a}");
             }
         }
+    }
+
+    #[test]
+    fn the_catalog_has_the_common_models_with_their_figures() {
+        let h100 = GpuModel::resolve("h100").unwrap().spec();
+        assert_eq!(
+            (h100.vram_mib, h100.bf16_tflops, h100.tdp_w, h100.interface),
+            (81_920, 989, 700, Interface::Sxm)
+        );
+        for name in [
+            "gb200",
+            "rtx5090",
+            "H100-80GB-PCIe",
+            "mi300x",
+            "a100",
+            "A100-80GB",
+            "l40s",
+            "t4",
+        ] {
+            assert!(GpuModel::resolve(name).is_ok(), "{name}");
+        }
+        assert_eq!(GpuModel::resolve("mi300x").unwrap().spec().interface, Interface::Oam);
     }
 
     #[test]
