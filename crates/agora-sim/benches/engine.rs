@@ -5,11 +5,11 @@
 use std::hint::black_box;
 
 use agora_engine::health::Concentration;
-use agora_engine::market::{Market, NodeSpec, SiteSpec};
+use agora_engine::market::Market;
 use agora_sim::fleet::{self, Fleet};
 use agora_sim::rng::SplitMix64;
 use agora_sim::workload::{self, Mix};
-use agora_types::{AgentId, LeaseId, Tier};
+use agora_types::{LeaseId, Tier};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 /// A job-size mix shaped like the traces (mostly 1 GPU, some 8, a few gangs),
@@ -29,27 +29,7 @@ fn mix() -> Mix {
 }
 
 fn market(fleet: &Fleet, orders: usize, seed: u64) -> Market {
-    let mut m = Market::new();
-    for s in &fleet.sites {
-        m.upsert_site(SiteSpec {
-            id: s.id,
-            provider: s.provider,
-            power_budget_w: s.power_budget_w,
-            node_overhead_w: s.node_overhead_w,
-        });
-    }
-    for n in &fleet.nodes {
-        m.upsert_node(NodeSpec {
-            id: n.id,
-            provider: n.provider,
-            agent: AgentId(n.provider.0),
-            model: n.model,
-            gpus: n.gpus,
-            ask: n.ask,
-            site: n.site,
-            domain: n.domain,
-        });
-    }
+    let mut m = fleet.market();
     for o in workload::orders(&mut SplitMix64::new(seed), &mix(), orders, 1) {
         m.add_order(o);
     }

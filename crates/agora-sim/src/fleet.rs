@@ -4,7 +4,8 @@
 //! regions) and a small one for tests. Plain data: the caller feeds it to the
 //! engine (or, later, to hollow agents in the simulator).
 
-use agora_types::{DomainId, GpuModel, Micros, NodeId, PricePerGpuHour, ProviderId, SiteId};
+use agora_engine::market::{Market, NodeSpec, SiteSpec};
+use agora_types::{AgentId, DomainId, GpuModel, Micros, NodeId, PricePerGpuHour, ProviderId, SiteId};
 
 use crate::rng::SplitMix64;
 
@@ -42,6 +43,32 @@ pub struct Fleet {
 impl Fleet {
     pub fn gpus(&self) -> u64 {
         self.nodes.iter().map(|n| u64::from(n.gpus)).sum()
+    }
+
+    /// A market holding this fleet's sites and nodes (each provider is its own agent).
+    pub fn market(&self) -> Market {
+        let mut m = Market::new();
+        for s in &self.sites {
+            m.upsert_site(SiteSpec {
+                id: s.id,
+                provider: s.provider,
+                power_budget_w: s.power_budget_w,
+                node_overhead_w: s.node_overhead_w,
+            });
+        }
+        for n in &self.nodes {
+            m.upsert_node(NodeSpec {
+                id: n.id,
+                provider: n.provider,
+                agent: AgentId(n.provider.0),
+                model: n.model,
+                gpus: n.gpus,
+                ask: n.ask,
+                site: n.site,
+                domain: n.domain,
+            });
+        }
+        m
     }
 }
 

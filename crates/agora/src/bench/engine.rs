@@ -8,12 +8,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use agora_engine::market::{Market, NodeSpec, RoundPlan, SiteSpec};
-use agora_sim::fleet::{self, Fleet};
+use agora_engine::market::{NodeSpec, RoundPlan};
+use agora_sim::fleet;
 use agora_sim::rng::SplitMix64;
 use agora_sim::traces::{self, TraceJob};
 use agora_sim::workload::{self, Mix};
-use agora_types::{AgentId, DomainId, LeaseId, NodeId, Tier};
+use agora_types::{DomainId, LeaseId, NodeId, Tier};
 use anyhow::{Context, anyhow};
 use clap::Args;
 use serde::Serialize;
@@ -129,31 +129,6 @@ fn pool_of(n: &NodeSpec) -> u64 {
     u64::from_le_bytes(h.finalize()[..8].try_into().expect("8 bytes"))
 }
 
-fn build_market(fleet: &Fleet) -> Market {
-    let mut m = Market::new();
-    for s in &fleet.sites {
-        m.upsert_site(SiteSpec {
-            id: s.id,
-            provider: s.provider,
-            power_budget_w: s.power_budget_w,
-            node_overhead_w: s.node_overhead_w,
-        });
-    }
-    for n in &fleet.nodes {
-        m.upsert_node(NodeSpec {
-            id: n.id,
-            provider: n.provider,
-            agent: AgentId(n.provider.0),
-            model: n.model,
-            gpus: n.gpus,
-            ask: n.ask,
-            site: n.site,
-            domain: n.domain,
-        });
-    }
-    m
-}
-
 pub(crate) fn run(args: EngineBench) -> anyhow::Result<u8> {
     let fleet = fleet::named(&args.fleet, args.seed)
         .ok_or_else(|| anyhow!("--fleet: unknown fleet `{}` (colossus, small)", args.fleet))?;
@@ -166,7 +141,7 @@ pub(crate) fn run(args: EngineBench) -> anyhow::Result<u8> {
     let mut rng = SplitMix64::new(args.seed);
 
     let setup = Instant::now();
-    let mut market = build_market(&fleet);
+    let mut market = fleet.market();
     let mut next_order = 1;
     for o in workload::orders(&mut rng, &mix, args.orders, next_order) {
         market.add_order(o);
