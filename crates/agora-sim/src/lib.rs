@@ -7,6 +7,7 @@
 //! takes its seed (see [`rng::SplitMix64`]).
 
 pub mod fleet;
+pub mod replay;
 pub mod rng;
 pub mod traces;
 pub mod workload;

@@ -3,6 +3,7 @@
 mod bench;
 mod client;
 mod commands;
+mod sim;
 mod table;
 mod up;
 
@@ -176,6 +177,13 @@ enum Command {
     ///
     /// Example: agora bench --fleet colossus --orders 50000 --seed 1 --output json
     Bench(bench::BenchArgs),
+    /// Simulate: replay a real GPU trace on the engine in virtual time.
+    ///
+    /// Example: agora sim replay --trace data/traces/ms-itp/cluster04.csv --nodes 80 --output json
+    Sim {
+        #[command(subcommand)]
+        command: sim::SimCommand,
+    },
     /// Operator commands (admin token).
     Admin {
         #[command(subcommand)]
@@ -225,6 +233,7 @@ fn main() -> ExitCode {
             Command::Health { conn } => commands::health(&conn).await,
             Command::Provider { command } => commands::provider(command).await,
             Command::Admin { command } => commands::admin(command).await,
+            Command::Sim { command } => tokio::task::spawn_blocking(move || sim::run(command)).await?,
             Command::Bench(args) => {
                 init_logs("warn");
                 bench::run(args).await
