@@ -121,7 +121,7 @@ pub fn replay(jobs: &[TraceJob], nodes: u32, gpus_per_node: u32, timing: Timing)
     while done < jobs.len() {
         let now = round * timing.round_s;
         // Checkpoints: every running job loses `checkpoint_s` of progress.
-        if timing.checkpoint_every_rounds > 0 && round > 0 && round % timing.checkpoint_every_rounds == 0 {
+        if timing.checkpoint_every_rounds > 0 && round > 0 && round.is_multiple_of(timing.checkpoint_every_rounds) {
             for r in running.values_mut() {
                 r.done_at += timing.checkpoint_s;
             }

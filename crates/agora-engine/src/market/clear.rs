@@ -6,10 +6,12 @@
 //! typed reason).
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 
-use agora_types::{DomainId, GpuModel, LeaseId, Micros, NodeId, PricePerGpuHour, ProviderId, SiteId, Tier};
+use agora_types::{DomainId, GpuModel, LeaseId, Micros, NodeId, OrderId, PricePerGpuHour, ProviderId, SiteId, Tier};
 
 use super::index::{BucketIndex, BucketKey, GangPoolKey, IndexEntry, PoolKey, WholeIndex, WholeNodes};
 use super::{Allocation, Demand, Market, OrderSpec, Placement, Preemption, RoundPlan, Unplaced};
@@ -34,15 +36,16 @@ pub(super) fn clear(market: &Market, eligible: impl Fn(&OrderSpec) -> bool) -> R
         claimed_gpus: BTreeMap::new(),
         no_room: BTreeMap::new(),
         no_reclaim: BTreeMap::new(),
+        model_sets: ModelSets::default(),
+        scratch: RefCell::default(),
+        reclaim_scores: RefCell::default(),
     };
     let mut plan = RoundPlan::default();
+    // Reasons come in service order; the map is built once, from sorted ids.
+    let (mut unplaced_ids, mut unplaced): (Vec<OrderId>, Vec<Option<Unplaced>>) = (Vec::new(), Vec::new());
     for order in market.pending_orders().filter(|o| eligible(o)) {
-        let shape = Shape {
-            models: round.accepted_models(order),
-            nodes: order.nodes,
-            gpus_per_node: order.gpus_per_node,
-        };
-        let refused = match round.find_placement(order, &shape) {
+        let (shape, models) = round.shape_of(order);
+        let refused = match round.find_placement(order, shape, &models) {
             Ok((pool, nodes)) => {
                 plan.placements.push(round.reserve(order, pool, &nodes));
                 continue;
@@ -51,7 +54,7 @@ pub(super) fn clear(market: &Market, eligible: impl Fn(&OrderSpec) -> bool) -> R
         };
         // Spot orders never preempt.
         let reclaim = if order.tier == Tier::OnDemand {
-            round.find_reclaim(order, &shape)
+            round.find_reclaim(order, shape, &models)
         } else {
             None
         };
@@ -64,24 +67,54 @@ pub(super) fn clear(market: &Market, eligible: impl Fn(&OrderSpec) -> bool) -> R
                     .into_iter()
                     .map(|lease| Preemption { lease, for_order }),
             );
-            plan.unplaced
-                .insert(order.id, Unplaced::WaitingForPreemption { leases: waiting });
+            unplaced_ids.push(order.id);
+            unplaced.push(Some(Unplaced::WaitingForPreemption { leases: waiting }));
             continue;
         }
-        plan.unplaced
-            .insert(order.id, round.explain(order, &shape.models, refused));
+        unplaced_ids.push(order.id);
+        unplaced.push(Some(round.explain(order, &models, refused)));
     }
+    plan.unplaced = by_id(unplaced_ids, unplaced);
     plan
+}
+
+/// The reasons as a map. Sorting the small `(id, position)` pairs and handing
+/// `collect` a sorted sequence (which it builds in one pass) beats both one
+/// descent per order and sorting the reasons themselves.
+fn by_id(ids: Vec<OrderId>, mut reasons: Vec<Option<Unplaced>>) -> BTreeMap<OrderId, Unplaced> {
+    let mut order: Vec<(OrderId, usize)> = ids.into_iter().enumerate().map(|(i, id)| (id, i)).collect();
+    order.sort_unstable();
+    order
+        .into_iter()
+        .map(|(id, i)| (id, reasons[i].take().expect("each position once")))
+        .collect()
 }
 
 /// What a search depends on besides the price: orders of one shape that
 /// failed at some price fail at any lower price in the same round.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Shape {
-    /// Accepted models that have an online node, ascending (VRAM already applied).
-    models: Vec<GpuModel>,
+    /// The round's number for the accepted models (see [`ModelSets`]).
+    models: usize,
     nodes: u32,
     gpus_per_node: u32,
+}
+
+/// The accepted models of the orders seen in a round, numbered: orders with
+/// the same model list and VRAM floor share one number and one list, so a
+/// round filters the models once per distinct filter, not once per order.
+#[derive(Debug, Default)]
+struct ModelSets {
+    /// Number by VRAM floor, then by the order's model list.
+    numbers: BTreeMap<u32, BTreeMap<Vec<GpuModel>, usize>>,
+    /// Accepted models that have an online node, ascending (VRAM already applied), by number.
+    accepted: Vec<Rc<[GpuModel]>>,
+    /// The first [`ModelSets::RECENT`] filters as `(VRAM floor, model list, number)`.
+    recent: Vec<(u32, Vec<GpuModel>, usize)>,
+}
+
+impl ModelSets {
+    const RECENT: usize = 8;
 }
 
 /// The state of a round in progress: the market as it was, plus what this
@@ -111,6 +144,27 @@ struct Round<'m> {
     no_room: BTreeMap<Shape, (PricePerGpuHour, Option<PowerRefusal>)>,
     /// The same for preemption: reclaimable GPUs only shrink too.
     no_reclaim: BTreeMap<Shape, PricePerGpuHour>,
+    model_sets: ModelSets,
+    /// Buffers the preemption search reuses from node to node, so that scoring
+    /// a candidate node allocates nothing but its victim list.
+    scratch: RefCell<Scratch>,
+    /// [`Round::reclaim_score`] by node and GPU count; a node's entry is
+    /// dropped whenever the round takes its GPUs or claims a lease on it.
+    reclaim_scores: RefCell<BTreeMap<NodeId, NodeScores>>,
+}
+
+/// Victims, then GPUs preempted in all: what a single node's reclaim costs.
+type ReclaimScore = (usize, u64);
+
+/// A node's known [`ReclaimScore`]s by GPU count (None: no plan that waits).
+type NodeScores = Vec<(u32, Option<ReclaimScore>)>;
+
+/// See [`Round::scratch`].
+#[derive(Debug, Default)]
+struct Scratch {
+    by_lease: Vec<(LeaseId, u32)>,
+    stopping: Vec<(u32, LeaseId)>,
+    candidates: Vec<Candidate>,
 }
 
 /// How an on-demand order gets its GPUs on one node through preemption.
@@ -209,15 +263,47 @@ struct DomainPick {
 type GangReclaimScore = (usize, u64, PricePerGpuHour, ProviderId, GpuModel);
 
 impl Round<'_> {
-    /// Models the order accepts that have an online node, ascending.
-    fn accepted_models(&self, order: &OrderSpec) -> Vec<GpuModel> {
-        self.market
+    /// The order's shape, and the models it accepts that have an online node, ascending.
+    fn shape_of(&mut self, order: &OrderSpec) -> (Shape, Rc<[GpuModel]>) {
+        let number = self.model_set(order);
+        let shape = Shape {
+            models: number,
+            nodes: order.nodes,
+            gpus_per_node: order.gpus_per_node,
+        };
+        (shape, Rc::clone(&self.model_sets.accepted[number]))
+    }
+
+    /// The number of the order's model filter in this round.
+    fn model_set(&mut self, order: &OrderSpec) -> usize {
+        let sets = &mut self.model_sets;
+        // A round sees few distinct filters: scan them before any map lookup.
+        let recent = sets
+            .recent
+            .iter()
+            .find(|(vram, models, _)| *vram == order.min_vram_mib && *models == order.models);
+        if let Some(&(_, _, number)) = recent {
+            return number;
+        }
+        let by_models = sets.numbers.entry(order.min_vram_mib).or_default();
+        if let Some(&number) = by_models.get(order.models.as_slice()) {
+            return number;
+        }
+        let accepted: Rc<[GpuModel]> = self
+            .market
             .indexes
             .models
             .keys()
             .copied()
             .filter(|m| order.accepts(*m))
-            .collect()
+            .collect();
+        sets.accepted.push(accepted);
+        let number = sets.accepted.len() - 1;
+        by_models.insert(order.models.clone(), number);
+        if sets.recent.len() < ModelSets::RECENT {
+            sets.recent.push((order.min_vram_mib, order.models.clone(), number));
+        }
+        number
     }
 
     /// The index entry of a node the round works with (only online nodes are indexed).
@@ -256,17 +342,16 @@ impl Round<'_> {
         self.market.sites.get(&site).map_or(0, super::SiteState::overhead_w)
     }
 
-    /// Whether a node runs anything, counting this round's placements.
-    fn busy_on(&self, id: NodeId) -> bool {
-        self.entry(id).busy || self.taken_on(id) > 0
-    }
-
     /// What `g` more GPUs on a node add to its site: their TDP, plus the node's
     /// overhead if it runs nothing yet.
     fn need_w(&self, id: NodeId, g: u32) -> u64 {
-        let e = self.entry(id);
+        self.need_w_taken(&self.entry(id), self.taken_on(id), g)
+    }
+
+    /// [`Round::need_w`] for a node with entry `e` of which the round took `taken` GPUs.
+    fn need_w_taken(&self, e: &IndexEntry, taken: u32, g: u32) -> u64 {
         let gpus_w = u64::from(e.model.spec().tdp_w) * u64::from(g);
-        if self.busy_on(id) {
+        if e.busy || taken > 0 {
             gpus_w
         } else {
             gpus_w + self.overhead_w(e.site)
@@ -279,23 +364,24 @@ impl Round<'_> {
     fn find_placement(
         &mut self,
         order: &OrderSpec,
-        shape: &Shape,
+        shape: Shape,
+        models: &[GpuModel],
     ) -> Result<(PoolKey, Vec<NodeId>), Option<PowerRefusal>> {
-        if let Some((price, refused)) = self.no_room.get(shape)
+        if let Some((price, refused)) = self.no_room.get(&shape)
             && order.max_price <= *price
         {
             return Err(refused.filter(|r| r.ask <= order.max_price));
         }
         let mut refused = None;
         let found = if order.nodes == 1 {
-            self.find_single(order, &shape.models, &mut refused)
+            self.find_single(order, models, &mut refused)
         } else {
-            self.find_gang(order, &shape.models, &mut refused)
+            self.find_gang(order, models, &mut refused)
         };
         match found {
             Some(found) => Ok(found),
             None => {
-                let failed = self.no_room.entry(shape.clone()).or_insert((order.max_price, refused));
+                let failed = self.no_room.entry(shape).or_insert((order.max_price, refused));
                 if order.max_price >= failed.0 {
                     *failed = (order.max_price, refused);
                 }
@@ -567,17 +653,20 @@ impl Round<'_> {
         if count == 0 {
             return Vec::new();
         }
-        let entry = self.entry(id);
-        let free_before = self.free_on(id);
-        let capacity_before = self.capacity_on(id);
+        self.reclaim_scores.get_mut().remove(&id);
+        let node = &self.market.nodes[&id];
+        let entry = node.indexed.expect("the round only uses online nodes");
+        let taken_before = self.taken_on(id);
+        let free_before = entry.free - taken_before;
+        let claimed = self.claimed_gpus.get(&id).copied().unwrap_or(0);
+        let capacity_before = entry.capacity().map(|c| c - taken_before - claimed);
         if self.headroom_w(entry.site).is_some() {
-            let needed_w = self.need_w(id, count);
+            let needed_w = self.need_w_taken(&entry, taken_before, count);
             *self.added_w.entry(entry.site).or_insert(0) += needed_w;
         }
-        if entry.whole() && self.taken_on(id) == 0 {
+        if entry.whole() && taken_before == 0 {
             self.whole.to_mut().remove(id, &entry);
         }
-        let node = &self.market.nodes[&id];
         let taken = self.taken.entry(id).or_default();
         let picked: Vec<u32> = (0..node.spec.gpus)
             .filter(|i| node.owners[*i as usize].is_none() && !taken.contains(i))
@@ -598,6 +687,7 @@ impl Round<'_> {
             return;
         }
         for alloc in &self.market.leases[&lease].allocations {
+            self.reclaim_scores.get_mut().remove(&alloc.node);
             let node = &self.market.nodes[&alloc.node];
             let Some(entry) = node.indexed else { continue };
             let held = alloc.gpu_indices.iter().filter(|i| **i < node.spec.gpus).count() as u32;
@@ -613,17 +703,17 @@ impl Round<'_> {
 
     /// The best way for an on-demand order to get its GPUs through preemption,
     /// or None if even reclaiming every eligible lease would not do.
-    fn find_reclaim(&mut self, order: &OrderSpec, shape: &Shape) -> Option<Reclaim> {
-        if self.no_reclaim.get(shape).is_some_and(|p| order.max_price <= *p) {
+    fn find_reclaim(&mut self, order: &OrderSpec, shape: Shape, models: &[GpuModel]) -> Option<Reclaim> {
+        if self.no_reclaim.get(&shape).is_some_and(|p| order.max_price <= *p) {
             return None;
         }
         let found = if order.nodes == 1 {
-            self.find_single_reclaim(order, &shape.models)
+            self.find_single_reclaim(order, models)
         } else {
-            self.find_gang_reclaim(order, &shape.models)
+            self.find_gang_reclaim(order, models)
         };
         if found.is_none() {
-            let failed = self.no_reclaim.entry(shape.clone()).or_insert(order.max_price);
+            let failed = self.no_reclaim.entry(shape).or_insert(order.max_price);
             *failed = (*failed).max(order.max_price);
         }
         found
@@ -634,30 +724,54 @@ impl Round<'_> {
     /// ask, id).
     fn find_single_reclaim(&self, order: &OrderSpec, models: &[GpuModel]) -> Option<Reclaim> {
         let g = order.gpus_per_node;
-        let mut candidates: Vec<BucketKey> = Vec::new();
+        let last = (order.max_price, SiteId(u64::MAX), NodeId(u64::MAX));
+        // Every bucket is sorted by key: merge their heads instead of sorting them all.
+        let mut runs = Vec::new();
         for model in models {
             let Some(buckets) = self.reclaim.by_model.get(model) else {
                 continue;
             };
-            for (_, nodes) in buckets.range(g..) {
-                candidates.extend(
-                    nodes
-                        .range(..=(order.max_price, SiteId(u64::MAX), NodeId(u64::MAX)))
-                        .take(RECLAIM_CANDIDATES),
-                );
+            runs.extend(buckets.range(g..).map(|(_, nodes)| nodes.range(..=last).peekable()));
+        }
+        let mut best: Option<(ReclaimScore, PricePerGpuHour, NodeId)> = None;
+        for _ in 0..RECLAIM_CANDIDATES {
+            let Some(run) = runs
+                .iter_mut()
+                .enumerate()
+                .filter_map(|(i, r)| r.peek().map(|&&key| (i, key)))
+                .min_by_key(|&(_, key)| key)
+                .map(|(i, _)| i)
+            else {
+                break;
+            };
+            let &(ask, _, id) = runs[run].next().expect("peeked");
+            let Some(score) = self.reclaim_score(id, g) else {
+                continue;
+            };
+            if best.is_none_or(|b| (score, ask, id) < b) {
+                best = Some((score, ask, id));
             }
         }
-        candidates.sort_unstable();
-        candidates.truncate(RECLAIM_CANDIDATES);
-        candidates
-            .into_iter()
-            .filter_map(|(ask, _, id)| {
-                self.reclaim_on(id, g)
-                    .filter(NodeReclaim::waits)
-                    .map(|r| ((r.victims.len(), r.victim_gpus, ask, id), r))
-            })
-            .min_by(|a, b| a.0.cmp(&b.0))
-            .map(|(_, r)| Reclaim { nodes: vec![r] })
+        let (_, _, id) = best?;
+        let reclaim = self.reclaim_on(id, g).expect("scored above");
+        Some(Reclaim { nodes: vec![reclaim] })
+    }
+
+    /// `(victims, GPUs preempted)` of [`Round::reclaim_on`] for a node that
+    /// waits on some lease, None otherwise; remembered until the round changes
+    /// the node or claims one of its leases.
+    fn reclaim_score(&self, id: NodeId, g: u32) -> Option<ReclaimScore> {
+        let mut scores = self.reclaim_scores.borrow_mut();
+        let known = scores.entry(id).or_default();
+        if let Some(&(_, score)) = known.iter().find(|(size, _)| *size == g) {
+            return score;
+        }
+        let score = self
+            .reclaim_on(id, g)
+            .filter(NodeReclaim::waits)
+            .map(|r| (r.victims.len(), r.victim_gpus));
+        known.push((g, score));
+        score
     }
 
     /// For each pool within price: free whole nodes of the gang's size cost
@@ -729,17 +843,22 @@ impl Round<'_> {
         let free = self.free_on(id);
         let mut reclaim = NodeReclaim::free(id, free.min(g));
         let mut missing = g.saturating_sub(free);
-        let mut stopping = Vec::new();
-        let mut candidates = Vec::new();
-        for (lease_id, on_node) in node.gpus_by_lease() {
+        if missing == 0 {
+            return Some(reclaim);
+        }
+        let scratch = &mut *self.scratch.borrow_mut();
+        node.gpus_by_lease(&mut scratch.by_lease);
+        scratch.stopping.clear();
+        scratch.candidates.clear();
+        for &(lease_id, on_node) in &scratch.by_lease {
             if self.claimed.contains(&lease_id) {
                 continue;
             }
             let lease = &self.market.leases[&lease_id];
             if lease.stopping {
-                stopping.push((on_node, lease_id));
+                scratch.stopping.push((on_node, lease_id));
             } else if lease.tier == Tier::Spot {
-                candidates.push(Candidate {
+                scratch.candidates.push(Candidate {
                     lease: lease_id,
                     on_node,
                     gpus_total: lease.gpus_total(),
@@ -747,8 +866,10 @@ impl Round<'_> {
             }
         }
         // Stopping leases cost no new victim; the largest first waits on the fewest.
-        stopping.sort_by_key(|&(on_node, lease)| (Reverse(on_node), lease));
-        for (on_node, lease) in stopping {
+        scratch
+            .stopping
+            .sort_unstable_by_key(|&(on_node, lease)| (Reverse(on_node), lease));
+        for &(on_node, lease) in &scratch.stopping {
             if missing == 0 {
                 break;
             }
@@ -757,12 +878,9 @@ impl Round<'_> {
         }
         reclaim.stopping.sort_unstable();
         if missing > 0 {
-            reclaim.victims = choose_victims(missing, &candidates)?;
-            reclaim.victim_gpus = candidates
-                .iter()
-                .filter(|c| reclaim.victims.contains(&c.lease))
-                .map(|c| c.gpus_total)
-                .sum();
+            let (victims, victim_gpus) = choose_victims(missing, &mut scratch.candidates)?;
+            reclaim.victims = victims;
+            reclaim.victim_gpus = victim_gpus;
         }
         Some(reclaim)
     }
@@ -784,11 +902,9 @@ impl Round<'_> {
 
     /// The first reason, in the order of [`Unplaced`]'s variants, that applies.
     fn explain(&self, order: &OrderSpec, models: &[GpuModel], refused: Option<PowerRefusal>) -> Unplaced {
-        let indexed: Vec<&super::index::ModelNodes> = models
-            .iter()
-            .filter_map(|m| self.market.indexes.models.get(m))
-            .collect();
-        if indexed.is_empty() {
+        // `models` only holds models with an online node, so each is indexed.
+        let indexed = || models.iter().filter_map(|m| self.market.indexes.models.get(m));
+        if models.is_empty() {
             return Unplaced::NoMatchingNode {
                 models: order.models.clone(),
                 min_vram_mib: order.min_vram_mib,
@@ -796,8 +912,7 @@ impl Round<'_> {
         }
         let demand = Demand::of(order);
         let g = order.gpus_per_node;
-        let largest_node_gpus = indexed
-            .iter()
+        let largest_node_gpus = indexed()
             .filter_map(|m| m.sizes.last_key_value().map(|(k, _)| *k))
             .max();
         let largest_node_gpus = largest_node_gpus.expect("indexed models have nodes");
@@ -807,17 +922,14 @@ impl Round<'_> {
                 largest_node_gpus,
             };
         }
-        if order.nodes > 1 && !indexed.iter().any(|m| m.sizes.contains_key(&g)) {
-            let node_sizes: BTreeSet<u32> = indexed.iter().flat_map(|m| m.sizes.keys().copied()).collect();
+        if order.nodes > 1 && !indexed().any(|m| m.sizes.contains_key(&g)) {
+            let node_sizes: BTreeSet<u32> = indexed().flat_map(|m| m.sizes.keys().copied()).collect();
             return Unplaced::GangNodeSize {
                 demand,
                 node_sizes: node_sizes.into_iter().collect(),
             };
         }
-        let cheapest_ask = indexed
-            .iter()
-            .filter_map(|m| m.by_ask.first().map(|(ask, _)| *ask))
-            .min();
+        let cheapest_ask = indexed().filter_map(|m| m.by_ask.first().map(|(ask, _)| *ask)).min();
         let cheapest_ask = cheapest_ask.expect("indexed models have nodes");
         if cheapest_ask > order.max_price {
             return Unplaced::AskAboveMaxPrice { demand, cheapest_ask };
@@ -927,22 +1039,32 @@ struct Candidate {
     gpus_total: u64,
 }
 
-/// The victims that free at least `missing` GPUs on one node: fewest leases,
-/// then fewest GPUs preempted in all, then the lexicographically lowest
-/// ascending ids. None if all candidates together do not free enough.
+/// The victims that free at least `missing` GPUs on one node, with the GPUs
+/// they hold in all: fewest leases, then fewest GPUs preempted in all, then
+/// the lexicographically lowest ascending ids. None if all candidates together
+/// do not free enough. Sorts `candidates` by lease id.
 ///
 /// An exact 0/1 knapsack over "GPUs covered, capped at `missing`": a node has
 /// few leases (at most one per GPU), so this is tiny. `best[c]` is the best
 /// victim set covering `c` GPUs; candidates are visited in ascending id so each
 /// set is built already sorted, and two sets with the same count compare by
 /// their ids exactly as the final answer would.
-fn choose_victims(missing: u32, candidates: &[Candidate]) -> Option<Vec<LeaseId>> {
+fn choose_victims(missing: u32, candidates: &mut [Candidate]) -> Option<(Vec<LeaseId>, u64)> {
+    candidates.sort_unstable_by_key(|c| c.lease);
+    if candidates.len() <= VictimSet::MAX {
+        choose_victims_small(missing, candidates)
+    } else {
+        choose_victims_any(missing, candidates)
+    }
+}
+
+/// [`choose_victims`] for any number of candidates sorted by id: each set is a
+/// list of ids, compared as such.
+fn choose_victims_any(missing: u32, candidates: &[Candidate]) -> Option<(Vec<LeaseId>, u64)> {
     let cap = missing as usize;
     let mut best: Vec<Option<(usize, u64, Vec<LeaseId>)>> = vec![None; cap + 1];
     best[0] = Some((0, 0, Vec::new()));
-    let mut sorted = candidates.to_vec();
-    sorted.sort_by_key(|c| c.lease);
-    for c in &sorted {
+    for c in candidates.iter() {
         // Descending, so that a lease extends only sets built without it.
         for covered in (0..=cap).rev() {
             let Some((count, gpus, ids)) = &best[covered] else {
@@ -957,7 +1079,72 @@ fn choose_victims(missing: u32, candidates: &[Candidate]) -> Option<Vec<LeaseId>
             }
         }
     }
-    best[cap].take().map(|(_, _, ids)| ids)
+    best[cap].take().map(|(_, gpus, ids)| (ids, gpus))
+}
+
+/// A set of victims among at most [`VictimSet::MAX`] candidates sorted by
+/// lease id: bit `i` is the `i`-th lowest id. Ordered like
+/// `(count, gpus, ascending ids)` in [`choose_victims`], without allocating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct VictimSet {
+    count: u32,
+    gpus: u64,
+    members: u64,
+}
+
+impl VictimSet {
+    const MAX: usize = 64;
+
+    /// Whether `self` is strictly preferred to `other`. Between two sets of
+    /// equal size, the ascending id list of one is lexicographically lower
+    /// exactly when the lowest id in only one of them is in it.
+    fn better(&self, other: &VictimSet) -> bool {
+        match (self.count, self.gpus).cmp(&(other.count, other.gpus)) {
+            std::cmp::Ordering::Less => true,
+            std::cmp::Ordering::Greater => false,
+            std::cmp::Ordering::Equal => {
+                let differ = self.members ^ other.members;
+                differ != 0 && self.members & differ & differ.wrapping_neg() != 0
+            }
+        }
+    }
+}
+
+/// [`choose_victims`] for at most [`VictimSet::MAX`] candidates sorted by id.
+fn choose_victims_small(missing: u32, candidates: &[Candidate]) -> Option<(Vec<LeaseId>, u64)> {
+    let cap = missing as usize;
+    let mut best: Vec<Option<VictimSet>> = vec![None; cap + 1];
+    best[0] = Some(VictimSet {
+        count: 0,
+        gpus: 0,
+        members: 0,
+    });
+    for (i, c) in candidates.iter().enumerate() {
+        // Descending, so that a lease extends only sets built without it.
+        for covered in (0..=cap).rev() {
+            let Some(set) = best[covered] else {
+                continue;
+            };
+            let reach = (covered + c.on_node as usize).min(cap);
+            let with = VictimSet {
+                count: set.count + 1,
+                gpus: set.gpus + c.gpus_total,
+                members: set.members | 1 << i,
+            };
+            if best[reach].is_none_or(|b| with.better(&b)) {
+                best[reach] = Some(with);
+            }
+        }
+    }
+    best[cap].map(|set| {
+        let ids = candidates
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| set.members & 1 << i != 0)
+            .map(|(_, c)| c.lease)
+            .collect();
+        (ids, set.gpus)
+    })
 }
 
 #[cfg(test)]
@@ -973,9 +1160,15 @@ mod tests {
     }
 
     fn check_victims(missing: u32, candidates: &[Candidate], expected: Option<&[u64]>) {
-        let got = choose_victims(missing, candidates);
+        let mut sorted = candidates.to_vec();
+        let got = choose_victims(missing, &mut sorted).map(|(ids, _)| ids);
         let expected = expected.map(|ids| ids.iter().map(|i| LeaseId(*i)).collect::<Vec<_>>());
         assert_eq!(got, expected, "missing {missing} from {candidates:?}");
+        assert_eq!(
+            choose_victims_any(missing, &sorted).map(|(ids, _)| ids),
+            expected,
+            "general path, missing {missing} from {candidates:?}"
+        );
     }
 
     #[test]
@@ -992,5 +1185,41 @@ mod tests {
         check_victims(5, &[cand(1, 2, 2), cand(2, 2, 2)], None);
         // Nothing missing needs no victim.
         check_victims(0, &[cand(1, 2, 2)], Some(&[]));
+        // Ids decide between sets of equal cost whose lowest ids agree.
+        check_victims(
+            4,
+            &[
+                cand(1, 1, 1),
+                cand(2, 2, 2),
+                cand(3, 1, 1),
+                cand(4, 2, 2),
+                cand(5, 1, 1),
+            ],
+            Some(&[2, 4]),
+        );
+        check_victims(
+            3,
+            &[cand(1, 1, 1), cand(2, 1, 3), cand(3, 2, 2), cand(4, 2, 2)],
+            Some(&[1, 3]),
+        );
+    }
+
+    proptest::proptest! {
+        /// The bitset knapsack picks exactly what the list-of-ids knapsack picks.
+        #[test]
+        fn small_victim_sets_match_the_general_ones(
+            missing in 0u32..12,
+            leases in proptest::collection::btree_map(1u64..40, (1u32..5, 0u64..6), 0..12),
+        ) {
+            let mut candidates: Vec<Candidate> = leases
+                .iter()
+                .map(|(&id, &(on_node, extra))| cand(id, on_node, u64::from(on_node) + extra))
+                .collect();
+            candidates.sort_by_key(|c| c.lease);
+            proptest::prop_assert_eq!(
+                choose_victims_small(missing, &candidates),
+                choose_victims_any(missing, &candidates)
+            );
+        }
     }
 }

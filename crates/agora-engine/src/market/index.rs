@@ -40,6 +40,20 @@ impl IndexEntry {
         !self.busy
     }
 
+    /// Whether both entries sit under the same keys wherever they count or
+    /// not: everything but free, reclaimable and busy is equal.
+    pub(crate) fn same_place(&self, other: &IndexEntry) -> bool {
+        (self.model, self.ask, self.provider, self.site, self.domain, self.gpus)
+            == (
+                other.model,
+                other.ask,
+                other.provider,
+                other.site,
+                other.domain,
+                other.gpus,
+            )
+    }
+
     /// The key of the node in the reclaim index, if it has anything to reclaim.
     pub(crate) fn capacity(&self) -> Option<u32> {
         (self.reclaimable > 0).then_some(self.free + self.reclaimable)
@@ -301,6 +315,40 @@ impl Indexes {
         }
     }
 
+    /// Replaces a node's entry (None: not indexed), touching only the indexes
+    /// whose keys changed: a lease starting or ending on a node changes its
+    /// free and reclaimable GPUs, not its model, ask or place.
+    pub(crate) fn update(&mut self, id: NodeId, old: Option<&IndexEntry>, new: Option<&IndexEntry>) {
+        match (old, new) {
+            (Some(old), Some(new)) if old.same_place(new) => {
+                self.free.update(id, new, old.free, new.free);
+                if old.capacity() != new.capacity() {
+                    if let Some(capacity) = old.capacity() {
+                        self.reclaim.remove(id, old, capacity);
+                    }
+                    if let Some(capacity) = new.capacity() {
+                        self.reclaim.insert(id, new, capacity);
+                    }
+                }
+                match (old.whole(), new.whole()) {
+                    (true, false) => self.whole.remove(id, old),
+                    (false, true) => self.whole.insert(id, new),
+                    _ => {}
+                }
+                let m = self.models.get_mut(&new.model).expect("indexed model exists");
+                m.gpus_free = m.gpus_free - u64::from(old.free) + u64::from(new.free);
+            }
+            _ => {
+                if let Some(old) = old {
+                    self.remove(id, old);
+                }
+                if let Some(new) = new {
+                    self.insert(id, new);
+                }
+            }
+        }
+    }
+
     pub(crate) fn ask_summaries(&self) -> BTreeMap<GpuModel, AskSummary> {
         self.models
             .iter()
@@ -317,5 +365,63 @@ impl Indexes {
                 (*model, summary)
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use agora_types::Micros;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// An entry for node `i` of a small fleet: `place` picks the model, ask, site and domain.
+    fn entry(place: u8, gpus: u32, free: u32, reclaimable: u32, busy: bool) -> IndexEntry {
+        let models: Vec<GpuModel> = GpuModel::all().take(2).collect();
+        IndexEntry {
+            model: models[usize::from(place % 2)],
+            ask: PricePerGpuHour(Micros(i128::from(place / 2 % 2) * 1_000_000)),
+            provider: ProviderId(1),
+            site: SiteId(u64::from(place / 4 % 2)),
+            domain: DomainId(1),
+            gpus,
+            free: free.min(gpus),
+            reclaimable: reclaimable.min(gpus - free.min(gpus)),
+            busy: busy || free < gpus,
+        }
+    }
+
+    fn entry_gen() -> impl Strategy<Value = Option<IndexEntry>> {
+        prop::option::weighted(
+            0.9,
+            (0u8..8, 1u32..9, 0u32..9, 0u32..9, any::<bool>())
+                .prop_map(|(place, gpus, free, reclaimable, busy)| entry(place, gpus, free, reclaimable, busy)),
+        )
+    }
+
+    proptest! {
+        /// Updating a node's entry in place leaves the same indexes as removing
+        /// the old entry and inserting the new one.
+        #[test]
+        fn update_matches_remove_then_insert(steps in prop::collection::vec((0u64..4, entry_gen()), 1..40)) {
+            let mut updated = Indexes::default();
+            let mut rebuilt = Indexes::default();
+            let mut current: BTreeMap<NodeId, IndexEntry> = BTreeMap::new();
+            for (node, new) in steps {
+                let id = NodeId(node);
+                let old = current.get(&id).copied();
+                updated.update(id, old.as_ref(), new.as_ref());
+                if let Some(old) = old {
+                    rebuilt.remove(id, &old);
+                }
+                if let Some(new) = new {
+                    rebuilt.insert(id, &new);
+                    current.insert(id, new);
+                } else {
+                    current.remove(&id);
+                }
+                prop_assert_eq!(format!("{updated:?}"), format!("{rebuilt:?}"));
+            }
+        }
     }
 }

@@ -68,17 +68,22 @@
 //! walks only the pools with at least two free whole nodes of its size within
 //! its price, and in each a domain index ordered by free whole nodes. Preemption looks up nodes by
 //! reclaimable capacity and scores at most
-//! [`RECLAIM_CANDIDATES`] of them. An order whose
+//! [`RECLAIM_CANDIDATES`] of them, merging the capacity buckets' heads rather
+//! than sorting them; a node's score is remembered until the round takes its
+//! GPUs or claims one of its leases, so consecutive preempting orders rescore
+//! only the nodes the previous one changed. An order whose
 //! shape (models, nodes, GPUs per node) already failed in the round at an
 //! equal or higher price skips the search: GPUs only get scarcer within a
-//! round.
+//! round. Orders with the same model list and VRAM floor share one filtered
+//! model list per round, and the reasons are gathered in service order and
+//! built into the plan's map once, sorted by id.
 
 mod clear;
 mod index;
 mod unplaced;
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use agora_types::{
     AgentId, DomainId, GpuModel, JobId, LeaseId, NodeId, OrderId, PricePerGpuHour, ProviderId, SiteId, TenantId, Tier,
@@ -307,13 +312,20 @@ impl Node {
             .count() as u32
     }
 
-    /// How many GPUs (in `0..gpus`) each lease holds on this node.
-    fn gpus_by_lease(&self) -> BTreeMap<LeaseId, u32> {
-        let mut out = BTreeMap::new();
-        for lease in self.owners[..self.spec.gpus as usize].iter().flatten() {
-            *out.entry(*lease).or_insert(0) += 1;
-        }
-        out
+    /// How many GPUs (in `0..gpus`) each lease holds on this node, by ascending
+    /// lease id, written into `out` (cleared first) so that a round's
+    /// preemption search reuses one buffer.
+    fn gpus_by_lease(&self, out: &mut Vec<(LeaseId, u32)>) {
+        out.clear();
+        out.extend(self.owners[..self.spec.gpus as usize].iter().flatten().map(|l| (*l, 1)));
+        out.sort_unstable();
+        out.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                kept.1 += later.1;
+            }
+            same
+        });
     }
 }
 
@@ -338,9 +350,11 @@ fn queue_key(order: &OrderSpec) -> QueueKey {
 #[derive(Debug, Clone, Default)]
 pub struct Market {
     nodes: BTreeMap<NodeId, Node>,
-    orders: BTreeMap<OrderId, OrderSpec>,
-    /// Pending orders in service order, so a round never sorts.
-    queue: BTreeSet<QueueKey>,
+    /// Where each pending order sits in `queue`.
+    orders: BTreeMap<OrderId, QueueKey>,
+    /// Pending orders in service order, so a round never sorts, and walks them
+    /// without a lookup per order.
+    queue: BTreeMap<QueueKey, OrderSpec>,
     leases: BTreeMap<LeaseId, Lease>,
     indexes: Indexes,
     sites: BTreeMap<SiteId, SiteState>,
@@ -424,15 +438,15 @@ impl Market {
             order.id
         );
         self.remove_order(order.id);
-        self.queue.insert(queue_key(&order));
-        self.orders.insert(order.id, order);
+        let key = queue_key(&order);
+        self.orders.insert(order.id, key);
+        self.queue.insert(key, order);
     }
 
     /// Withdraws a pending order; returns it, or None if it was not pending.
     pub fn remove_order(&mut self, order: OrderId) -> Option<OrderSpec> {
-        let spec = self.orders.remove(&order)?;
-        self.queue.remove(&queue_key(&spec));
-        Some(spec)
+        let key = self.orders.remove(&order)?;
+        Some(self.queue.remove(&key).expect("a pending order is queued"))
     }
 
     /// Applies a placement: its GPUs become held by `lease` and its order stops
@@ -541,12 +555,12 @@ impl Market {
     }
 
     pub fn order(&self, order: OrderId) -> Option<&OrderSpec> {
-        self.orders.get(&order)
+        self.orders.get(&order).map(|key| &self.queue[key])
     }
 
     /// Pending orders in service order.
     pub fn pending_orders(&self) -> impl Iterator<Item = &OrderSpec> {
-        self.queue.iter().map(|(_, _, id)| &self.orders[id])
+        self.queue.values()
     }
 
     pub fn lease(&self, lease: LeaseId) -> Option<&Lease> {
@@ -611,12 +625,7 @@ impl Market {
             self.move_draw(old_drawn, drawn);
         }
         if entry != old_entry {
-            if let Some(old) = old_entry {
-                self.indexes.remove(id, &old);
-            }
-            if let Some(new) = entry {
-                self.indexes.insert(id, &new);
-            }
+            self.indexes.update(id, old_entry.as_ref(), entry.as_ref());
         }
         let node = self.nodes.get_mut(&id).expect("refreshed node exists");
         node.drawn = drawn;
@@ -645,14 +654,21 @@ impl Market {
         if !node.online {
             return None;
         }
-        let reclaimable = node.owners[..node.spec.gpus as usize]
-            .iter()
-            .flatten()
-            .filter(|l| {
-                let lease = &self.leases[l];
-                lease.tier == Tier::Spot || lease.stopping
-            })
-            .count() as u32;
+        // A lease usually holds a run of GPUs: look each run's lease up once.
+        let mut last: Option<(LeaseId, bool)> = None;
+        let mut reclaimable = 0;
+        for &lease_id in node.owners[..node.spec.gpus as usize].iter().flatten() {
+            let counts = match last {
+                Some((id, counts)) if id == lease_id => counts,
+                _ => {
+                    let lease = &self.leases[&lease_id];
+                    let counts = lease.tier == Tier::Spot || lease.stopping;
+                    last = Some((lease_id, counts));
+                    counts
+                }
+            };
+            reclaimable += u32::from(counts);
+        }
         Some(IndexEntry {
             model: node.spec.model,
             ask: node.spec.ask,
