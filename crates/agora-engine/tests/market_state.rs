@@ -212,3 +212,30 @@ fn an_ineligible_order_takes_no_gpus_and_preempts_nothing() {
     assert_eq!(plan.placements.len(), 1);
     assert_eq!(plan.placements[0].order, OrderId(3));
 }
+
+#[test]
+fn within_a_tier_and_bid_the_tenant_with_less_recent_use_goes_first() {
+    let mut m = Market::new();
+    m.upsert_node(node(1, "h100", 8, "1.00"));
+    let mut heavy = order(1, Tier::OnDemand, "2.00", 1, 8);
+    heavy.tenant = TenantId(1);
+    let mut light = order(2, Tier::OnDemand, "2.00", 1, 8);
+    light.tenant = TenantId(2);
+    m.add_order(heavy);
+    m.add_order(light);
+    // FIFO while both are unranked: the older order wins the node.
+    assert_eq!(m.clear().placements[0].order, OrderId(1));
+    // Tenant 1 used more recently: its pending order is re-ranked behind tenant 2's.
+    m.set_share_rank(TenantId(1), 3);
+    assert_eq!(m.clear().placements[0].order, OrderId(2));
+    assert_eq!(m.share_rank(TenantId(1)), 3);
+    // A higher bid still goes first, whatever the rank.
+    let mut rich = order(3, Tier::OnDemand, "2.50", 1, 8);
+    rich.tenant = TenantId(1);
+    m.add_order(rich);
+    assert_eq!(m.clear().placements[0].order, OrderId(3));
+    // Back to rank 0: FIFO again.
+    m.remove_order(OrderId(3));
+    m.set_share_rank(TenantId(1), 0);
+    assert_eq!(m.clear().placements[0].order, OrderId(1));
+}

@@ -28,6 +28,10 @@ pub struct ServerConfig {
     pub min_funds_s: u64,
     /// Log output kept per job; older output is pruned first.
     pub log_retention_bytes_per_job: u64,
+    /// Fair share looks at GPU-hours delivered to each tenant over this window.
+    pub fair_share_window_s: u64,
+    /// The unit of use fair-share ranks count in (GPU-seconds; default a GPU-hour).
+    pub fair_share_unit_gpu_s: u64,
     /// A snapshot is written after this many events (and at a clean shutdown),
     /// so a restart replays at most this many.
     pub snapshot_every_events: u64,
@@ -49,6 +53,8 @@ impl ServerConfig {
             min_funds_s: 60,
             log_retention_bytes_per_job: 8 * 1024 * 1024,
             snapshot_every_events: 100_000,
+            fair_share_window_s: 24 * 3600,
+            fair_share_unit_gpu_s: 3600,
             rules: MarketRules::default(),
         }
     }

@@ -185,6 +185,12 @@ pub enum Event {
         lease: LeaseId,
         at: UnixMs,
     },
+    /// Fair-share ranks changed: within a tier and a bid, tenants with a lower
+    /// rank (less recent use) are served first.
+    ShareRanksSet {
+        ranks: Vec<(TenantId, u32)>,
+        at: UnixMs,
+    },
     /// An agent was silent past the timeout; its nodes go offline and their
     /// leases are lost, charged only up to `last_seen`.
     AgentLost {
@@ -215,6 +221,7 @@ impl Event {
             | Event::PartVanished { at, .. }
             | Event::PartNotStarted { at, .. }
             | Event::Settled { at, .. }
+            | Event::ShareRanksSet { at, .. }
             | Event::AgentLost { at, .. } => *at,
         }
     }

@@ -1015,12 +1015,50 @@ fn launch_spec(txn: &Txn<'_>, l: &Lease, rank: u32) -> LaunchSpec {
 /// funds checks and agent timeouts.
 pub fn tick(txn: &mut Txn<'_>) {
     let started = std::time::Instant::now();
+    // Ranks move slowly (they are log2 buckets of GPU-hours): every 10th round is enough.
+    if txn.vol.rounds.is_multiple_of(10) {
+        rank_tenants(txn);
+    }
     clearing_round(txn);
     compute_health(txn);
     settle_and_check_funds(txn);
     expire_agents(txn);
     txn.vol.rounds += 1;
     txn.vol.last_round_us = started.elapsed().as_micros() as u64;
+}
+
+/// Fair share: each tenant's rank is ⌊log2(1 + GPU-hours delivered to it over
+/// the window)⌋, so a tenant that used 0 GPU-hours comes before one that used
+/// 1, which comes before one that used 2–3, 4–7, and so on; FIFO within a rank.
+/// Changed ranks are an event, so a replay orders the queue the same way.
+fn rank_tenants(txn: &mut Txn<'_>) {
+    let now = txn.now;
+    let from = UnixMs(now.0 - i64::try_from(txn.cfg.fair_share_window_s).unwrap_or(i64::MAX / 2) * 1000);
+    let mut gpu_ms: BTreeMap<TenantId, i128> = BTreeMap::new();
+    for l in txn.ex.leases.values().rev() {
+        let Some(start) = l.running_at else { continue };
+        let end = l.ended_at.unwrap_or(now);
+        if end.0 <= from.0 {
+            continue;
+        }
+        let ms = i128::from(end.0.min(now.0) - start.0.max(from.0)).max(0);
+        *gpu_ms.entry(l.tenant).or_default() += ms * i128::from(l.gpus);
+    }
+    let mut changed = Vec::new();
+    for tenant in txn.ex.tenants.keys() {
+        let unit_ms = i128::from(txn.cfg.fair_share_unit_gpu_s.max(1)) * 1000;
+        let units = (gpu_ms.get(tenant).copied().unwrap_or(0) / unit_ms).max(0) as u128;
+        let rank = 127 - (units + 1).leading_zeros();
+        if txn.ex.share_ranks.get(tenant).copied().unwrap_or(0) != rank {
+            changed.push((*tenant, rank));
+        }
+    }
+    if !changed.is_empty() {
+        txn.emit(Event::ShareRanksSet {
+            ranks: changed,
+            at: now,
+        });
+    }
 }
 
 /// Whether a tenant can pay for an order at its bid: orders that cannot take

@@ -201,6 +201,8 @@ pub struct Exchange {
     #[serde(skip)]
     pub market: Market,
     pub recent_prices: BTreeMap<GpuModel, VecDeque<Micros>>,
+    /// Fair-share rank per tenant (absent: 0), mirrored into the market.
+    pub share_ranks: BTreeMap<TenantId, u32>,
     /// Number of events applied; the log's last seq once replay is done.
     pub applied: u64,
 }
@@ -241,6 +243,9 @@ impl Exchange {
                 domain: n.domain,
             });
             ex.market.set_node_online(n.id, n.online);
+        }
+        for (tenant, rank) in &ex.share_ranks {
+            ex.market.set_share_rank(*tenant, *rank);
         }
         for o in ex.orders.values().filter(|o| o.state == OrderState::Pending) {
             ex.market.add_order(o.spec.clone());
@@ -551,6 +556,16 @@ impl Exchange {
             }
             Event::PartNotStarted { lease, rank, at } => self.part_ended(*lease, *rank, *at, |_| {}),
             Event::Settled { lease, at } => self.apply_settle(*lease, *at),
+            Event::ShareRanksSet { ranks, .. } => {
+                for (tenant, rank) in ranks {
+                    if *rank == 0 {
+                        self.share_ranks.remove(tenant);
+                    } else {
+                        self.share_ranks.insert(*tenant, *rank);
+                    }
+                    self.market.set_share_rank(*tenant, *rank);
+                }
+            }
             Event::AgentLost { agent, last_seen, .. } => self.apply_agent_lost(*agent, *last_seen),
         }
     }

@@ -175,3 +175,53 @@ async fn log_chunks_delivered_twice_are_stored_once() {
     assert_eq!(text, "abc");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fair_share_serves_the_tenant_with_less_recent_use_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
+    cfg.round_interval_ms = 30;
+    // Count use in GPU-seconds so a test can accumulate some.
+    cfg.fair_share_unit_gpu_s = 1;
+    let server = Server::start(cfg).await.unwrap();
+    server.bootstrap(Micros::from_units(1000)).await.unwrap().unwrap();
+    let core = server.core.clone();
+    let mut agent = common::register(&core, ProviderId(1), "fake", 8, Micros::from_units(2)).await;
+    let other = core
+        .call(|t| agora_server::ops::create_tenant(t, "other", Micros::from_units(1000)))
+        .await
+        .unwrap()
+        .unwrap()
+        .0;
+    let job = |name: &str| {
+        format!(
+            "name: {name}\nkind: training\nresources:\n  gpus_per_node: 8\nmax_price_per_gpu_hour: 3\ncommand: 'true'\n"
+        )
+    };
+    // The demo tenant runs for a while and builds up use.
+    let first = submit(&core, TenantId(1), &job("first")).await;
+    rounds().await;
+    agent.beat(&core).await;
+    agent.beat(&core).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    // Both tenants queue a job for the busy node, the demo tenant first.
+    let again = submit(&core, TenantId(1), &job("again")).await;
+    let theirs = submit(&core, other, &job("theirs")).await;
+    rounds().await;
+    rounds().await;
+    rounds().await;
+    agent.exit_all(0);
+    agent.beat(&core).await;
+    rounds().await;
+    rounds().await;
+    assert_eq!(job_state(&server, first).await.0, "succeeded");
+    // Same tier, same bid: the tenant with less recent use goes first although it came later.
+    assert_eq!(job_state(&server, theirs).await.0, "running");
+    assert_eq!(job_state(&server, again).await.0, "pending");
+    let rank = core
+        .call(|t| t.ex.share_ranks.get(&TenantId(1)).copied())
+        .await
+        .unwrap();
+    assert!(rank.is_some_and(|r| r >= 1), "{rank:?}");
+    server.stop().await;
+}

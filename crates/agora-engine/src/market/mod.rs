@@ -83,7 +83,7 @@ mod index;
 mod unplaced;
 
 use std::cmp::Reverse;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use agora_types::{
     AgentId, DomainId, GpuModel, JobId, LeaseId, NodeId, OrderId, PricePerGpuHour, ProviderId, SiteId, TenantId, Tier,
@@ -339,12 +339,9 @@ pub struct AskSummary {
     pub gpus_free: u64,
 }
 
-/// Service order of pending orders: tier, then higher bid, then older id.
-type QueueKey = (Tier, Reverse<PricePerGpuHour>, OrderId);
-
-fn queue_key(order: &OrderSpec) -> QueueKey {
-    (order.tier, Reverse(order.max_price), order.id)
-}
+/// Service order of pending orders: tier, then higher bid, then the tenant's
+/// fair-share rank (less recent use first), then older id.
+type QueueKey = (Tier, Reverse<PricePerGpuHour>, u32, OrderId);
 
 /// The market state. See the module documentation for the rules.
 #[derive(Debug, Clone, Default)]
@@ -355,6 +352,10 @@ pub struct Market {
     /// Pending orders in service order, so a round never sorts, and walks them
     /// without a lookup per order.
     queue: BTreeMap<QueueKey, OrderSpec>,
+    /// Fair-share rank per tenant (absent: 0, the front); see [`Market::set_share_rank`].
+    share_rank: BTreeMap<TenantId, u32>,
+    /// Pending orders per tenant, to re-rank them when the tenant's rank changes.
+    pending_by_tenant: BTreeMap<TenantId, BTreeSet<OrderId>>,
     leases: BTreeMap<LeaseId, Lease>,
     indexes: Indexes,
     sites: BTreeMap<SiteId, SiteState>,
@@ -438,15 +439,60 @@ impl Market {
             order.id
         );
         self.remove_order(order.id);
-        let key = queue_key(&order);
+        let key = self.queue_key(&order);
         self.orders.insert(order.id, key);
+        self.pending_by_tenant.entry(order.tenant).or_default().insert(order.id);
         self.queue.insert(key, order);
+    }
+
+    fn queue_key(&self, order: &OrderSpec) -> QueueKey {
+        let rank = self.share_rank.get(&order.tenant).copied().unwrap_or(0);
+        (order.tier, Reverse(order.max_price), rank, order.id)
     }
 
     /// Withdraws a pending order; returns it, or None if it was not pending.
     pub fn remove_order(&mut self, order: OrderId) -> Option<OrderSpec> {
         let key = self.orders.remove(&order)?;
-        Some(self.queue.remove(&key).expect("a pending order is queued"))
+        let spec = self.queue.remove(&key).expect("a pending order is queued");
+        if let Some(set) = self.pending_by_tenant.get_mut(&spec.tenant) {
+            set.remove(&order);
+            if set.is_empty() {
+                self.pending_by_tenant.remove(&spec.tenant);
+            }
+        }
+        Some(spec)
+    }
+
+    /// Sets a tenant's fair-share rank: within a tier and a bid, orders of
+    /// tenants with a lower rank are served first (the caller ranks tenants by
+    /// their recent GPU-hours over their weight; coarse ranks keep FIFO inside
+    /// a rank). Re-keys only that tenant's pending orders.
+    pub fn set_share_rank(&mut self, tenant: TenantId, rank: u32) {
+        let old = self.share_rank.get(&tenant).copied().unwrap_or(0);
+        if old == rank {
+            return;
+        }
+        if rank == 0 {
+            self.share_rank.remove(&tenant);
+        } else {
+            self.share_rank.insert(tenant, rank);
+        }
+        let ids: Vec<OrderId> = self
+            .pending_by_tenant
+            .get(&tenant)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        for id in ids {
+            let key = self.orders[&id];
+            let spec = self.queue.remove(&key).expect("a pending order is queued");
+            let new_key = self.queue_key(&spec);
+            self.orders.insert(id, new_key);
+            self.queue.insert(new_key, spec);
+        }
+    }
+
+    pub fn share_rank(&self, tenant: TenantId) -> u32 {
+        self.share_rank.get(&tenant).copied().unwrap_or(0)
     }
 
     /// Applies a placement: its GPUs become held by `lease` and its order stops
