@@ -47,6 +47,11 @@ pub struct Volatile {
     pub warned: BTreeSet<agora_types::LeaseId>,
     /// Market-health figures of the latest round.
     pub health: Option<agora_engine::health::Health<agora_types::ProviderId, agora_types::TenantId>>,
+    /// The event count when the last clearing round ran (its own events
+    /// included); a round with no event since is skipped.
+    pub cleared_at_event: Option<u64>,
+    /// Clearing rounds actually run (ticks minus skipped rounds).
+    pub clears: u64,
     pub rounds: u64,
     pub last_round_us: u64,
 }

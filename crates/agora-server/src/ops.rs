@@ -1076,6 +1076,11 @@ fn can_pay(txn: &Txn<'_>, order: &OrderSpec) -> Result<(), String> {
 }
 
 fn clearing_round(txn: &mut Txn<'_>) {
+    // Everything a round decides from is state, and state changes only by
+    // events: with none since the last round, it would decide the same.
+    if txn.vol.cleared_at_event == Some(txn.ex.applied) {
+        return;
+    }
     let plan = txn.ex.market.clear_with(|o| can_pay(txn, o).is_ok());
     let mut reasons: BTreeMap<_, String> = plan.unplaced.iter().map(|(o, r)| (*o, r.to_string())).collect();
     for o in txn.ex.market.pending_orders() {
@@ -1125,6 +1130,8 @@ fn clearing_round(txn: &mut Txn<'_>) {
         });
     }
     txn.vol.pending_reasons = reasons;
+    txn.vol.cleared_at_event = Some(txn.ex.applied);
+    txn.vol.clears += 1;
 }
 
 /// Concentration of capacity (online GPUs) and of allocated GPUs (live leases).

@@ -225,3 +225,29 @@ async fn fair_share_serves_the_tenant_with_less_recent_use_first() {
     assert!(rank.is_some_and(|r| r >= 1), "{rank:?}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_exchange_skips_its_clearing_rounds() {
+    let (_dir, server) = server(60).await;
+    let core = server.core.clone();
+    let mut agent = common::register(&core, ProviderId(1), "fake", 8, Micros::from_units(2)).await;
+    rounds().await;
+    let (clears, ticks) = core.call(|t| (t.vol.clears, t.vol.rounds)).await.unwrap();
+    rounds().await;
+    rounds().await;
+    let (clears_later, ticks_later) = core.call(|t| (t.vol.clears, t.vol.rounds)).await.unwrap();
+    assert!(ticks_later > ticks + 3, "rounds went on: {ticks} → {ticks_later}");
+    assert_eq!(clears_later, clears, "nothing changed, nothing cleared");
+    // A submission is an event: the next round clears and places it.
+    let job = submit(
+        &core,
+        TenantId(1),
+        "name: wake\nkind: training\nresources:\n  gpus_per_node: 1\nmax_price_per_gpu_hour: 3\ncommand: 'true'\n",
+    )
+    .await;
+    rounds().await;
+    agent.beat(&core).await;
+    assert_eq!(job_state(&server, job).await.0, "running");
+    assert!(core.call(|t| t.vol.clears).await.unwrap() > clears_later);
+    server.stop().await;
+}
