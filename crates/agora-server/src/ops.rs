@@ -1081,6 +1081,7 @@ fn clearing_round(txn: &mut Txn<'_>) {
     if txn.vol.cleared_at_event == Some(txn.ex.applied) {
         return;
     }
+    let before = txn.ex.applied;
     let plan = txn.ex.market.clear_with(|o| can_pay(txn, o).is_ok());
     let mut reasons: BTreeMap<_, String> = plan.unplaced.iter().map(|(o, r)| (*o, r.to_string())).collect();
     for o in txn.ex.market.pending_orders() {
@@ -1130,7 +1131,10 @@ fn clearing_round(txn: &mut Txn<'_>) {
         });
     }
     txn.vol.pending_reasons = reasons;
-    txn.vol.cleared_at_event = Some(txn.ex.applied);
+    // Only a round that changed nothing is a fixed point: one that placed or
+    // preempted may have dropped parts of its plan (funds), which held GPUs
+    // other orders could use, so the next round runs again.
+    txn.vol.cleared_at_event = (txn.ex.applied == before).then_some(before);
     txn.vol.clears += 1;
 }
 

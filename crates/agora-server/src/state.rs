@@ -189,6 +189,9 @@ pub struct Exchange {
     pub nodes: BTreeMap<NodeId, Node>,
     #[serde(skip)]
     node_by_name: BTreeMap<(AgentId, String), NodeId>,
+    /// Every fabric domain ever reported: its provider and name. Kept (not
+    /// derived from today's nodes) so a name keeps its id for good.
+    pub domains: BTreeMap<DomainId, (ProviderId, String)>,
     #[serde(skip)]
     domain_by_name: BTreeMap<(ProviderId, String), DomainId>,
     pub jobs: BTreeMap<JobId, Job>,
@@ -224,14 +227,15 @@ impl Exchange {
         for a in ex.agents.values() {
             ex.agent_by_name.insert((a.provider, a.name.clone()), a.id);
         }
+        for (id, (provider, name)) in &ex.domains {
+            ex.domain_by_name.insert((*provider, name.clone()), *id);
+        }
         for site in ex.sites.values() {
             ex.site_by_name.insert((site.provider, site.name.clone()), site.id);
             ex.market.upsert_site(site.spec());
         }
         for n in ex.nodes.values() {
             ex.node_by_name.insert((n.agent, n.name.clone()), n.id);
-            ex.domain_by_name
-                .insert((n.provider, n.fabric_domain.clone()), n.domain);
             ex.market.upsert_node(NodeSpec {
                 id: n.id,
                 provider: n.provider,
@@ -329,9 +333,7 @@ impl Exchange {
     pub fn domain_named(&self, provider: ProviderId, name: &str) -> Result<DomainId, DomainId> {
         match self.domain_by_name.get(&(provider, name.to_string())) {
             Some(d) => Ok(*d),
-            None => Err(DomainId(
-                self.domain_by_name.values().map(|d| d.0).max().unwrap_or(0) + 1,
-            )),
+            None => Err(DomainId(self.domains.keys().next_back().map_or(1, |d| d.0 + 1))),
         }
     }
 
@@ -480,6 +482,9 @@ impl Exchange {
                     },
                 );
                 self.node_by_name.insert((*agent, name.clone()), *node);
+                self.domains
+                    .entry(*domain)
+                    .or_insert_with(|| (*provider, fabric_domain.clone()));
                 self.domain_by_name.insert((*provider, fabric_domain.clone()), *domain);
                 self.agents
                     .get_mut(agent)

@@ -251,3 +251,51 @@ async fn an_idle_exchange_skips_its_clearing_rounds() {
     assert!(core.call(|t| t.vol.clears).await.unwrap() > clears_later);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fabric_domain_keeps_its_id_through_moves_and_snapshots() {
+    use agora_proto::agent::{InventorySource, NodeReport, RegisterAgent};
+    use agora_types::{DomainId, GpuModel};
+    let (_dir, server) = server(60).await;
+    let core = server.core.clone();
+    let reg = |domains: [&str; 2]| RegisterAgent {
+        name: "rack".into(),
+        inventory_source: InventorySource::Declared,
+        sites: vec![],
+        nodes: domains
+            .iter()
+            .enumerate()
+            .map(|(i, d)| NodeReport {
+                name: format!("n{i}"),
+                gpu_model: GpuModel::resolve("h100").unwrap(),
+                gpus: 8,
+                address: "10.0.0.1".into(),
+                ask_micros_per_gpu_hour: Micros::from_units(2),
+                site: None,
+                fabric_domain: Some(d.to_string()),
+            })
+            .collect(),
+    };
+    let domain_of =
+        |name: &'static str| move |t: &mut agora_server::core::Txn<'_>| t.ex.domain_named(ProviderId(1), name);
+    let r = reg(["a", "b"]);
+    core.call(move |t| agora_server::ops::register_agent(t, ProviderId(1), r))
+        .await
+        .unwrap()
+        .unwrap();
+    // Both nodes move to `a`: `b` has no node left, yet keeps its id.
+    let r = reg(["a", "a"]);
+    core.call(move |t| agora_server::ops::register_agent(t, ProviderId(1), r))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(core.call(domain_of("b")).await.unwrap(), Ok(DomainId(2)));
+    // Through a snapshot too, and a new name gets a new id.
+    let restored = core
+        .call(|t| agora_server::state::Exchange::restore(&t.ex.snapshot()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(restored.domain_named(ProviderId(1), "b"), Ok(DomainId(2)));
+    assert_eq!(restored.domain_named(ProviderId(1), "c"), Err(DomainId(3)));
+    server.stop().await;
+}
