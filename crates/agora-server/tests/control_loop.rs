@@ -299,3 +299,58 @@ async fn a_fabric_domain_keeps_its_id_through_moves_and_snapshots() {
     assert_eq!(restored.domain_named(ProviderId(1), "c"), Err(DomainId(3)));
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_output_beyond_the_retention_is_pruned_oldest_first() {
+    use agora_proto::agent::{Heartbeat, LogChunk, PartRef, Stream};
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
+    cfg.round_interval_ms = 30;
+    cfg.log_retention_bytes_per_job = 10;
+    let server = Server::start(cfg).await.unwrap();
+    server.bootstrap(Micros::from_units(1000)).await.unwrap().unwrap();
+    let core = server.core.clone();
+    let mut agent = common::register(&core, ProviderId(1), "fake", 8, Micros::from_units(2)).await;
+    let job = submit(
+        &core,
+        TenantId(1),
+        "name: loud\nkind: training\nresources:\n  gpus_per_node: 1\nmax_price_per_gpu_hour: 3\ncommand: 'true'\n",
+    )
+    .await;
+    rounds().await;
+    agent.beat(&core).await;
+    agent.beat(&core).await;
+    let part: PartRef = *agent.running.iter().next().expect("the part runs");
+    for (seq, data) in ["aaaaa", "bbbbb", "ccccc"].iter().enumerate() {
+        let hb = Heartbeat {
+            agent_id: agent.id,
+            running: vec![part],
+            events: vec![],
+            event_ages_ms: vec![],
+            more_events: false,
+            stopped_by_agent: vec![],
+            leaving: false,
+            logs: vec![LogChunk {
+                part,
+                stream: Stream::Stdout,
+                data: data.to_string(),
+                seq: Some(seq as u64),
+            }],
+        };
+        core.call(move |t| agora_server::ops::heartbeat(t, ProviderId(1), hb))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let text = core
+        .call(move |t| agora_server::ops::logs(t, agora_server::auth::Principal::Tenant(TenantId(1)), job, 0, 100))
+        .await
+        .unwrap()
+        .unwrap()
+        .lines
+        .into_iter()
+        .map(|l| l.data)
+        .collect::<String>();
+    assert_eq!(text, "bbbbbccccc", "10 bytes kept, the newest");
+    server.stop().await;
+}

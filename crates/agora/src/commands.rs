@@ -139,6 +139,7 @@ pub(crate) fn server_config(args: &ServerArgs) -> agora_server::ServerConfig {
     cfg.settle_interval_ms = args.settle_interval_ms;
     cfg.hold_horizon_s = args.hold_horizon_s;
     cfg.min_funds_s = args.min_funds_s;
+    cfg.log_retention_bytes_per_job = args.log_retention_mib.saturating_mul(1024 * 1024);
     cfg.rules.fee_bps = args.fee_bps;
     cfg.rules.max_retries = args.max_retries;
     cfg

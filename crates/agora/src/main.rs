@@ -83,6 +83,9 @@ pub(crate) struct ServerArgs {
     /// Submitting or placing work needs a balance covering this many seconds of it.
     #[arg(long, default_value_t = 60)]
     pub(crate) min_funds_s: u64,
+    /// Job output the server keeps per job (MiB); the oldest goes first.
+    #[arg(long, default_value_t = 8)]
+    pub(crate) log_retention_mib: u64,
     /// Escrow horizon (s) for jobs without a duration estimate.
     #[arg(long, default_value_t = 3600)]
     pub(crate) hold_horizon_s: u64,
