@@ -608,10 +608,11 @@ fn a_stopping_lease_is_never_a_victim_twice() {
          lease 10 spot 1:4-7
          order 1 on-demand ≤1.00 1x4
          order 2 on-demand ≤1.00 1x4",
-        "preempt lease 9 for order 1
-         preempt lease 10 for order 2
-         unplaced order 1: waiting for lease 9 to stop
-         unplaced order 2: waiting for lease 10 to stop",
+        // The first order takes the newest lease (the least work lost), the second the other.
+        "preempt lease 10 for order 1
+         preempt lease 9 for order 2
+         unplaced order 1: waiting for lease 10 to stop
+         unplaced order 2: waiting for lease 9 to stop",
     );
     // Two on-demand orders, one spot lease: only the first counts on it.
     check(

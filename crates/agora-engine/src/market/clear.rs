@@ -1041,8 +1041,10 @@ struct Candidate {
 
 /// The victims that free at least `missing` GPUs on one node, with the GPUs
 /// they hold in all: fewest leases, then fewest GPUs preempted in all, then
-/// the lexicographically lowest ascending ids. None if all candidates together
-/// do not free enough. Sorts `candidates` by lease id.
+/// the least work lost — the newest leases, which have run the shortest
+/// (lease ids grow with start time): the set whose newest lease not in the
+/// other is newer wins. None if all candidates together do not free enough.
+/// Sorts `candidates` newest first; returns the victims in ascending id.
 ///
 /// An exact 0/1 knapsack over "GPUs covered, capped at `missing`": a node has
 /// few leases (at most one per GPU), so this is tiny. `best[c]` is the best
@@ -1050,7 +1052,7 @@ struct Candidate {
 /// set is built already sorted, and two sets with the same count compare by
 /// their ids exactly as the final answer would.
 fn choose_victims(missing: u32, candidates: &mut [Candidate]) -> Option<(Vec<LeaseId>, u64)> {
-    candidates.sort_unstable_by_key(|c| c.lease);
+    candidates.sort_unstable_by_key(|c| std::cmp::Reverse(c.lease));
     if candidates.len() <= VictimSet::MAX {
         choose_victims_small(missing, candidates)
     } else {
@@ -1058,11 +1060,14 @@ fn choose_victims(missing: u32, candidates: &mut [Candidate]) -> Option<(Vec<Lea
     }
 }
 
-/// [`choose_victims`] for any number of candidates sorted by id: each set is a
-/// list of ids, compared as such.
+/// A victim set as (count, GPUs preempted, ids newest first), ordered as preferred.
+type ListedVictims = (usize, u64, Vec<std::cmp::Reverse<LeaseId>>);
+
+/// [`choose_victims`] for any number of candidates sorted newest first: each
+/// set is a list of ids, newest first, compared as such with newer ids lower.
 fn choose_victims_any(missing: u32, candidates: &[Candidate]) -> Option<(Vec<LeaseId>, u64)> {
     let cap = missing as usize;
-    let mut best: Vec<Option<(usize, u64, Vec<LeaseId>)>> = vec![None; cap + 1];
+    let mut best: Vec<Option<ListedVictims>> = vec![None; cap + 1];
     best[0] = Some((0, 0, Vec::new()));
     for c in candidates.iter() {
         // Descending, so that a lease extends only sets built without it.
@@ -1072,19 +1077,23 @@ fn choose_victims_any(missing: u32, candidates: &[Candidate]) -> Option<(Vec<Lea
             };
             let reach = (covered + c.on_node as usize).min(cap);
             let mut with = ids.clone();
-            with.push(c.lease);
+            with.push(std::cmp::Reverse(c.lease));
             let candidate = (count + 1, gpus + c.gpus_total, with);
             if best[reach].as_ref().is_none_or(|b| candidate < *b) {
                 best[reach] = Some(candidate);
             }
         }
     }
-    best[cap].take().map(|(_, gpus, ids)| (ids, gpus))
+    best[cap].take().map(|(_, gpus, ids)| {
+        let mut ids: Vec<LeaseId> = ids.into_iter().map(|r| r.0).collect();
+        ids.sort_unstable();
+        (ids, gpus)
+    })
 }
 
-/// A set of victims among at most [`VictimSet::MAX`] candidates sorted by
-/// lease id: bit `i` is the `i`-th lowest id. Ordered like
-/// `(count, gpus, ascending ids)` in [`choose_victims`], without allocating.
+/// A set of victims among at most [`VictimSet::MAX`] candidates sorted newest
+/// first: bit `i` is the `i`-th newest lease. Ordered like
+/// `(count, gpus, newest ids first)` in [`choose_victims`], without allocating.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct VictimSet {
     count: u32,
@@ -1096,8 +1105,8 @@ impl VictimSet {
     const MAX: usize = 64;
 
     /// Whether `self` is strictly preferred to `other`. Between two sets of
-    /// equal size, the ascending id list of one is lexicographically lower
-    /// exactly when the lowest id in only one of them is in it.
+    /// equal size and cost, the one holding the newest lease that only one of
+    /// them holds wins (the lowest bit, as bits count from the newest).
     fn better(&self, other: &VictimSet) -> bool {
         match (self.count, self.gpus).cmp(&(other.count, other.gpus)) {
             std::cmp::Ordering::Less => true,
@@ -1110,7 +1119,7 @@ impl VictimSet {
     }
 }
 
-/// [`choose_victims`] for at most [`VictimSet::MAX`] candidates sorted by id.
+/// [`choose_victims`] for at most [`VictimSet::MAX`] candidates sorted newest first.
 fn choose_victims_small(missing: u32, candidates: &[Candidate]) -> Option<(Vec<LeaseId>, u64)> {
     let cap = missing as usize;
     let mut best: Vec<Option<VictimSet>> = vec![None; cap + 1];
@@ -1137,12 +1146,13 @@ fn choose_victims_small(missing: u32, candidates: &[Candidate]) -> Option<(Vec<L
         }
     }
     best[cap].map(|set| {
-        let ids = candidates
+        let mut ids: Vec<LeaseId> = candidates
             .iter()
             .enumerate()
             .filter(|(i, _)| set.members & 1 << i != 0)
             .map(|(_, c)| c.lease)
             .collect();
+        ids.sort_unstable();
         (ids, set.gpus)
     })
 }
@@ -1172,20 +1182,20 @@ mod tests {
     }
 
     #[test]
-    fn victims_are_fewest_then_smallest_then_lowest_ids() {
+    fn victims_are_fewest_then_smallest_then_newest() {
         // One lease of 4 beats two of 2.
         check_victims(3, &[cand(1, 2, 2), cand(2, 2, 2), cand(3, 4, 4)], Some(&[3]));
         // Among single victims that suffice, the one preempting fewest GPUs in all.
         check_victims(3, &[cand(1, 4, 4), cand(2, 3, 3)], Some(&[2]));
         // A gang lease frees 4 here but preempts 16 in all: one victim still beats two.
         check_victims(4, &[cand(1, 4, 16), cand(2, 2, 2), cand(3, 2, 2)], Some(&[1]));
-        // Equal costs: lowest ids.
-        check_victims(2, &[cand(7, 1, 1), cand(5, 1, 1), cand(6, 1, 1)], Some(&[5, 6]));
+        // Equal costs: the newest leases, which lose the least work.
+        check_victims(2, &[cand(7, 1, 1), cand(5, 1, 1), cand(6, 1, 1)], Some(&[6, 7]));
         // Not enough in all.
         check_victims(5, &[cand(1, 2, 2), cand(2, 2, 2)], None);
         // Nothing missing needs no victim.
         check_victims(0, &[cand(1, 2, 2)], Some(&[]));
-        // Ids decide between sets of equal cost whose lowest ids agree.
+        // Ids decide between sets of equal cost: the newest lease in only one of them.
         check_victims(
             4,
             &[
@@ -1200,7 +1210,7 @@ mod tests {
         check_victims(
             3,
             &[cand(1, 1, 1), cand(2, 1, 3), cand(3, 2, 2), cand(4, 2, 2)],
-            Some(&[1, 3]),
+            Some(&[1, 4]),
         );
     }
 
@@ -1215,7 +1225,7 @@ mod tests {
                 .iter()
                 .map(|(&id, &(on_node, extra))| cand(id, on_node, u64::from(on_node) + extra))
                 .collect();
-            candidates.sort_by_key(|c| c.lease);
+            candidates.sort_by_key(|c| std::cmp::Reverse(c.lease));
             proptest::prop_assert_eq!(
                 choose_victims_small(missing, &candidates),
                 choose_victims_any(missing, &candidates)

@@ -631,7 +631,8 @@ impl Market {
     /// the GPUs free now, the GPUs of leases already stopping (they free up
     /// without a new victim), and then the GPUs of running spot leases, chosen
     /// as the fewest leases, then the fewest GPUs preempted in all (a lease is
-    /// preempted whole, across all its nodes), then the lowest lease ids. The
+    /// preempted whole, across all its nodes), then the newest leases (the
+    /// least work lost: lease ids grow with start time). The
     /// node (or, for a gang, the pool and its nodes) with the fewest victims,
     /// then fewest GPUs preempted, then lowest ask, then lowest id wins, among
     /// the first [`RECLAIM_CANDIDATES`] feasible nodes by ask then id (per
