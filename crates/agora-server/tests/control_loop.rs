@@ -9,13 +9,51 @@ use agora_types::{JobId, Micros, ProviderId, TenantId};
 use common::{rounds, submit};
 
 async fn server(min_funds_s: u64) -> (tempfile::TempDir, Server) {
+    server_with(|cfg| cfg.min_funds_s = min_funds_s).await
+}
+
+/// A bootstrapped server with 30 ms rounds and whatever else `tune` sets.
+async fn server_with(tune: impl FnOnce(&mut ServerConfig)) -> (tempfile::TempDir, Server) {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
     cfg.round_interval_ms = 30;
-    cfg.min_funds_s = min_funds_s;
+    tune(&mut cfg);
     let server = Server::start(cfg).await.unwrap();
     server.bootstrap(Micros::from_units(1000)).await.unwrap().unwrap();
     (dir, server)
+}
+
+/// One heartbeat from `agent` carrying only `logs` for the part it runs.
+async fn send_logs(
+    core: &agora_server::CoreHandle,
+    agent: &common::FakeAgent,
+    logs: Vec<agora_proto::agent::LogChunk>,
+) {
+    let hb = agora_proto::agent::Heartbeat {
+        agent_id: agent.id,
+        running: agent.running.iter().copied().collect(),
+        events: vec![],
+        event_ages_ms: vec![],
+        more_events: false,
+        stopped_by_agent: vec![],
+        leaving: false,
+        logs,
+    };
+    let provider = agent.provider;
+    core.call(move |t| agora_server::ops::heartbeat(t, provider, hb))
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+/// Everything the demo tenant's job printed, as stored.
+async fn job_output(core: &agora_server::CoreHandle, job: JobId) -> String {
+    let logs = core
+        .call(move |t| agora_server::ops::logs(t, agora_server::auth::Principal::Tenant(TenantId(1)), job, 0, 100))
+        .await
+        .unwrap()
+        .unwrap();
+    logs.lines.into_iter().map(|l| l.data).collect()
 }
 
 async fn job_state(server: &Server, job: JobId) -> (String, Option<String>) {
@@ -122,7 +160,7 @@ async fn a_tenant_whose_funds_are_all_held_waits_instead_of_escrowing_nothing() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_chunks_delivered_twice_are_stored_once() {
-    use agora_proto::agent::{Heartbeat, LogChunk, PartRef, Stream};
+    use agora_proto::agent::{LogChunk, PartRef, Stream};
     let (_dir, server) = server(60).await;
     let core = server.core.clone();
     let mut agent = common::register(&core, ProviderId(1), "fake", 8, Micros::from_units(2)).await;
@@ -148,43 +186,17 @@ async fn log_chunks_delivered_twice_are_stored_once() {
         vec![chunk(0, "a"), chunk(1, "b")],
         vec![chunk(1, "b"), chunk(2, "c")],
     ] {
-        let hb = Heartbeat {
-            agent_id: agent.id,
-            running: vec![part],
-            events: vec![],
-            event_ages_ms: vec![],
-            more_events: false,
-            stopped_by_agent: vec![],
-            leaving: false,
-            logs,
-        };
-        core.call(move |t| agora_server::ops::heartbeat(t, ProviderId(1), hb))
-            .await
-            .unwrap()
-            .unwrap();
+        send_logs(&core, &agent, logs).await;
     }
-    let text = core
-        .call(move |t| agora_server::ops::logs(t, agora_server::auth::Principal::Tenant(TenantId(1)), job, 0, 100))
-        .await
-        .unwrap()
-        .unwrap()
-        .lines
-        .into_iter()
-        .map(|l| l.data)
-        .collect::<String>();
+    let text = job_output(&core, job).await;
     assert_eq!(text, "abc");
     server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fair_share_serves_the_tenant_with_less_recent_use_first() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
-    cfg.round_interval_ms = 30;
     // Count use in GPU-seconds so a test can accumulate some.
-    cfg.fair_share_unit_gpu_s = 1;
-    let server = Server::start(cfg).await.unwrap();
-    server.bootstrap(Micros::from_units(1000)).await.unwrap().unwrap();
+    let (_dir, server) = server_with(|cfg| cfg.fair_share_unit_gpu_s = 1).await;
     let core = server.core.clone();
     let mut agent = common::register(&core, ProviderId(1), "fake", 8, Micros::from_units(2)).await;
     let other = core
@@ -302,13 +314,8 @@ async fn a_fabric_domain_keeps_its_id_through_moves_and_snapshots() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn job_output_beyond_the_retention_is_pruned_oldest_first() {
-    use agora_proto::agent::{Heartbeat, LogChunk, PartRef, Stream};
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
-    cfg.round_interval_ms = 30;
-    cfg.log_retention_bytes_per_job = 10;
-    let server = Server::start(cfg).await.unwrap();
-    server.bootstrap(Micros::from_units(1000)).await.unwrap().unwrap();
+    use agora_proto::agent::{LogChunk, PartRef, Stream};
+    let (_dir, server) = server_with(|cfg| cfg.log_retention_bytes_per_job = 10).await;
     let core = server.core.clone();
     let mut agent = common::register(&core, ProviderId(1), "fake", 8, Micros::from_units(2)).await;
     let job = submit(
@@ -322,35 +329,15 @@ async fn job_output_beyond_the_retention_is_pruned_oldest_first() {
     agent.beat(&core).await;
     let part: PartRef = *agent.running.iter().next().expect("the part runs");
     for (seq, data) in ["aaaaa", "bbbbb", "ccccc"].iter().enumerate() {
-        let hb = Heartbeat {
-            agent_id: agent.id,
-            running: vec![part],
-            events: vec![],
-            event_ages_ms: vec![],
-            more_events: false,
-            stopped_by_agent: vec![],
-            leaving: false,
-            logs: vec![LogChunk {
-                part,
-                stream: Stream::Stdout,
-                data: data.to_string(),
-                seq: Some(seq as u64),
-            }],
+        let chunk = LogChunk {
+            part,
+            stream: Stream::Stdout,
+            data: data.to_string(),
+            seq: Some(seq as u64),
         };
-        core.call(move |t| agora_server::ops::heartbeat(t, ProviderId(1), hb))
-            .await
-            .unwrap()
-            .unwrap();
+        send_logs(&core, &agent, vec![chunk]).await;
     }
-    let text = core
-        .call(move |t| agora_server::ops::logs(t, agora_server::auth::Principal::Tenant(TenantId(1)), job, 0, 100))
-        .await
-        .unwrap()
-        .unwrap()
-        .lines
-        .into_iter()
-        .map(|l| l.data)
-        .collect::<String>();
+    let text = job_output(&core, job).await;
     assert_eq!(text, "bbbbbccccc", "10 bytes kept, the newest");
     server.stop().await;
 }

@@ -248,8 +248,9 @@ impl<'de> Deserialize<'de> for GpuModel {
     }
 }
 
-/// Levenshtein distance, used only to suggest close model names.
-fn edit_distance(a: &str, b: &str) -> usize {
+/// Levenshtein distance between two strings, in characters: how close-match
+/// suggestions ("did you mean …?") are ranked here and in the manifest parser.
+pub fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut prev: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.chars().enumerate() {

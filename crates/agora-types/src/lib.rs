@@ -6,7 +6,7 @@ pub mod gpu;
 pub mod ids;
 pub mod money;
 
-pub use gpu::{GpuModel, GpuSpec, Interface, UnknownGpuModel};
+pub use gpu::{GpuModel, GpuSpec, Interface, UnknownGpuModel, edit_distance};
 pub use ids::{AgentId, DomainId, JobId, LeaseId, NodeId, OrderId, ProviderId, SiteId, TenantId};
 pub use money::{Micros, ParseMoneyError, PricePerGpuHour};
 

@@ -384,7 +384,7 @@ impl<'a> Fields<'a> {
 fn unknown_field(name: &str, known: &[&str]) -> String {
     let closest = known
         .iter()
-        .map(|k| (edit_distance(&name.to_ascii_lowercase(), k), *k))
+        .map(|k| (agora_types::edit_distance(&name.to_ascii_lowercase(), k), *k))
         .filter(|(d, k)| *d <= 2.max(k.len() / 3))
         .min();
     let valid = known.join(", ");
@@ -392,20 +392,6 @@ fn unknown_field(name: &str, known: &[&str]) -> String {
         Some((_, k)) => format!("unknown field; did you mean `{k}`? (valid fields: {valid})"),
         None => format!("unknown field (valid fields: {valid})"),
     }
-}
-
-/// Levenshtein distance, to suggest a field for a typo.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 /// One field or list item of the document, with its path and line.
