@@ -16,6 +16,6 @@ pub use lifecycle::{
     check_order_transition,
 };
 pub use market::{
-    Allocation, AskSummary, Demand, Lease, Market, Node, NodeSpec, OrderSpec, Placement, Preemption, RoundPlan,
-    SitePower, SiteSpec, Unplaced,
+    Allocation, AskSummary, Demand, Lease, Market, Node, NodeSpec, OrderSpec, Placement, Preemption, ReservedUse,
+    RoundPlan, SitePower, SiteSpec, Unplaced,
 };

@@ -113,9 +113,12 @@ fn market(setup: &str) -> Market {
                 let first = m.node(allocations[0].node).unwrap().spec().clone();
                 let placement = Placement {
                     order: OrderId(1000 + id),
+                    tenant: TenantId(1000 + id),
+                    bid: first.ask,
                     provider: first.provider,
                     price: first.ask,
                     allocations,
+                    reserved: Vec::new(),
                 };
                 m.start_lease(LeaseId(id), tier(words[2]), &placement);
             }

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use agora_engine::lifecycle::{JobState, LeaseState, OrderState};
-use agora_engine::market::{Allocation, Market, NodeSpec, OrderSpec, Placement, SiteSpec};
+use agora_engine::market::{Allocation, Market, NodeSpec, OrderSpec, Placement, ReservedUse, SiteSpec};
 use agora_ledger::{Account, Ledger, TransferId};
 use agora_proto::Manifest;
 use agora_proto::agent::InventorySource;
@@ -138,7 +138,13 @@ pub struct Lease {
     pub provider: ProviderId,
     pub tier: Tier,
     pub model: GpuModel,
+    /// What the tenant pays per GPU-hour (zero for reserved work: its contract pays).
     pub price: PricePerGpuHour,
+    /// The order's max price, which the spot price is compared with.
+    pub bid: PricePerGpuHour,
+    /// Reserved capacity the lease occupies; see [`Placement::reserved`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reserved: Vec<ReservedUse>,
     pub gpus: u32,
     pub parts: Vec<Part>,
     pub state: LeaseState,
@@ -269,9 +275,12 @@ impl Exchange {
                 l.tier,
                 &Placement {
                     order: l.order,
+                    tenant: l.tenant,
+                    bid: l.bid,
                     provider: l.provider,
                     price: l.price,
                     allocations,
+                    reserved: l.reserved.clone(),
                 },
             );
             if l.state == LeaseState::Stopping {
@@ -698,6 +707,8 @@ impl Exchange {
                 tier: spec.tier,
                 model,
                 price: placement.price,
+                bid: placement.bid,
+                reserved: placement.reserved.clone(),
                 gpus,
                 parts,
                 state: LeaseState::Assigned,

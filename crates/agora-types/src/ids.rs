@@ -61,3 +61,7 @@ id_type!(
     /// A fabric domain: nodes sharing one InfiniBand/Ethernet fabric (e.g. a 32-node scalable unit).
     DomainId
 );
+id_type!(
+    /// A reservation contract: a tenant holds GPUs of one model at one provider for a term.
+    ContractId
+);

@@ -7,7 +7,7 @@ pub mod ids;
 pub mod money;
 
 pub use gpu::{GpuModel, GpuSpec, Interface, UnknownGpuModel, edit_distance};
-pub use ids::{AgentId, DomainId, JobId, LeaseId, NodeId, OrderId, ProviderId, SiteId, TenantId};
+pub use ids::{AgentId, ContractId, DomainId, JobId, LeaseId, NodeId, OrderId, ProviderId, SiteId, TenantId};
 pub use money::{Micros, ParseMoneyError, PricePerGpuHour};
 
 use serde::{Deserialize, Serialize};
@@ -30,10 +30,12 @@ impl UnixMs {
 }
 
 /// Service tier of an order. The derived order is the clearing priority:
-/// a smaller value clears first (on-demand before spot).
+/// a smaller value clears first (reserved, then on-demand, then spot).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Tier {
+    /// Runs on capacity its tenant holds under a reservation contract.
+    Reserved,
     OnDemand,
     Spot,
 }
@@ -41,6 +43,7 @@ pub enum Tier {
 impl Tier {
     pub fn as_str(self) -> &'static str {
         match self {
+            Tier::Reserved => "reserved",
             Tier::OnDemand => "on-demand",
             Tier::Spot => "spot",
         }

@@ -640,9 +640,12 @@ impl Round<'_> {
             .collect();
         Placement {
             order: order.id,
+            tenant: order.tenant,
+            bid: order.max_price,
             provider: pool.provider,
             price: pool.ask,
             allocations,
+            reserved: Vec::new(),
         }
     }
 

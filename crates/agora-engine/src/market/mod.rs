@@ -175,11 +175,29 @@ pub struct Allocation {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Placement {
     pub order: OrderId,
+    /// The order's tenant and bid, which the lease keeps: the spot price and
+    /// the market-health policies read them.
+    pub tenant: TenantId,
+    pub bid: PricePerGpuHour,
     pub provider: ProviderId,
-    /// The ask of every node of the placement (a placement never mixes asks), which the tenant pays.
+    /// What the tenant pays per GPU-hour: the ask of every node of the
+    /// placement (a placement never mixes asks), or zero for reserved work,
+    /// which its contract pays for.
     pub price: PricePerGpuHour,
     /// One per node, in rank order: rank 0 is the first.
     pub allocations: Vec<Allocation>,
+    /// Reserved capacity the placement occupies: a reserved-tier placement
+    /// uses its own tenant's reservation; a spot placement may resell idle
+    /// reserved GPUs of other tenants, who are credited for them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reserved: Vec<ReservedUse>,
+}
+
+/// GPUs of one holder's reservation (at the placement's provider and model) that a placement occupies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReservedUse {
+    pub holder: TenantId,
+    pub gpus: u32,
 }
 
 impl Placement {
@@ -213,9 +231,14 @@ pub struct Lease {
     pub id: LeaseId,
     pub order: OrderId,
     pub tier: Tier,
+    pub tenant: TenantId,
+    /// The order's max price per GPU-hour.
+    pub bid: PricePerGpuHour,
     pub provider: ProviderId,
     pub price: PricePerGpuHour,
     pub allocations: Vec<Allocation>,
+    /// See [`Placement::reserved`].
+    pub reserved: Vec<ReservedUse>,
     /// A stop signal was sent: its GPUs are still used, but it is never chosen as a victim again.
     pub stopping: bool,
 }
@@ -537,9 +560,12 @@ impl Market {
                 id: lease,
                 order: placement.order,
                 tier,
+                tenant: placement.tenant,
+                bid: placement.bid,
                 provider: placement.provider,
                 price: placement.price,
                 allocations: placement.allocations.clone(),
+                reserved: placement.reserved.clone(),
                 stopping: false,
             },
         );

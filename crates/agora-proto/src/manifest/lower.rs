@@ -100,14 +100,23 @@ pub(super) fn lower(doc: &Yaml) -> Result<(Manifest, Lines), ManifestError> {
     let tier = match top.optional("tier") {
         None => Tier::OnDemand,
         Some(field) => match field.text()?.as_str() {
+            "reserved" => Tier::Reserved,
             "on-demand" => Tier::OnDemand,
             "spot" => Tier::Spot,
             other => {
-                return Err(field.error(format!("must be on-demand or spot, found `{}`", shown(other))));
+                return Err(field.error(format!(
+                    "must be reserved, on-demand or spot, found `{}`",
+                    shown(other)
+                )));
             }
         },
     };
-    let max_price_per_gpu_hour = price(&top.required("max_price_per_gpu_hour")?)?;
+    // Reserved work is paid for by its contract: a bid is optional there.
+    let max_price_per_gpu_hour = match (tier, top.optional("max_price_per_gpu_hour")) {
+        (_, Some(field)) => price(&field)?,
+        (Tier::Reserved, None) => PricePerGpuHour(Micros::ZERO),
+        (_, None) => price(&top.required("max_price_per_gpu_hour")?)?,
+    };
     let duration_estimate_s = top.optional("duration").map(|f| duration(&f)).transpose()?;
     let command = top.required("command")?.text()?;
     let args = match top.optional("args") {
