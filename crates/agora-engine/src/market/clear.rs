@@ -11,10 +11,14 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
-use agora_types::{DomainId, GpuModel, LeaseId, Micros, NodeId, OrderId, PricePerGpuHour, ProviderId, SiteId, Tier};
+use agora_types::{
+    DomainId, GpuModel, LeaseId, Micros, NodeId, OrderId, PricePerGpuHour, ProviderId, SiteId, TenantId, Tier,
+};
 
 use super::index::{BucketIndex, BucketKey, GangPoolKey, IndexEntry, PoolKey, WholeIndex, WholeNodes};
-use super::{Allocation, Demand, Market, OrderSpec, Placement, Preemption, RoundPlan, Unplaced};
+use super::{Allocation, Demand, Market, OrderSpec, Placement, Preemption, ReservedPool, RoundPlan, Unplaced};
+
+mod reserved;
 
 /// How many feasible nodes preemption scores for one order (per pool, for a
 /// gang), cheapest asks first, lowest ids next. Like kube-scheduler's
@@ -30,6 +34,9 @@ pub(super) fn clear(market: &Market, eligible: impl Fn(&OrderSpec) -> bool) -> R
         free: Cow::Borrowed(&market.indexes.free),
         reclaim: Cow::Borrowed(&market.indexes.reclaim),
         whole: Cow::Borrowed(&market.indexes.whole),
+        reserved: Cow::Borrowed(&market.reservations),
+        only_provider: None,
+        victims_of: None,
         added_w: BTreeMap::new(),
         taken: BTreeMap::new(),
         claimed: BTreeSet::new(),
@@ -44,35 +51,15 @@ pub(super) fn clear(market: &Market, eligible: impl Fn(&OrderSpec) -> bool) -> R
     // Reasons come in service order; the map is built once, from sorted ids.
     let (mut unplaced_ids, mut unplaced): (Vec<OrderId>, Vec<Option<Unplaced>>) = (Vec::new(), Vec::new());
     for order in market.pending_orders().filter(|o| eligible(o)) {
-        let (shape, models) = round.shape_of(order);
-        let refused = match round.find_placement(order, shape, &models) {
-            Ok((pool, nodes)) => {
-                plan.placements.push(round.reserve(order, pool, &nodes));
-                continue;
-            }
-            Err(refused) => refused,
-        };
-        // Spot orders never preempt.
-        let reclaim = if order.tier == Tier::OnDemand {
-            round.find_reclaim(order, shape, &models)
+        let reason = if order.tier == Tier::Reserved {
+            round.serve_reserved(order, &mut plan)
         } else {
-            None
+            round.serve(order, &mut plan)
         };
-        if let Some(reclaim) = reclaim {
-            let waiting = round.claim(&reclaim);
-            let for_order = order.id;
-            plan.preemptions.extend(
-                reclaim
-                    .victims()
-                    .into_iter()
-                    .map(|lease| Preemption { lease, for_order }),
-            );
+        if let Some(reason) = reason {
             unplaced_ids.push(order.id);
-            unplaced.push(Some(Unplaced::WaitingForPreemption { leases: waiting }));
-            continue;
+            unplaced.push(Some(reason));
         }
-        unplaced_ids.push(order.id);
-        unplaced.push(Some(round.explain(order, &models, refused)));
     }
     plan.unplaced = by_id(unplaced_ids, unplaced);
     plan
@@ -127,6 +114,13 @@ struct Round<'m> {
     reclaim: Cow<'m, BucketIndex>,
     /// The market's whole-node index, copied on the round's first change to it.
     whole: Cow<'m, WholeIndex>,
+    /// The market's reserved pools, copied on the round's first change to one.
+    reserved: Cow<'m, BTreeMap<(ProviderId, GpuModel), ReservedPool>>,
+    /// While a reserved-tier order searches: the provider of the reservation.
+    only_provider: Option<ProviderId>,
+    /// While a reserved-tier order reclaims its own resold GPUs: only spot
+    /// leases resold from this holder's reservation are victims.
+    victims_of: Option<TenantId>,
     /// Watts this round added at sites with a budget.
     added_w: BTreeMap<SiteId, u64>,
     /// GPU indices taken this round, by placements or kept for an order
@@ -263,6 +257,57 @@ struct DomainPick {
 type GangReclaimScore = (usize, u64, PricePerGpuHour, ProviderId, GpuModel);
 
 impl Round<'_> {
+    /// Places the order, or plans preemptions for it (spot orders never
+    /// preempt); None if it was placed, else why not.
+    fn serve(&mut self, order: &OrderSpec, plan: &mut RoundPlan) -> Option<Unplaced> {
+        let (shape, models) = self.shape_of(order);
+        let refused = match self.find_placement(order, shape, &models) {
+            Ok((pool, nodes)) => {
+                plan.placements.push(self.reserve(order, pool, &nodes));
+                return None;
+            }
+            Err(refused) => refused,
+        };
+        if order.tier != Tier::Spot
+            && let Some(reclaim) = self.find_reclaim(order, shape, &models)
+        {
+            return Some(self.wait_for(order, &reclaim, plan));
+        }
+        Some(self.explain(order, &models, refused))
+    }
+
+    /// Claims what a reclaim plan counts on and records its preemptions.
+    fn wait_for(&mut self, order: &OrderSpec, reclaim: &Reclaim, plan: &mut RoundPlan) -> Unplaced {
+        let waiting = self.claim(reclaim);
+        let for_order = order.id;
+        plan.preemptions.extend(
+            reclaim
+                .victims()
+                .into_iter()
+                .map(|lease| Preemption { lease, for_order }),
+        );
+        Unplaced::WaitingForPreemption { leases: waiting }
+    }
+
+    /// Whether an order of `tier` may take `gpus` GPUs of the pool (provider,
+    /// model): a reserved-tier search stays at its reservation's provider,
+    /// and on-demand work takes only a reserved pool's open free GPUs.
+    fn admits(&self, tier: Tier, provider: ProviderId, model: GpuModel, gpus: u64) -> bool {
+        if self.only_provider.is_some_and(|p| p != provider) {
+            return false;
+        }
+        tier != Tier::OnDemand
+            || self
+                .reserved
+                .get(&(provider, model))
+                .is_none_or(|r| r.open_free() >= gpus)
+    }
+
+    /// Whether [`Round::admits`] can refuse anything for this tier in this round.
+    fn filters(&self, tier: Tier) -> bool {
+        self.only_provider.is_some() || (tier == Tier::OnDemand && !self.reserved.is_empty())
+    }
+
     /// The order's shape, and the models it accepts that have an online node, ascending.
     fn shape_of(&mut self, order: &OrderSpec) -> (Shape, Rc<[GpuModel]>) {
         let number = self.model_set(order);
@@ -410,7 +455,7 @@ impl Round<'_> {
             for (&free, nodes) in buckets.range(g..) {
                 // Nothing in this bucket can beat the best at a higher ask.
                 let max_ask = best.map_or(order.max_price, |b| b.0.min(order.max_price));
-                let Some((ask, site, id)) = self.first_powered(nodes, max_ask, g, gpus_w, refused) else {
+                let Some((ask, site, id)) = self.first_powered(order.tier, nodes, max_ask, g, gpus_w, refused) else {
                     continue;
                 };
                 let candidate = (ask, free, site, id, model);
@@ -430,6 +475,7 @@ impl Round<'_> {
     /// site that cannot even power the GPUs is skipped whole.
     fn first_powered(
         &self,
+        tier: Tier,
         nodes: &BTreeSet<BucketKey>,
         max_ask: PricePerGpuHour,
         g: u32,
@@ -443,6 +489,18 @@ impl Round<'_> {
                 return None;
             }
             let &(ask, site, id) = nodes.range(from..=last).next()?;
+            if self.filters(tier) {
+                let e = self.entry(id);
+                if !self.admits(tier, e.provider, e.model, u64::from(g)) {
+                    // The refusal is the provider's: skip its whole site when the site is known to be its.
+                    let sites_provider = self.market.site(site).map(|s| s.provider);
+                    from = match id.0.checked_add(1) {
+                        Some(next) if sites_provider != Some(e.provider) => (ask, site, NodeId(next)),
+                        _ => next_site(ask, site),
+                    };
+                    continue;
+                }
+            }
             let Some(headroom_w) = self.headroom_w(site) else {
                 return Some((ask, site, id));
             };
@@ -489,7 +547,7 @@ impl Round<'_> {
                     break;
                 }
                 let pool = &self.whole.pools[key];
-                if pool.total < need {
+                if pool.total < need || !self.admits(order.tier, key.provider, model, u64::from(need) * u64::from(g)) {
                     continue;
                 }
                 let Some(pick) = self.pick_domains(key, pool, need, refused) else {
@@ -638,14 +696,32 @@ impl Round<'_> {
                 gpu_indices: self.take(node, order.gpus_per_node),
             })
             .collect();
+        let gpus = u64::from(order.nodes) * u64::from(order.gpus_per_node);
+        let reserved = match self.reserved.get(&(pool.provider, pool.model)) {
+            // `take` already counted the GPUs out of the pool's free ones.
+            Some(r) => {
+                let open_before = (r.free + gpus).saturating_sub(r.idle());
+                self.reserved
+                    .to_mut()
+                    .get_mut(&(pool.provider, pool.model))
+                    .expect("looked up above")
+                    .place(order.tier, order.tenant, gpus, open_before)
+            }
+            None => Vec::new(),
+        };
         Placement {
             order: order.id,
             tenant: order.tenant,
             bid: order.max_price,
             provider: pool.provider,
-            price: pool.ask,
+            // Reserved work is paid for by its contract.
+            price: if order.tier == Tier::Reserved {
+                PricePerGpuHour(Micros::ZERO)
+            } else {
+                pool.ask
+            },
             allocations,
-            reserved: Vec::new(),
+            reserved,
         }
     }
 
@@ -678,6 +754,14 @@ impl Round<'_> {
         assert_eq!(picked.len(), count as usize, "node {id} has {count} GPUs to take");
         taken.extend(&picked);
         self.free.to_mut().update(id, &entry, free_before, free_before - count);
+        if let Some(pool) = self.reserved.get(&(entry.provider, entry.model)) {
+            let free = pool.free - u64::from(count);
+            self.reserved
+                .to_mut()
+                .get_mut(&(entry.provider, entry.model))
+                .expect("looked up above")
+                .free = free;
+        }
         if let Some(capacity) = capacity_before {
             self.reclaim.to_mut().update(id, &entry, capacity, capacity - count);
         }
@@ -737,7 +821,8 @@ impl Round<'_> {
             runs.extend(buckets.range(g..).map(|(_, nodes)| nodes.range(..=last).peekable()));
         }
         let mut best: Option<(ReclaimScore, PricePerGpuHour, NodeId)> = None;
-        for _ in 0..RECLAIM_CANDIDATES {
+        let mut scored = 0;
+        while scored < RECLAIM_CANDIDATES {
             let Some(run) = runs
                 .iter_mut()
                 .enumerate()
@@ -748,6 +833,13 @@ impl Round<'_> {
                 break;
             };
             let &(ask, _, id) = runs[run].next().expect("peeked");
+            if self.filters(order.tier) {
+                let e = self.entry(id);
+                if !self.admits(order.tier, e.provider, e.model, u64::from(g)) {
+                    continue;
+                }
+            }
+            scored += 1;
             let Some(score) = self.reclaim_score(id, g) else {
                 continue;
             };
@@ -764,6 +856,13 @@ impl Round<'_> {
     /// waits on some lease, None otherwise; remembered until the round changes
     /// the node or claims one of its leases.
     fn reclaim_score(&self, id: NodeId, g: u32) -> Option<ReclaimScore> {
+        if self.victims_of.is_some() {
+            // A narrowed victim set scores differently: never remembered.
+            return self
+                .reclaim_on(id, g)
+                .filter(NodeReclaim::waits)
+                .map(|r| (r.victims.len(), r.victim_gpus));
+        }
         let mut scores = self.reclaim_scores.borrow_mut();
         let known = scores.entry(id).or_default();
         if let Some(&(_, score)) = known.iter().find(|(size, _)| *size == g) {
@@ -792,6 +891,9 @@ impl Round<'_> {
         // A pool without reclaimable nodes cannot help: its free nodes alone did not fit the gang.
         for &model in models {
             for (key, buckets) in self.reclaim.by_pool.range(pools_of(model, order.max_price)) {
+                if !self.admits(order.tier, key.provider, model, need as u64 * u64::from(g)) {
+                    continue;
+                }
                 let whole = self.whole.pools.get(&GangPoolKey {
                     model,
                     gpus: g,
@@ -860,7 +962,11 @@ impl Round<'_> {
             let lease = &self.market.leases[&lease_id];
             if lease.stopping {
                 scratch.stopping.push((on_node, lease_id));
-            } else if lease.tier == Tier::Spot {
+            } else if lease.tier == Tier::Spot
+                && self
+                    .victims_of
+                    .is_none_or(|holder| lease.reserved.iter().any(|u| u.holder == holder))
+            {
                 scratch.candidates.push(Candidate {
                     lease: lease_id,
                     on_node,
@@ -936,6 +1042,22 @@ impl Round<'_> {
         let cheapest_ask = cheapest_ask.expect("indexed models have nodes");
         if cheapest_ask > order.max_price {
             return Unplaced::AskAboveMaxPrice { demand, cheapest_ask };
+        }
+        if order.tier == Tier::OnDemand {
+            // Reserved pools whose free GPUs would fit the order but are held for their holders.
+            let reserved_idle_gpus: u64 = self
+                .reserved
+                .iter()
+                .filter(|((_, model), pool)| models.contains(model) && pool.open_free() < order.gpus_total())
+                .filter(|(_, pool)| pool.free_gpus() >= order.gpus_total())
+                .map(|(_, pool)| pool.idle().min(pool.free_gpus()))
+                .sum();
+            if reserved_idle_gpus > 0 {
+                return Unplaced::HeldByReservations {
+                    demand,
+                    reserved_idle_gpus,
+                };
+            }
         }
         if let Some(r) = refused {
             return Unplaced::PowerBudget {

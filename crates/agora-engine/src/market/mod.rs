@@ -80,6 +80,7 @@
 
 mod clear;
 mod index;
+mod reservation;
 mod unplaced;
 
 use std::cmp::Reverse;
@@ -92,6 +93,7 @@ use serde::{Deserialize, Serialize};
 
 pub use clear::RECLAIM_CANDIDATES;
 use index::{IndexEntry, Indexes};
+pub use reservation::{Holding, ReservedPool};
 pub use unplaced::{Demand, Unplaced};
 
 /// A node as its agent reports it, with the provider's ask.
@@ -382,6 +384,8 @@ pub struct Market {
     leases: BTreeMap<LeaseId, Lease>,
     indexes: Indexes,
     sites: BTreeMap<SiteId, SiteState>,
+    /// Reserved capacity by (provider, model); see [`reservation`].
+    reservations: BTreeMap<(ProviderId, GpuModel), ReservedPool>,
 }
 
 impl Market {
@@ -554,21 +558,20 @@ impl Market {
             }
         }
         self.remove_order(placement.order);
-        self.leases.insert(
-            lease,
-            Lease {
-                id: lease,
-                order: placement.order,
-                tier,
-                tenant: placement.tenant,
-                bid: placement.bid,
-                provider: placement.provider,
-                price: placement.price,
-                allocations: placement.allocations.clone(),
-                reserved: placement.reserved.clone(),
-                stopping: false,
-            },
-        );
+        let started = Lease {
+            id: lease,
+            order: placement.order,
+            tier,
+            tenant: placement.tenant,
+            bid: placement.bid,
+            provider: placement.provider,
+            price: placement.price,
+            allocations: placement.allocations.clone(),
+            reserved: placement.reserved.clone(),
+            stopping: false,
+        };
+        self.reserved_lease_changed(&started, 1);
+        self.leases.insert(lease, started);
         for alloc in &placement.allocations {
             self.refresh(alloc.node);
         }
@@ -593,6 +596,7 @@ impl Market {
     /// (ending twice is harmless).
     pub fn end_lease(&mut self, lease: LeaseId) -> Option<Lease> {
         let l = self.leases.remove(&lease)?;
+        self.reserved_lease_changed(&l, -1);
         for alloc in &l.allocations {
             let node = self.nodes.get_mut(&alloc.node).expect("a lease's nodes exist");
             for &gpu in &alloc.gpu_indices {
@@ -699,6 +703,7 @@ impl Market {
         }
         if entry != old_entry {
             self.indexes.update(id, old_entry.as_ref(), entry.as_ref());
+            self.reserved_free_changed(old_entry.as_ref(), entry.as_ref());
         }
         let node = self.nodes.get_mut(&id).expect("refreshed node exists");
         node.drawn = drawn;

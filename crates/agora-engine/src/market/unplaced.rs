@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use agora_types::{GpuModel, LeaseId, PricePerGpuHour, SiteId};
+use agora_types::{GpuModel, LeaseId, PricePerGpuHour, ProviderId, SiteId};
 use serde::{Deserialize, Serialize};
 
 use super::OrderSpec;
@@ -71,6 +71,26 @@ pub enum Unplaced {
     /// Preemption signals were sent (this round or earlier) and the order waits
     /// for these leases to end; it will be placed in a later round.
     WaitingForPreemption { leases: Vec<LeaseId> },
+    /// On-demand: free GPUs exist, but they are reserved by contracts that
+    /// may claim them back; on-demand work takes only unreserved ones.
+    HeldByReservations { demand: Demand, reserved_idle_gpus: u64 },
+    /// Reserved tier: the tenant holds no active reservation of an accepted model.
+    NoReservation { demand: Demand },
+    /// Reserved tier: the tenant's reservations are in use up to their size.
+    ReservationFull {
+        demand: Demand,
+        reserved_gpus: u64,
+        used_gpus: u64,
+    },
+    /// Reserved tier: the reservation has room, but its provider's nodes do
+    /// not, even by preempting spot leases (nodes offline, power, node
+    /// sizes, or GPUs held by on-demand leases from before the contract).
+    ReservedNoRoom {
+        demand: Demand,
+        provider: ProviderId,
+        model: GpuModel,
+        free_gpus: u64,
+    },
 }
 
 /// `H100-80GB-SXM`, `H100-80GB-SXM or A100-80GB`, or `GPUs` for any model.
@@ -199,6 +219,38 @@ impl fmt::Display for Unplaced {
                 f,
                 "{demand}; {nodes_with_room} free at that price but at most {most_in_one_pool} in one pool \
                  (a gang needs one provider, model and ask)"
+            ),
+            Unplaced::HeldByReservations {
+                demand,
+                reserved_idle_gpus,
+            } => write!(
+                f,
+                "{demand} outside reservations; {reserved_idle_gpus} free GPUs there are reserved by contracts"
+            ),
+            Unplaced::NoReservation { demand } => write!(
+                f,
+                "reserved tier, but no active reservation contract of yours for {}",
+                demand.models()
+            ),
+            Unplaced::ReservationFull {
+                demand,
+                reserved_gpus,
+                used_gpus,
+            } => write!(
+                f,
+                "your reservation of {reserved_gpus} GPUs has {used_gpus} in use; {} more do not fit",
+                u64::from(demand.nodes) * u64::from(demand.gpus_per_node)
+            ),
+            Unplaced::ReservedNoRoom {
+                demand,
+                provider,
+                model,
+                free_gpus,
+            } => write!(
+                f,
+                "no room yet for {} × {} {model} on your reservation at provider {provider}: \
+                 {free_gpus} GPUs free there and no spot lease to reclaim",
+                demand.nodes, demand.gpus_per_node
             ),
             Unplaced::WaitingForPreemption { leases } => {
                 let ids: Vec<String> = leases.iter().map(ToString::to_string).collect();
