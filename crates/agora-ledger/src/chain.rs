@@ -21,8 +21,14 @@
 //!
 //! Account tags: funding 0, tenant available 1, tenant held 2, provider
 //! earnings 3, exchange fees 4. Kind tags: top-up 0, hold 1, settle 2, fee 3,
-//! release 4, adjustment 5. Changing any of this changes every hash, so the
-//! format carries a version byte and a test pins one hash.
+//! release 4, adjustment 5, contract-charge 6, contract-fee 7, resale 8 (new
+//! kinds only ever take new tags, so adding one leaves every existing hash as it
+//! was). Changing any of this changes every hash, so the format carries a
+//! version byte and a test pins one hash.
+//!
+//! Contract and resale transfers carry no extra field: their ids and accounts
+//! name the contract, lease, tenant and provider (see [`crate::contract`]), so
+//! they are hashed like any other transfer with escrow byte 0.
 
 use sha2::{Digest, Sha256};
 

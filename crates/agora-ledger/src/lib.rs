@@ -1,5 +1,6 @@
 //! The exchange's double-entry ledger: balances, idempotent transfers, escrow
-//! per lease, and a hash chain over the journal that anyone can verify.
+//! per lease, charges of reservation contracts and the resale credits that pay
+//! their holders back, and a hash chain over the journal that anyone can verify.
 //!
 //! Architecture invariants:
 //! - The ledger is pure and deterministic: no IO, no clock (time comes in as
@@ -14,8 +15,15 @@
 //! - [`Account::TenantHeld`] is moved only by the escrow operations
 //!   ([`Ledger::hold`], [`Ledger::settle`], [`Ledger::release`]), so a tenant's
 //!   held balance always equals the sum of that tenant's open holds.
-//! - The ledger never refunds through `settle` and never lets a charge exceed
-//!   what the tenant has: a shortfall is reported, not borrowed.
+//! - The ledger never refunds through `settle` or [`Ledger::charge_contract`]
+//!   and never lets a charge exceed what the tenant has: a shortfall is
+//!   reported, not borrowed.
+//! - Ids starting with `lease:`, `contract:` or `resale:`, and the contract
+//!   and resale [`TransferKind`]s, are written only by the ledger's own
+//!   operations, whose ids are a pure function of the sequence of calls.
+//! - Contract charges and resale credits, like holds, are recomputed from the
+//!   journal by [`Ledger::verify`]; unlike holds, they are nothing *but* the
+//!   journal, so a snapshot needs no more than it did before contracts.
 //!
 //! Deliberately absent: currencies (one per exchange), payouts to providers as
 //! a separate mechanism (a [`TransferKind::Adjustment`] to `Funding` does it),
@@ -23,6 +31,7 @@
 
 pub mod account;
 pub mod chain;
+pub mod contract;
 pub mod escrow;
 pub mod transfer;
 pub mod verify;
@@ -30,8 +39,9 @@ pub mod verify;
 use std::collections::BTreeMap;
 
 pub use account::{Account, ParseAccountError};
-pub use agora_types::{LeaseId, Micros, ProviderId, TenantId, UnixMs};
+pub use agora_types::{ContractId, LeaseId, Micros, ProviderId, TenantId, UnixMs};
 pub use chain::GENESIS;
+pub use contract::{ContractCharge, ContractCharges, ContractError, ResaleCredit};
 pub use escrow::{EscrowError, Hold, SettleOutcome, fee_of};
 pub use transfer::{EscrowRef, Transfer, TransferError, TransferId, TransferKind, TransferOutcome};
 pub use verify::{VerifyError, VerifyReport};
@@ -54,6 +64,12 @@ pub struct Ledger {
     /// Escrow per lease, open and closed. Closed holds stay so that a late
     /// `hold` or `settle` for an ended lease is refused instead of reopening it.
     holds: BTreeMap<LeaseId, Hold>,
+    /// What each reservation contract has been charged; an entry exists from
+    /// the contract's first charge that moved money.
+    contracts: BTreeMap<ContractId, ContractCharges>,
+    /// What each lease's provider has passed on to each reservation holder
+    /// whose idle GPUs the lease ran on.
+    resales: BTreeMap<(LeaseId, TenantId), ResaleCredit>,
 }
 
 /// One movement of money inside an operation, checked together with the
@@ -79,7 +95,9 @@ impl Ledger {
     /// and kind returns [`TransferOutcome::Duplicate`] and changes nothing
     /// (the time may differ: a retry comes later); with anything else different
     /// it is an [`TransferError::IdConflict`]. `TenantHeld` accounts and ids
-    /// starting with `lease:` are reserved for the escrow operations.
+    /// starting with `lease:` are reserved for the escrow operations; ids
+    /// starting with `contract:` or `resale:`, and the kinds
+    /// [`TransferKind::is_reserved`] names, for the contract operations.
     pub fn transfer(
         &mut self,
         id: TransferId,
@@ -92,8 +110,11 @@ impl Ledger {
         if let Some(reason) = id.shape_problem() {
             return Err(TransferError::InvalidId { id, reason });
         }
-        if id.as_str().starts_with(TransferId::ESCROW_PREFIX) {
+        if id.is_reserved() {
             return Err(TransferError::ReservedId { id });
+        }
+        if kind.is_reserved() {
+            return Err(TransferError::ReservedKind { kind });
         }
         for account in [debit, credit] {
             if account.is_escrow() {
@@ -423,6 +444,22 @@ mod tests {
                 id: "lease:1:hold:0".into()
             })
         );
+        for id in ["contract:1:charge:0", "resale:1:2:0"] {
+            assert_eq!(
+                ledger.transfer(id.into(), avail, fees, Micros(5), adj, at(0)),
+                Err(TransferError::ReservedId { id: id.into() })
+            );
+        }
+        for kind in [
+            TransferKind::ContractCharge,
+            TransferKind::ContractFee,
+            TransferKind::Resale,
+        ] {
+            assert_eq!(
+                ledger.transfer("x".into(), avail, fees, Micros(5), kind, at(0)),
+                Err(TransferError::ReservedKind { kind })
+            );
+        }
         assert_eq!(
             ledger.transfer("x".into(), avail, Account::TenantHeld(T), Micros(5), adj, at(0)),
             Err(TransferError::EscrowAccount {

@@ -3,13 +3,15 @@
 
 use std::fmt;
 
-use agora_types::{LeaseId, Micros, ProviderId, UnixMs};
+use agora_types::{ContractId, LeaseId, Micros, ProviderId, TenantId, UnixMs};
 use serde::{Deserialize, Serialize};
 
 use crate::account::Account;
 
 /// Idempotency key of a transfer, chosen by the caller (`topup:abc`) or derived
-/// by the escrow operations (`lease:5:hold:0`, `lease:5:settle:3`).
+/// by the ledger's own operations: escrow (`lease:5:hold:0`, `lease:5:settle:3`),
+/// reservation contracts (`contract:7:charge:2`) and resale credits
+/// (`resale:5:3:0`).
 ///
 /// Posting a transfer whose id is already in the journal never moves money a
 /// second time, so a caller may retry a request as often as it likes.
@@ -26,12 +28,28 @@ impl TransferId {
     /// refuses it, so a caller can never take an id an escrow operation will need.
     pub const ESCROW_PREFIX: &'static str = "lease:";
 
+    /// Prefix of the ids [`crate::Ledger::charge_contract`] derives; refused by
+    /// [`crate::Ledger::transfer`] for the same reason as [`Self::ESCROW_PREFIX`].
+    pub const CONTRACT_PREFIX: &'static str = "contract:";
+
+    /// Prefix of the ids [`crate::Ledger::credit_resale`] derives; refused by
+    /// [`crate::Ledger::transfer`] for the same reason as [`Self::ESCROW_PREFIX`].
+    pub const RESALE_PREFIX: &'static str = "resale:";
+
+    /// Every prefix reserved for ids that the ledger derives itself.
+    pub const RESERVED_PREFIXES: [&'static str; 3] = [Self::ESCROW_PREFIX, Self::CONTRACT_PREFIX, Self::RESALE_PREFIX];
+
     pub fn new(id: impl Into<String>) -> TransferId {
         TransferId(id.into())
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// Whether the id starts with a prefix reserved for the ledger's own operations.
+    pub fn is_reserved(&self) -> bool {
+        Self::RESERVED_PREFIXES.iter().any(|prefix| self.0.starts_with(prefix))
     }
 
     /// Why this id may not be used at all, if it may not.
@@ -52,6 +70,18 @@ impl TransferId {
     pub(crate) fn escrow(lease: LeaseId, leg: &str, op: u64) -> TransferId {
         TransferId(format!("{}{lease}:{leg}:{op}", Self::ESCROW_PREFIX))
     }
+
+    /// The id of one leg of a contract charge: `contract:<contract>:<leg>:<op>`,
+    /// where `op` is the contract's own operation counter.
+    pub(crate) fn contract(contract: ContractId, leg: &str, op: u64) -> TransferId {
+        TransferId(format!("{}{contract}:{leg}:{op}", Self::CONTRACT_PREFIX))
+    }
+
+    /// The id of a resale credit: `resale:<lease>:<holder>:<op>`, where `op`
+    /// counts the credits of this lease to this holder.
+    pub(crate) fn resale(lease: LeaseId, holder: TenantId, op: u64) -> TransferId {
+        TransferId(format!("{}{lease}:{holder}:{op}", Self::RESALE_PREFIX))
+    }
 }
 
 impl fmt::Display for TransferId {
@@ -67,7 +97,10 @@ impl From<&str> for TransferId {
 }
 
 /// Why money moved; a label for audit. Balances never depend on it, but the
-/// escrow legs of a lease are told apart by it when the journal is verified.
+/// escrow legs of a lease, and the legs of a contract charge, are told apart by
+/// it when the journal is verified. The contract and resale kinds are reserved
+/// for the operations that write them ([`crate::Ledger::transfer`] refuses
+/// them), so a journal entry of such a kind is always one of theirs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TransferKind {
@@ -84,6 +117,15 @@ pub enum TransferKind {
     Release,
     /// A manual correction or payout by an operator.
     Adjustment,
+    /// A reservation contract's charge, paid in full from the tenant's
+    /// available balance to the provider (the fee is taken from it next).
+    ContractCharge,
+    /// The exchange's part of a contract charge, taken from the provider's
+    /// earnings right after the charge it belongs to.
+    ContractFee,
+    /// Spot revenue earned on a tenant's reserved but idle GPUs, passed on
+    /// from the provider's earnings to the reservation's holder.
+    Resale,
 }
 
 impl TransferKind {
@@ -95,6 +137,9 @@ impl TransferKind {
             TransferKind::Fee => "fee",
             TransferKind::Release => "release",
             TransferKind::Adjustment => "adjustment",
+            TransferKind::ContractCharge => "contract-charge",
+            TransferKind::ContractFee => "contract-fee",
+            TransferKind::Resale => "resale",
         }
     }
 
@@ -107,8 +152,32 @@ impl TransferKind {
             TransferKind::Fee => 3,
             TransferKind::Release => 4,
             TransferKind::Adjustment => 5,
+            TransferKind::ContractCharge => 6,
+            TransferKind::ContractFee => 7,
+            TransferKind::Resale => 8,
         }
     }
+
+    /// Whether only the ledger's contract and resale operations may post this kind.
+    pub fn is_reserved(self) -> bool {
+        matches!(
+            self,
+            TransferKind::ContractCharge | TransferKind::ContractFee | TransferKind::Resale
+        )
+    }
+
+    /// Every kind, in tag order.
+    pub const ALL: [TransferKind; 9] = [
+        TransferKind::TopUp,
+        TransferKind::Hold,
+        TransferKind::Settle,
+        TransferKind::Fee,
+        TransferKind::Release,
+        TransferKind::Adjustment,
+        TransferKind::ContractCharge,
+        TransferKind::ContractFee,
+        TransferKind::Resale,
+    ];
 }
 
 impl fmt::Display for TransferKind {
@@ -174,8 +243,10 @@ pub enum TransferError {
     NonPositiveAmount { amount: Micros },
     #[error("transfer id `{id}` {reason}")]
     InvalidId { id: TransferId, reason: &'static str },
-    #[error("transfer id `{id}` is reserved for escrow operations")]
+    #[error("transfer id `{id}` is reserved for the ledger's escrow, contract and resale operations")]
     ReservedId { id: TransferId },
+    #[error("transfer kind `{kind}` is reserved for the ledger's contract and resale operations")]
+    ReservedKind { kind: TransferKind },
     #[error("debit and credit are the same account `{account}`")]
     SameAccount { account: Account },
     #[error("account `{account}` is moved only by the escrow operations")]
@@ -222,17 +293,41 @@ mod tests {
     }
 
     #[test]
+    fn contract_and_resale_ids_are_derived_and_reserved() {
+        let charge = TransferId::contract(ContractId(7), "charge", 2);
+        assert_eq!(charge.as_str(), "contract:7:charge:2");
+        let resale = TransferId::resale(LeaseId(5), TenantId(3), 0);
+        assert_eq!(resale.as_str(), "resale:5:3:0");
+        for id in [charge, resale, TransferId::escrow(LeaseId(1), "hold", 0)] {
+            assert!(id.is_reserved(), "{id}");
+        }
+        assert!(!TransferId::from("topup:contract:1").is_reserved());
+    }
+
+    #[test]
     fn kind_serializes_kebab_case() {
         assert_eq!(serde_json::to_string(&TransferKind::TopUp).unwrap(), "\"top-up\"");
-        for kind in [
-            TransferKind::TopUp,
-            TransferKind::Hold,
-            TransferKind::Settle,
-            TransferKind::Fee,
-            TransferKind::Release,
-            TransferKind::Adjustment,
-        ] {
-            assert_eq!(serde_json::to_string(&kind).unwrap(), format!("\"{kind}\""));
+        for kind in TransferKind::ALL {
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{kind}\""));
+            assert_eq!(serde_json::from_str::<TransferKind>(&json).unwrap(), kind);
         }
+        assert_eq!(TransferKind::ContractCharge.as_str(), "contract-charge");
+    }
+
+    #[test]
+    fn kind_tags_are_pinned_and_distinct() {
+        // The tags are part of every hash: existing ones never change.
+        let tags: Vec<u8> = TransferKind::ALL.iter().map(|kind| kind.tag()).collect();
+        assert_eq!(tags, [0, 1, 2, 3, 4, 5, 6, 7, 8]);
+        let reserved: Vec<TransferKind> = TransferKind::ALL.into_iter().filter(|k| k.is_reserved()).collect();
+        assert_eq!(
+            reserved,
+            [
+                TransferKind::ContractCharge,
+                TransferKind::ContractFee,
+                TransferKind::Resale
+            ]
+        );
     }
 }

@@ -6,17 +6,31 @@
 //! any transfer; that escrow transfers have the shapes the escrow operations
 //! write (and no other transfer touches `TenantHeld`); the chain head; every
 //! maintained balance against the recomputed one; that balances sum to zero;
-//! every hold's money fields against the sums of its lease's transfers; and,
-//! per tenant, that the `TenantHeld` balance equals the sum of the tenant's holds.
+//! every hold's money fields against the sums of its lease's transfers;
+//! per tenant, that the `TenantHeld` balance equals the sum of the tenant's
+//! holds; and every contract's charges and every resale credit against the
+//! ones the journal implies.
+//!
+//! Contract and resale transfers are checked as they are replayed (see
+//! [`crate::contract`] for the shapes): ids in their exact form with ops in
+//! sequence from 0 per contract and per `(lease, holder)`; the reserved kinds
+//! only with their ids and the reserved ids only with their kinds; a charge
+//! leg from the tenant to the provider that the contract's first charge named;
+//! a fee leg right after the charge of its op, at the same time, from that
+//! provider to the fees, and no larger than that charge (so a contract's fees
+//! never exceed its charges); a resale credit from the lease's provider to a
+//! tenant other than the lease's, which with the lease's earlier credits never
+//! exceeds what the provider had earned from the lease at that point.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use agora_types::{LeaseId, Micros, ProviderId, TenantId, UnixMs};
+use agora_types::{ContractId, LeaseId, Micros, ProviderId, TenantId, UnixMs};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::Ledger;
 use crate::account::Account;
 use crate::chain::{self, GENESIS};
+use crate::contract::{self, ContractCharges, LeaseEarnings, ResaleCredit};
 use crate::escrow::Hold;
 use crate::transfer::{Transfer, TransferId, TransferKind};
 
@@ -37,6 +51,12 @@ pub struct VerifyReport {
     pub total_fees: Micros,
     pub open_holds: usize,
     pub closed_holds: usize,
+    /// Contracts charged at least once.
+    pub contracts: usize,
+    /// Everything charged on contracts, fees included.
+    pub total_contract_charged: Micros,
+    /// Everything providers passed on to reservation holders.
+    pub total_resale_credited: Micros,
 }
 
 /// The first disagreement verification found.
@@ -93,6 +113,18 @@ pub enum VerifyError {
         held_balance: Micros,
         holds_total: Micros,
     },
+    #[error("transfer {seq} is not a valid contract or resale transfer: {reason}")]
+    ContractShape { seq: u64, reason: &'static str },
+    /// `field` is `entry` when only one of the ledger and the journal has the contract.
+    #[error("charges of contract {contract} disagree with the journal on {field}")]
+    ContractMismatch { contract: ContractId, field: &'static str },
+    /// `field` is `entry` when only one of the ledger and the journal has the credit.
+    #[error("resale credit of lease {lease} to tenant {holder} disagrees with the journal on {field}")]
+    ResaleMismatch {
+        lease: LeaseId,
+        holder: TenantId,
+        field: &'static str,
+    },
 }
 
 /// What the escrow transfers of one lease add up to.
@@ -119,6 +151,8 @@ struct Recomputed {
     ids: BTreeMap<TransferId, usize>,
     head: [u8; 32],
     leases: BTreeMap<LeaseId, Tally>,
+    contracts: BTreeMap<ContractId, ContractCharges>,
+    resales: BTreeMap<(LeaseId, TenantId), ResaleCredit>,
 }
 
 fn hex32(bytes: &[u8; 32]) -> String {
@@ -159,7 +193,11 @@ fn tally_escrow(
         TransferKind::Settle => &["settle"],
         TransferKind::Fee => &["fee"],
         TransferKind::Release => &["release"],
-        TransferKind::TopUp | TransferKind::Adjustment => return Err("kind is not an escrow kind"),
+        TransferKind::TopUp
+        | TransferKind::Adjustment
+        | TransferKind::ContractCharge
+        | TransferKind::ContractFee
+        | TransferKind::Resale => return Err("kind is not an escrow kind"),
     };
     if !expected_leg.contains(&leg) {
         return Err("id names another leg than the kind");
@@ -219,7 +257,11 @@ fn tally_escrow(
                 return Err("release left money in escrow");
             }
         }
-        TransferKind::TopUp | TransferKind::Adjustment => unreachable!("refused above"),
+        TransferKind::TopUp
+        | TransferKind::Adjustment
+        | TransferKind::ContractCharge
+        | TransferKind::ContractFee
+        | TransferKind::Resale => unreachable!("refused above"),
     }
     if tally.held.is_negative() {
         return Err("escrow of the lease went negative");
@@ -233,6 +275,8 @@ fn recompute(journal: &[Transfer]) -> Result<Recomputed, VerifyError> {
     let mut ids: BTreeMap<TransferId, usize> = BTreeMap::new();
     let mut head = GENESIS;
     let mut leases: BTreeMap<LeaseId, Tally> = BTreeMap::new();
+    let mut contracts: BTreeMap<ContractId, ContractCharges> = BTreeMap::new();
+    let mut resales: BTreeMap<(LeaseId, TenantId), ResaleCredit> = BTreeMap::new();
     for (index, transfer) in journal.iter().enumerate() {
         let seq = transfer.seq;
         if seq != index as u64 {
@@ -304,6 +348,22 @@ fn recompute(journal: &[Transfer]) -> Result<Recomputed, VerifyError> {
                         reason: "uses an escrow id without naming a lease",
                     });
                 }
+                let contract_shape = |reason| VerifyError::ContractShape { seq, reason };
+                let id = transfer.id.as_str();
+                if id.starts_with(TransferId::CONTRACT_PREFIX) {
+                    contract::tally_contract(&mut contracts, journal, index).map_err(contract_shape)?;
+                } else if id.starts_with(TransferId::RESALE_PREFIX) {
+                    let lease_earnings = contract::parse_resale_id(&transfer.id)
+                        .and_then(|(lease, ..)| leases.get(&lease))
+                        .map(|tally| LeaseEarnings {
+                            tenant: tally.tenant,
+                            provider: tally.provider,
+                            earned: tally.earned,
+                        });
+                    contract::tally_resale(&mut resales, lease_earnings, transfer).map_err(contract_shape)?;
+                } else if transfer.kind.is_reserved() {
+                    return Err(contract_shape("has a contract or resale kind but not such an id"));
+                }
             }
             Some(escrow) => tally_escrow(&mut leases, transfer, escrow.lease, escrow.provider)
                 .map_err(|reason| VerifyError::EscrowShape { seq, reason })?,
@@ -314,6 +374,8 @@ fn recompute(journal: &[Transfer]) -> Result<Recomputed, VerifyError> {
         ids,
         head,
         leases,
+        contracts,
+        resales,
     })
 }
 
@@ -367,6 +429,7 @@ impl Ledger {
             }
         }
         self.check_holds(recomputed)?;
+        self.check_contracts(recomputed)?;
 
         let total_held = self
             .balances
@@ -383,7 +446,64 @@ impl Ledger {
             total_fees: self.balance(&Account::ExchangeFees),
             open_holds,
             closed_holds: self.holds.len() - open_holds,
+            contracts: self.contracts.len(),
+            total_contract_charged: self.contracts.values().fold(Micros::ZERO, |sum, c| sum + c.charged),
+            total_resale_credited: self.resales.values().fold(Micros::ZERO, |sum, r| sum + r.credited),
         })
+    }
+
+    /// Contract charges and resale credits are nothing but the journal, so the
+    /// maintained ones must equal the recomputed ones field for field.
+    fn check_contracts(&self, recomputed: &Recomputed) -> Result<(), VerifyError> {
+        let contracts: BTreeSet<ContractId> = self
+            .contracts
+            .keys()
+            .chain(recomputed.contracts.keys())
+            .copied()
+            .collect();
+        for contract in contracts {
+            let mismatch = |field| VerifyError::ContractMismatch { contract, field };
+            let (Some(kept), Some(replayed)) = (self.contracts.get(&contract), recomputed.contracts.get(&contract))
+            else {
+                return Err(mismatch("entry"));
+            };
+            let fields = [
+                ("tenant", kept.tenant == replayed.tenant),
+                ("provider", kept.provider == replayed.provider),
+                ("charged", kept.charged == replayed.charged),
+                ("fees", kept.fees == replayed.fees),
+                ("first_charged_at", kept.first_charged_at == replayed.first_charged_at),
+                ("last_charged_at", kept.last_charged_at == replayed.last_charged_at),
+                ("next_op", kept.next_op == replayed.next_op),
+                ("fees", kept.fees <= kept.charged),
+            ];
+            if let Some((field, _)) = fields.iter().find(|(_, ok)| !ok) {
+                return Err(mismatch(*field));
+            }
+        }
+        let resales: BTreeSet<(LeaseId, TenantId)> =
+            self.resales.keys().chain(recomputed.resales.keys()).copied().collect();
+        for (lease, holder) in resales {
+            let mismatch = |field| VerifyError::ResaleMismatch { lease, holder, field };
+            let key = (lease, holder);
+            let (Some(kept), Some(replayed)) = (self.resales.get(&key), recomputed.resales.get(&key)) else {
+                return Err(mismatch("entry"));
+            };
+            let fields = [
+                ("provider", kept.provider == replayed.provider),
+                ("credited", kept.credited == replayed.credited),
+                (
+                    "first_credited_at",
+                    kept.first_credited_at == replayed.first_credited_at,
+                ),
+                ("last_credited_at", kept.last_credited_at == replayed.last_credited_at),
+                ("next_op", kept.next_op == replayed.next_op),
+            ];
+            if let Some((field, _)) = fields.iter().find(|(_, ok)| !ok) {
+                return Err(mismatch(*field));
+            }
+        }
+        Ok(())
     }
 
     fn check_holds(&self, recomputed: &Recomputed) -> Result<(), VerifyError> {
@@ -450,8 +570,8 @@ impl Ledger {
 
     /// Rebuilds a ledger from a journal and the holds kept beside it (a hold
     /// closed with nothing left to release leaves no transfer, so the journal
-    /// alone cannot say it is closed), recomputing balances, ids and the head,
-    /// and verifying the whole.
+    /// alone cannot say it is closed), recomputing balances, ids, the head,
+    /// contract charges and resale credits, and verifying the whole.
     pub fn restore(journal: Vec<Transfer>, holds: BTreeMap<LeaseId, Hold>) -> Result<Ledger, VerifyError> {
         let recomputed = recompute(&journal)?;
         let ledger = Ledger {
@@ -460,6 +580,8 @@ impl Ledger {
             ids: recomputed.ids.clone(),
             head: recomputed.head,
             holds,
+            contracts: recomputed.contracts.clone(),
+            resales: recomputed.resales.clone(),
         };
         ledger.check_against(&recomputed)?;
         Ok(ledger)
@@ -673,6 +795,180 @@ mod tests {
         }
     }
 
+    const C: ContractId = ContractId(7);
+    const S: TenantId = TenantId(2);
+
+    /// A ledger with two contract charges (one with a fee) and a lease of
+    /// tenant `S` resold on `T`'s reserved GPUs, credited in two steps.
+    fn contracted() -> Ledger {
+        let mut ledger = Ledger::new();
+        ledger.top_up("topup:1".into(), T, Micros(10_000), UnixMs(0)).unwrap();
+        ledger.top_up("topup:2".into(), S, Micros(1_000), UnixMs(0)).unwrap();
+        ledger.charge_contract(C, T, P, Micros(2_000), 250, UnixMs(1)).unwrap();
+        ledger.hold(L, S, P, Micros(800), UnixMs(1)).unwrap();
+        ledger.settle(L, Micros(600), 250, UnixMs(2)).unwrap();
+        ledger.credit_resale(L, P, T, Micros(300), UnixMs(2)).unwrap();
+        ledger.charge_contract(C, T, P, Micros(3_000), 250, UnixMs(3)).unwrap();
+        ledger.credit_resale(L, P, T, Micros(585), UnixMs(3)).unwrap();
+        ledger
+            .charge_contract(ContractId(8), S, ProviderId(3), Micros(10), 250, UnixMs(4))
+            .unwrap();
+        ledger
+    }
+
+    /// `journal` with `change` applied to the transfer at `index` and every
+    /// hash after it recomputed, as a forger who controls the whole file would.
+    fn forged(journal: &[Transfer], index: usize, change: impl FnOnce(&mut Transfer)) -> Vec<Transfer> {
+        let mut journal = journal.to_vec();
+        change(&mut journal[index]);
+        let mut head = GENESIS;
+        for t in &mut journal {
+            t.hash = chain::link_hash(&head, t);
+            head = t.hash;
+        }
+        journal
+    }
+
+    fn index_of(ledger: &Ledger, id: &str) -> usize {
+        ledger.ids[&TransferId::from(id)]
+    }
+
+    #[test]
+    fn verify_reports_contracts_and_resales() {
+        let ledger = contracted();
+        let report = ledger.verify().unwrap();
+        assert_eq!(report.contracts, 2);
+        assert_eq!(report.total_contract_charged, Micros(3_010));
+        assert_eq!(report.total_resale_credited, Micros(585));
+        // 2.5% of 3,000 and of 600; 10 micros take no fee.
+        assert_eq!(report.total_fees, Micros(75 + 15));
+        let restored = Ledger::restore(ledger.journal.clone(), ledger.holds.clone()).unwrap();
+        assert_eq!(restored, ledger);
+    }
+
+    /// Verifies `contracted()` after `change` to its maintained state.
+    fn verify_changed(change: impl FnOnce(&mut Ledger)) -> Result<VerifyReport, VerifyError> {
+        let mut ledger = contracted();
+        change(&mut ledger);
+        ledger.verify()
+    }
+
+    #[test]
+    fn verify_catches_a_changed_contract_or_resale_record() {
+        let contract = |field| Err(VerifyError::ContractMismatch { contract: C, field });
+        let resale = |holder, field| {
+            Err(VerifyError::ResaleMismatch {
+                lease: L,
+                holder,
+                field,
+            })
+        };
+        assert_eq!(
+            verify_changed(|l| l.contracts.get_mut(&C).unwrap().charged += Micros(1)),
+            contract("charged")
+        );
+        assert_eq!(
+            verify_changed(|l| l.contracts.get_mut(&C).unwrap().next_op = 5),
+            contract("next_op")
+        );
+        assert_eq!(
+            verify_changed(|l| {
+                l.contracts.remove(&C);
+            }),
+            contract("entry")
+        );
+        assert_eq!(
+            verify_changed(|l| l.resales.get_mut(&(L, T)).unwrap().credited = Micros(1)),
+            resale(T, "credited")
+        );
+        assert_eq!(
+            verify_changed(|l| {
+                let credit = l.resales[&(L, T)].clone();
+                l.resales.insert((L, TenantId(9)), credit);
+            }),
+            resale(TenantId(9), "entry")
+        );
+    }
+
+    #[test]
+    fn verify_catches_a_tampered_contract_transfer() {
+        let ledger = contracted();
+        // A changed charge breaks the chain, and rehashed it disagrees with
+        // the head and balances kept beside the journal.
+        let charge = index_of(&ledger, "contract:7:charge:1");
+        let mut tampered = ledger.clone();
+        tampered.journal[charge].amount = Micros(999);
+        assert!(matches!(tampered.verify(), Err(VerifyError::HashMismatch { .. })));
+        tampered.journal = forged(&ledger.journal, charge, |t| t.amount = Micros(999));
+        assert!(matches!(tampered.verify(), Err(VerifyError::HeadMismatch { .. })));
+
+        // A forger who rewrites the whole journal is caught by its shape.
+        let fee = index_of(&ledger, "contract:7:fee:1");
+        let resale = index_of(&ledger, "resale:5:1:1");
+        let shape = |index: usize, change: fn(&mut Transfer)| {
+            let journal = forged(&ledger.journal, index, change);
+            match Ledger::restore(journal, ledger.holds.clone()) {
+                Err(VerifyError::ContractShape { seq, reason }) => {
+                    assert_eq!(seq, index as u64);
+                    reason
+                }
+                other => panic!("expected a contract shape error, got {other:?}"),
+            }
+        };
+        assert_eq!(
+            shape(fee, |t| t.amount = Micros(2_000)),
+            "fee exceeds the charge of its op"
+        );
+        assert_eq!(
+            shape(fee, |t| t.at = UnixMs(99)),
+            "fee and charge of one op have different times"
+        );
+        assert_eq!(
+            shape(fee, |t| t.id = "contract:7:fee:3".into()),
+            "fee does not directly follow the charge of its op"
+        );
+        assert_eq!(
+            shape(fee, |t| t.credit = Account::Funding),
+            "accounts do not fit a contract fee"
+        );
+        assert_eq!(
+            shape(charge, |t| t.id = "contract:7:charge:2".into()),
+            "op is not the contract's next"
+        );
+        assert_eq!(
+            shape(charge, |t| t.credit = Account::ProviderEarnings(ProviderId(3))),
+            "charge names other parties than the contract's first charge"
+        );
+        assert_eq!(
+            shape(charge, |t| t.kind = TransferKind::Adjustment),
+            "kind does not fit the leg of the id"
+        );
+        assert_eq!(
+            shape(charge, |t| t.id = "contract:07:charge:1".into()),
+            "id is not contract:<contract>:<leg>:<op>"
+        );
+        assert_eq!(
+            shape(charge, |t| t.id = "steal".into()),
+            "has a contract or resale kind but not such an id"
+        );
+        assert_eq!(
+            shape(resale, |t| t.amount = Micros(500)),
+            "credits more than the provider earned from the lease"
+        );
+        assert_eq!(
+            shape(resale, |t| t.credit = Account::TenantAvailable(S)),
+            "credits another tenant than the id names"
+        );
+        assert_eq!(
+            shape(resale, |t| t.id = "resale:5:1:2".into()),
+            "op is not the next of this lease and holder"
+        );
+        assert_eq!(
+            shape(resale, |t| t.id = "resale:6:1:0".into()),
+            "lease has no escrow transfers before the credit"
+        );
+    }
+
     #[test]
     fn snapshot_round_trips_and_is_verified_on_load() {
         let ledger = busy();
@@ -688,5 +984,21 @@ mod tests {
         assert_ne!(tampered, json);
         let err = serde_json::from_str::<Ledger>(&tampered).unwrap_err();
         assert!(err.to_string().contains("transfer 0 has hash"), "{err}");
+    }
+
+    #[test]
+    fn snapshot_with_contracts_round_trips_with_the_same_keys() {
+        // Contract charges and resale credits come back from the journal, so
+        // the snapshot format is unchanged and older snapshots still load.
+        let ledger = contracted();
+        let json = serde_json::to_string(&ledger).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let keys: Vec<&String> = value.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["holds", "journal"]);
+        let back: Ledger = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, ledger);
+        assert_eq!(back.contract_charges(C), ledger.contract_charges(C));
+        assert_eq!(back.resale_credited(L, T), Micros(585));
+        assert!(json.contains("\"kind\":\"contract-fee\""));
     }
 }

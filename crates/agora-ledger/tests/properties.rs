@@ -1,13 +1,15 @@
 //! Property tests of the ledger's invariants over random sequences of
 //! operations, valid and invalid: money is conserved, nothing but `Funding`
 //! goes negative, the journal verifies, the same operations give the same
-//! ledger, and every charge is split exactly into earnings and fees.
+//! ledger, every charge (of a lease or of a contract) is split exactly into
+//! earnings and fees, repeating a contract charge or resale credit is a no-op,
+//! and resale credits never pass on more than a lease earned.
 
 use std::collections::BTreeMap;
 
 use agora_ledger::{
-    Account, EscrowError, LeaseId, Ledger, Micros, ProviderId, TenantId, TransferError, TransferId, TransferKind,
-    UnixMs, fee_of,
+    Account, ContractError, ContractId, EscrowError, LeaseId, Ledger, Micros, ProviderId, TenantId, TransferError,
+    TransferId, TransferKind, UnixMs, fee_of,
 };
 use proptest::prelude::*;
 
@@ -45,6 +47,24 @@ enum Op {
     Release {
         lease: u64,
     },
+    /// Charges a contract to `charged + more`; the random parties often
+    /// differ from the contract's, which must be refused.
+    ChargeContract {
+        contract: u64,
+        tenant: u64,
+        provider: u64,
+        more: i128,
+        bad_rate: bool,
+    },
+    /// Credits `holder` up to `credited + more` for a lease; `right_provider`
+    /// names the lease's provider, otherwise a random one (usually refused).
+    CreditResale {
+        lease: u64,
+        holder: u64,
+        more: i128,
+        right_provider: bool,
+        provider: u64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -57,6 +77,22 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (0u64..6, -50i128..2_500, proptest::bool::weighted(0.05))
             .prop_map(|(lease, more, bad_rate)| Op::Settle { lease, more, bad_rate }),
         1 => (0u64..6).prop_map(|lease| Op::Release { lease }),
+        3 => (0u64..3, 0u64..3, 0u64..3, -50i128..3_000, proptest::bool::weighted(0.05))
+            .prop_map(|(contract, tenant, provider, more, bad_rate)| Op::ChargeContract {
+                contract,
+                tenant,
+                provider,
+                more,
+                bad_rate,
+            }),
+        5 => (0u64..5, 0u64..3, -20i128..1_500, proptest::bool::weighted(0.9), 0u64..3)
+            .prop_map(|(lease, holder, more, right_provider, provider)| Op::CreditResale {
+                lease,
+                holder,
+                more,
+                right_provider,
+                provider,
+            }),
     ]
 }
 
@@ -132,6 +168,94 @@ fn apply(ledger: &mut Ledger, op: &Op, fee_bps: u32, step: usize) {
             assert!(!rest.is_negative());
             false
         }
+        Op::ChargeContract {
+            contract,
+            tenant,
+            provider,
+            more,
+            bad_rate,
+        } => {
+            let (contract, tenant, provider) = (ContractId(contract), TenantId(tenant), ProviderId(provider));
+            let charged = ledger.contract_charges(contract).map_or(Micros::ZERO, |c| c.charged);
+            let total_due = Micros((charged.0 + more).max(0));
+            let rate = if bad_rate { 10_001 } else { fee_bps };
+            match ledger.charge_contract(contract, tenant, provider, total_due, rate, at) {
+                Ok(outcome) => {
+                    assert_eq!(outcome.charged_now + outcome.short_by, Micros(more.max(0)));
+                    assert!(outcome.fee_now <= outcome.charged_now && !outcome.fee_now.is_negative());
+                    if outcome.short_by.0 > 0 {
+                        assert_eq!(ledger.balance(&Account::TenantAvailable(tenant)), Micros::ZERO);
+                    }
+                    if outcome.charged_now.0 > 0 {
+                        let charges = ledger.contract_charges(contract).unwrap();
+                        assert_eq!((charges.tenant, charges.provider), (tenant, provider));
+                        assert_eq!(charges.charged, charged + outcome.charged_now);
+                    }
+                    // The same call again is a no-op.
+                    let after = ledger.clone();
+                    let again = ledger
+                        .charge_contract(contract, tenant, provider, total_due, rate, at)
+                        .unwrap();
+                    assert_eq!((again.charged_now, again.short_by), (Micros::ZERO, outcome.short_by));
+                    assert_eq!(*ledger, after, "repeating {op:?} changed the ledger");
+                    false
+                }
+                Err(err) => {
+                    assert!(bad_rate || matches!(err, ContractError::PartyMismatch { .. }), "{err}");
+                    true
+                }
+            }
+        }
+        Op::CreditResale {
+            lease,
+            holder,
+            more,
+            right_provider,
+            provider,
+        } => {
+            let (lease, holder) = (LeaseId(lease), TenantId(holder));
+            let provider = match ledger.hold_of(lease) {
+                Some(hold) if right_provider => hold.provider,
+                _ => ProviderId(provider),
+            };
+            let credited = ledger.resale_credited(lease, holder);
+            let total = Micros((credited.0 + more).max(0));
+            match ledger.credit_resale(lease, provider, holder, total, at) {
+                Ok(now) => {
+                    assert!(!now.is_negative() && now.0 <= more.max(0));
+                    assert_eq!(ledger.resale_credited(lease, holder), credited + now);
+                    if now.0 < more {
+                        // Held back only when the provider has nothing left, or
+                        // the lease's earnings are all passed on.
+                        let hold = ledger.hold_of(lease).unwrap();
+                        let lease_credited: i128 = (0..3).map(|h| ledger.resale_credited(lease, TenantId(h)).0).sum();
+                        assert!(
+                            ledger.balance(&Account::ProviderEarnings(provider)) == Micros::ZERO
+                                || lease_credited == hold.earned.0
+                        );
+                    }
+                    let after = ledger.clone();
+                    assert_eq!(
+                        ledger.credit_resale(lease, provider, holder, total, at),
+                        Ok(Micros::ZERO)
+                    );
+                    assert_eq!(*ledger, after, "repeating {op:?} changed the ledger");
+                    false
+                }
+                Err(err) => {
+                    assert!(
+                        matches!(
+                            err,
+                            ContractError::UnknownLease { .. }
+                                | ContractError::ProviderMismatch { .. }
+                                | ContractError::OwnLease { .. }
+                        ),
+                        "{err}"
+                    );
+                    true
+                }
+            }
+        }
     };
     if refused {
         assert_eq!(*ledger, before, "a refused {op:?} changed the ledger");
@@ -172,9 +296,25 @@ fn check_invariants(ledger: &Ledger, fee_bps: u32) {
         );
         *earned_by_provider.entry(hold.provider).or_default() += hold.earned.0;
         fees += hold.fees.0;
+        // (6) A lease never passes on more than its provider earned from it.
+        let passed_on: i128 = (0..3).map(|h| ledger.resale_credited(lease, TenantId(h)).0).sum();
+        assert!(passed_on <= hold.earned.0, "lease {lease} passed on {passed_on}");
     }
-    // (5) … and the accounts agree with the holds: the provider accounts hold
-    // exactly the earnings of their leases, and the fee account the fees.
+    for (contract, charges) in ledger.contracts() {
+        // (5) The same for contracts: the fee is the rate on the cumulative charge.
+        assert!(charges.charged.0 > 0, "contract {contract}");
+        assert_eq!(charges.fees, fee_of(charges.charged, fee_bps), "contract {contract}");
+        assert_eq!(charges.charged, charges.earned() + charges.fees);
+        *earned_by_provider.entry(charges.provider).or_default() += charges.earned().0;
+        fees += charges.fees.0;
+    }
+    for ((lease, holder), credit) in ledger.resales() {
+        assert!(credit.credited.0 > 0, "lease {lease} holder {holder}");
+        *earned_by_provider.entry(credit.provider).or_default() -= credit.credited.0;
+    }
+    // (5) … and the accounts agree with the holds and contracts: the provider
+    // accounts hold exactly what their leases and contracts earned less what
+    // they passed on, and the fee account the fees.
     for provider in 0..3 {
         let provider = ProviderId(provider);
         assert_eq!(
@@ -230,6 +370,36 @@ proptest! {
             apply(&mut b, op, fee_bps, ops.len() + step);
         }
         prop_assert_eq!(a, b);
+    }
+
+    #[test]
+    fn charging_a_contract_in_steps_equals_charging_at_once(
+        steps in proptest::collection::vec(0i128..5_000, 1..20),
+        fee_bps in 0u32..=10_000,
+    ) {
+        let contract = ContractId(1);
+        let (tenant, provider) = (TenantId(1), ProviderId(1));
+        let setup = || {
+            let mut ledger = Ledger::new();
+            ledger.top_up("topup".into(), tenant, Micros(1_000_000), UnixMs(0)).unwrap();
+            ledger
+        };
+        let mut stepped = setup();
+        let mut total = 0;
+        for (i, step) in steps.iter().enumerate() {
+            total += step;
+            stepped.charge_contract(contract, tenant, provider, Micros(total), fee_bps, UnixMs(i as i64)).unwrap();
+        }
+        let mut once = setup();
+        once.charge_contract(contract, tenant, provider, Micros(total), fee_bps, UnixMs(0)).unwrap();
+        for account in [Account::TenantAvailable(tenant), Account::ProviderEarnings(provider), Account::ExchangeFees] {
+            prop_assert_eq!(stepped.balance(&account), once.balance(&account));
+        }
+        if total > 0 {
+            let (a, b) = (stepped.contract_charges(contract).unwrap(), once.contract_charges(contract).unwrap());
+            prop_assert_eq!((a.charged, a.fees), (b.charged, b.fees));
+            prop_assert_eq!(a.fees, fee_of(Micros(total), fee_bps));
+        }
     }
 
     #[test]

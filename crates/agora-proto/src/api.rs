@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use agora_types::{
-    AgentId, GpuModel, JobId, JobKind, LeaseId, Micros, NodeId, OrderId, ProviderId, TenantId, Tier, UnixMs,
+    AgentId, ContractId, GpuModel, JobId, JobKind, LeaseId, Micros, NodeId, OrderId, PricePerGpuHour, ProviderId,
+    TenantId, Tier, UnixMs,
 };
 use serde::{Deserialize, Serialize};
 
@@ -295,4 +296,64 @@ pub struct DependencyView {
     pub tenant: TenantId,
     pub provider: ProviderId,
     pub share_bps: u32,
+}
+
+/// `POST /api/v1/contracts`: reserve GPUs of one model at one provider for a
+/// term. A tenant reserves for itself; an admin names the tenant.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateContract {
+    /// Admin only: the tenant the contract is for.
+    #[serde(default)]
+    pub tenant: Option<TenantId>,
+    pub provider: ProviderId,
+    /// A catalog name or alias (`h100`, `H100-80GB`, …).
+    pub model: String,
+    pub gpus: u32,
+    /// When the term starts, in ms since the Unix epoch; absent: now.
+    #[serde(default)]
+    pub start_ms: Option<i64>,
+    /// Length of the term in seconds.
+    pub duration_s: u64,
+    /// Fixed price per GPU-hour, decimal; absent: the provider's lowest ask
+    /// for the model now. A tenant may not set it below that ask; an admin
+    /// records a negotiated price.
+    #[serde(default)]
+    pub price_per_gpu_hour: Option<String>,
+}
+
+/// A reservation contract and how its reservation is used.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ContractView {
+    pub id: ContractId,
+    pub tenant: TenantId,
+    pub provider: ProviderId,
+    pub model: GpuModel,
+    pub gpus: u32,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub price_per_gpu_hour: PricePerGpuHour,
+    /// `scheduled`, `active` or `ended`.
+    pub state: String,
+    /// Why it ended: `term`, `ended_by_tenant`, `ended_by_admin` or `insufficient_funds`.
+    pub end_reason: Option<String>,
+    pub ended_at_ms: Option<i64>,
+    /// Price × GPUs × the whole term.
+    pub term_cost: Micros,
+    /// Charged so far (fee included), used or not.
+    pub charged: Micros,
+    /// The tenant's reservation on this provider and model now (all its active contracts there).
+    pub holding: HoldingView,
+}
+
+/// A tenant's reserved GPUs on one provider and model: in use by its
+/// reserved-tier work, resold as spot, idle; and what resale earned it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct HoldingView {
+    pub gpus: u64,
+    pub used_gpus: u64,
+    pub resold_gpus: u64,
+    pub idle_gpus: u64,
+    /// Resale revenue credited to the tenant so far (after the fee), on this provider and model.
+    pub resale_credited: Micros,
 }

@@ -243,7 +243,10 @@ impl Manifest {
         check_name(&self.name)?;
         self.validate_resources()?;
         let price = self.max_price_per_gpu_hour.0;
-        check_price(price).map_err(|m| ManifestError::new("max_price_per_gpu_hour", m))?;
+        // Reserved work is paid for by its contract: a zero bid is fine there.
+        if !(self.tier == Tier::Reserved && price == Micros::ZERO) {
+            check_price(price).map_err(|m| ManifestError::new("max_price_per_gpu_hour", m))?;
+        }
         if let Some(seconds) = self.duration_estimate_s {
             check_duration(seconds).map_err(|m| ManifestError::new("duration_estimate_s", m))?;
         }

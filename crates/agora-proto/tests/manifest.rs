@@ -121,6 +121,18 @@ fn minimal_manifest_gets_the_defaults() {
 }
 
 #[test]
+fn reserved_work_needs_no_bid_but_other_tiers_do() {
+    let reserved = "name: mine\nkind: training\nresources:\n  gpus_per_node: 8\ntier: reserved\ncommand: bash\n";
+    let m = Manifest::from_yaml(reserved).unwrap();
+    assert_eq!(m.tier, Tier::Reserved);
+    assert_eq!(m.max_price_per_gpu_hour, PricePerGpuHour(Micros::ZERO));
+    m.validate().unwrap();
+    let spot = reserved.replace("reserved", "spot");
+    let err = Manifest::from_yaml(&spot).unwrap_err();
+    assert_eq!(err.field.as_deref(), Some("max_price_per_gpu_hour"), "{err}");
+}
+
+#[test]
 fn null_optional_fields_are_absent() {
     let m = Manifest::from_yaml(&format!("{BASE}duration: ~\nargs:\nenv: null\nworkdir:\ntier:\n")).unwrap();
     assert_eq!(m, Manifest::from_yaml(BASE).unwrap());
@@ -665,7 +677,7 @@ fn cases() -> Vec<Case> {
             extra("tier: gold\n"),
             f("tier"),
             l(7),
-            "must be on-demand or spot, found `gold`",
+            "must be reserved, on-demand or spot, found `gold`",
         ),
         // Env.
         (

@@ -7,10 +7,11 @@ use std::time::Duration;
 use agora_proto::Manifest;
 use agora_proto::agent::{Heartbeat, RegisterAgent};
 use agora_proto::api::{
-    CreateProvider, CreateTenant, CreatedPrincipal, IssueToken, IssuedToken, SubmitResponse, TopUp, WhoAmI,
+    CreateContract, CreateProvider, CreateTenant, CreatedPrincipal, IssueToken, IssuedToken, SubmitResponse, TopUp,
+    WhoAmI,
 };
 use agora_proto::manifest::MAX_MANIFEST_BYTES;
-use agora_types::{JobId, Micros, ProviderId, TenantId};
+use agora_types::{ContractId, JobId, Micros, ProviderId, TenantId};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -24,7 +25,7 @@ use serde::de::DeserializeOwned;
 use crate::auth::Principal;
 use crate::core::{CoreHandle, Txn};
 use crate::error::ApiError;
-use crate::ops;
+use crate::{contracts, ops};
 
 /// Largest request body accepted on any route. Heartbeats carry log output
 /// (bounded by the agent protocol), everything else is far smaller.
@@ -44,6 +45,9 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/jobs/{id}/cancel", post(cancel_job))
         .route("/api/v1/jobs/{id}/logs", get(job_logs))
         .route("/api/v1/balance", get(balance))
+        .route("/api/v1/contracts", post(create_contract).get(list_contracts))
+        .route("/api/v1/contracts/{id}", get(get_contract))
+        .route("/api/v1/contracts/{id}/end", post(end_contract))
         .route("/api/v1/market", get(market))
         .route("/api/v1/market/health", get(market_health))
         .route("/api/v1/provider/nodes", get(provider_nodes))
@@ -257,6 +261,34 @@ async fn get_job(State(s): State<AppState>, headers: HeaderMap, Path(id): Path<S
 async fn cancel_job(State(s): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
     let job = JobId(parse_id("id", &id)?);
     let view = as_caller(&s, &headers, move |txn, p| ops::cancel(txn, p, job)).await?;
+    json(StatusCode::OK, &view)
+}
+
+async fn create_contract(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let body = read_body(raw)?;
+    let req: CreateContract = parse_json(&body)?;
+    let view = as_caller(&s, &headers, move |txn, p| contracts::create(txn, p, req)).await?;
+    json(StatusCode::CREATED, &view)
+}
+
+async fn list_contracts(State(s): State<AppState>, headers: HeaderMap) -> ApiResult {
+    let views = as_caller(&s, &headers, |txn, p| Ok(contracts::list(txn, p))).await?;
+    json(StatusCode::OK, &views)
+}
+
+async fn get_contract(State(s): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+    let id = ContractId(parse_id("id", &id)?);
+    let view = as_caller(&s, &headers, move |txn, p| contracts::get(txn, p, id)).await?;
+    json(StatusCode::OK, &view)
+}
+
+async fn end_contract(State(s): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+    let id = ContractId(parse_id("id", &id)?);
+    let view = as_caller(&s, &headers, move |txn, p| contracts::end(txn, p, id)).await?;
     json(StatusCode::OK, &view)
 }
 

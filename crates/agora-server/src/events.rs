@@ -12,12 +12,13 @@ use agora_engine::market::Placement;
 use agora_proto::Manifest;
 use agora_proto::agent::InventorySource;
 use agora_types::{
-    AgentId, DomainId, GpuModel, JobId, LeaseId, Micros, NodeId, OrderId, PricePerGpuHour, ProviderId, SiteId,
-    TenantId, UnixMs,
+    AgentId, ContractId, DomainId, GpuModel, JobId, LeaseId, Micros, NodeId, OrderId, PricePerGpuHour, ProviderId,
+    SiteId, TenantId, UnixMs,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Principal;
+use crate::contracts::{Contract, ContractEndReason};
 
 /// Why a running lease is asked to stop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +29,8 @@ pub enum StopReason {
     InsufficientFunds,
     /// Another part of the same gang failed, so the gang cannot go on.
     PeerFailed,
+    /// Reserved work beyond what its tenant still holds after a contract ended; requeued.
+    ReservationEnded,
 }
 
 impl StopReason {
@@ -37,6 +40,7 @@ impl StopReason {
             StopReason::Preempted => "preempted",
             StopReason::InsufficientFunds => "insufficient_funds",
             StopReason::PeerFailed => "peer_failed",
+            StopReason::ReservationEnded => "reservation_ended",
         }
     }
 }
@@ -49,6 +53,14 @@ pub struct MarketRules {
     pub fee_bps: u32,
     /// How many times lost or preempted work is requeued before it fails.
     pub max_retries: u32,
+    /// Market health: the most of a GPU model's online capacity one tenant
+    /// may hold under reservation contracts over any term, in basis points.
+    #[serde(default = "default_max_reserved_share_bps")]
+    pub max_reserved_share_bps: u32,
+}
+
+fn default_max_reserved_share_bps() -> u32 {
+    MarketRules::default().max_reserved_share_bps
 }
 
 impl Default for MarketRules {
@@ -56,6 +68,7 @@ impl Default for MarketRules {
         MarketRules {
             fee_bps: 500,
             max_retries: 3,
+            max_reserved_share_bps: 8000,
         }
     }
 }
@@ -198,6 +211,27 @@ pub enum Event {
         last_seen: UnixMs,
         at: UnixMs,
     },
+    /// A reservation contract was agreed; it starts with `ContractStarted`.
+    ContractCreated {
+        contract: Contract,
+        at: UnixMs,
+    },
+    /// The term began: the market holds the GPUs for the tenant.
+    ContractStarted {
+        contract: ContractId,
+        at: UnixMs,
+    },
+    /// Periodic charge of the term served up to `at`.
+    ContractCharged {
+        contract: ContractId,
+        at: UnixMs,
+    },
+    /// The term is over (or was cut short): charged up to `at`, GPUs released.
+    ContractEnded {
+        contract: ContractId,
+        reason: ContractEndReason,
+        at: UnixMs,
+    },
 }
 
 impl Event {
@@ -222,7 +256,11 @@ impl Event {
             | Event::PartNotStarted { at, .. }
             | Event::Settled { at, .. }
             | Event::ShareRanksSet { at, .. }
-            | Event::AgentLost { at, .. } => *at,
+            | Event::AgentLost { at, .. }
+            | Event::ContractCreated { at, .. }
+            | Event::ContractStarted { at, .. }
+            | Event::ContractCharged { at, .. }
+            | Event::ContractEnded { at, .. } => *at,
         }
     }
 }

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod contracts;
 pub mod core;
 pub mod error;
 pub mod events;

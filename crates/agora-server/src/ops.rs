@@ -1019,6 +1019,7 @@ pub fn tick(txn: &mut Txn<'_>) {
     if txn.vol.rounds.is_multiple_of(10) {
         rank_tenants(txn);
     }
+    crate::contracts::tick(txn);
     clearing_round(txn);
     compute_health(txn);
     settle_and_check_funds(txn);

@@ -14,13 +14,14 @@ use agora_ledger::{Account, Ledger, TransferId};
 use agora_proto::Manifest;
 use agora_proto::agent::InventorySource;
 use agora_types::{
-    AgentId, DomainId, GpuModel, JobId, JobKind, LeaseId, Micros, NodeId, OrderId, PricePerGpuHour, ProviderId, SiteId,
-    TenantId, Tier, UnixMs,
+    AgentId, ContractId, DomainId, GpuModel, JobId, JobKind, LeaseId, Micros, NodeId, OrderId, PricePerGpuHour,
+    ProviderId, SiteId, TenantId, Tier, UnixMs,
 };
 
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Principal;
+use crate::contracts::Contract;
 use crate::events::{Event, MarketRules, StopReason};
 
 /// How many recent clearing prices are kept per GPU model for `agora market`.
@@ -207,6 +208,9 @@ pub struct Exchange {
     #[serde(skip)]
     pub live_leases: BTreeSet<LeaseId>,
     pub ledger: Ledger,
+    /// Reservation contracts, by id (ids are sequential).
+    #[serde(default)]
+    pub contracts: BTreeMap<ContractId, Contract>,
     #[serde(skip)]
     pub market: Market,
     pub recent_prices: BTreeMap<GpuModel, VecDeque<Micros>>,
@@ -260,6 +264,8 @@ impl Exchange {
         for o in ex.orders.values().filter(|o| o.state == OrderState::Pending) {
             ex.market.add_order(o.spec.clone());
         }
+        // Holdings before leases: starting a lease counts its reserved use.
+        ex.restore_reservations();
         for l in ex.leases.values().filter(|l| !l.is_terminal()) {
             ex.live_leases.insert(l.id);
             let allocations = l
@@ -570,6 +576,10 @@ impl Exchange {
             }
             Event::PartNotStarted { lease, rank, at } => self.part_ended(*lease, *rank, *at, |_| {}),
             Event::Settled { lease, at } => self.apply_settle(*lease, *at),
+            Event::ContractCreated { contract, .. } => self.apply_contract_created(contract.clone()),
+            Event::ContractStarted { contract, at } => self.apply_contract_started(*contract, *at),
+            Event::ContractCharged { contract, at } => self.apply_contract_charged(*contract, *at),
+            Event::ContractEnded { contract, reason, at } => self.apply_contract_ended(*contract, *reason, *at),
             Event::ShareRanksSet { ranks, .. } => {
                 for (tenant, rank) in ranks {
                     if *rank == 0 {
@@ -769,7 +779,7 @@ impl Exchange {
         } else {
             match l.stop_reason {
                 Some(StopReason::Cancelled) => LeaseState::Cancelled,
-                Some(StopReason::Preempted) => LeaseState::Preempted,
+                Some(StopReason::Preempted) | Some(StopReason::ReservationEnded) => LeaseState::Preempted,
                 Some(StopReason::InsufficientFunds) | Some(StopReason::PeerFailed) | None => LeaseState::Failed,
             }
         };
@@ -786,6 +796,7 @@ impl Exchange {
         self.ledger
             .settle(lease, due, fee_bps, at)
             .expect("settling a known hold");
+        self.credit_resales(lease, at);
         self.ledger.release(lease, at).expect("releasing a known hold");
 
         let max_retries = self.rules.max_retries;
@@ -845,6 +856,7 @@ impl Exchange {
         } else {
             l.funds_short_since = None;
         }
+        self.credit_resales(lease, at);
     }
 
     /// Ends the lost agent's parts as of `last_seen`: nothing after it is charged.

@@ -111,9 +111,13 @@ impl ReservedPool {
             Tier::Spot => {
                 let mut rest = gpus.saturating_sub(open_before);
                 let mut uses = Vec::new();
+                // Never the order's own tenant: it would be credited for its own work.
                 for (&holder, holding) in &mut self.holders {
                     if rest == 0 {
                         break;
+                    }
+                    if holder == tenant {
+                        continue;
                     }
                     let take = holding.idle().min(rest);
                     if take > 0 {

@@ -104,10 +104,7 @@ pub(super) fn lower(doc: &Yaml) -> Result<(Manifest, Lines), ManifestError> {
             "on-demand" => Tier::OnDemand,
             "spot" => Tier::Spot,
             other => {
-                return Err(field.error(format!(
-                    "must be reserved, on-demand or spot, found `{}`",
-                    shown(other)
-                )));
+                return Err(field.error(format!("must be reserved, on-demand or spot, found `{}`", shown(other))));
             }
         },
     };
