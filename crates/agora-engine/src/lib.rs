@@ -10,6 +10,7 @@
 pub mod health;
 pub mod lifecycle;
 pub mod market;
+pub mod spot;
 
 pub use lifecycle::{
     JobState, LeaseState, OrderState, TransitionError, check_job_transition, check_lease_transition,

@@ -3,6 +3,7 @@
 mod bench;
 mod client;
 mod commands;
+mod contract;
 mod sim;
 mod table;
 mod up;
@@ -171,6 +172,13 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Reservation contracts: reserve GPUs of a model at a provider for a term.
+    ///
+    /// Example: agora contract create --provider 1 --model h100 --gpus 8 --days 30
+    Contract {
+        #[command(subcommand)]
+        command: contract::ContractCommand,
+    },
     /// Provider commands.
     Provider {
         #[command(subcommand)]
@@ -235,6 +243,7 @@ fn main() -> ExitCode {
             Command::Market { conn } => commands::market(&conn).await,
             Command::Health { conn } => commands::health(&conn).await,
             Command::Provider { command } => commands::provider(command).await,
+            Command::Contract { command } => contract::run(command).await,
             Command::Admin { command } => commands::admin(command).await,
             Command::Sim { command } => tokio::task::spawn_blocking(move || sim::run(command)).await?,
             Command::Bench(args) => {
