@@ -357,3 +357,30 @@ pub struct HoldingView {
     /// Resale revenue credited to the tenant so far (after the fee), on this provider and model.
     pub resale_credited: Micros,
 }
+
+/// The spot market of one class (GPU model, region): its clearing price this
+/// round and the price history (`GET /api/v1/market/spot`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SpotView {
+    pub model: GpuModel,
+    pub region: String,
+    /// The clearing price: the floor when capacity is plentiful, the lowest
+    /// accepted spot bid when it is scarce. Spot leases bidding below it are
+    /// preempted; spot orders bidding below it wait.
+    pub price: PricePerGpuHour,
+    /// The lowest ask among the class's online nodes.
+    pub floor: PricePerGpuHour,
+    /// GPUs spot work may have: online GPUs minus those of reserved and on-demand leases.
+    pub supply_gpus: u64,
+    /// GPUs of running spot leases plus pending spot orders that could use the class.
+    pub demand_gpus: u64,
+    pub scarce: bool,
+    /// Price changes, oldest first (bounded; kept since the server started).
+    pub history: Vec<SpotPricePoint>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SpotPricePoint {
+    pub at_ms: i64,
+    pub price: PricePerGpuHour,
+}

@@ -50,6 +50,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/contracts/{id}/end", post(end_contract))
         .route("/api/v1/market", get(market))
         .route("/api/v1/market/health", get(market_health))
+        .route("/api/v1/market/spot", get(market_spot))
         .route("/api/v1/provider/nodes", get(provider_nodes))
         .route("/api/v1/provider/leases", get(provider_leases))
         .route("/api/v1/provider/sites", get(provider_sites))
@@ -262,6 +263,26 @@ async fn cancel_job(State(s): State<AppState>, headers: HeaderMap, Path(id): Pat
     let job = JobId(parse_id("id", &id)?);
     let view = as_caller(&s, &headers, move |txn, p| ops::cancel(txn, p, job)).await?;
     json(StatusCode::OK, &view)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpotQuery {
+    model: Option<String>,
+    region: Option<String>,
+}
+
+async fn market_spot(State(s): State<AppState>, headers: HeaderMap, RawQuery(q): RawQuery) -> ApiResult {
+    let q: SpotQuery = query(q)?;
+    let model = q
+        .model
+        .map(|m| agora_types::GpuModel::resolve(&m).map_err(|e| ApiError::invalid("model", e.to_string())))
+        .transpose()?;
+    let views = as_caller(&s, &headers, move |txn, _| {
+        Ok(crate::spot::view(&txn.vol.spot, model, q.region.as_deref()))
+    })
+    .await?;
+    json(StatusCode::OK, &views)
 }
 
 async fn create_contract(

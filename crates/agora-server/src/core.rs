@@ -52,6 +52,8 @@ pub struct Volatile {
     pub cleared_at_event: Option<u64>,
     /// Clearing rounds actually run (ticks minus skipped rounds).
     pub clears: u64,
+    /// The spot market's prices this round and their history.
+    pub spot: crate::spot::SpotBoard,
     pub rounds: u64,
     pub last_round_us: u64,
 }

@@ -13,6 +13,7 @@ pub mod core;
 pub mod error;
 pub mod events;
 pub mod ops;
+pub mod spot;
 pub mod state;
 
 use std::net::SocketAddr;

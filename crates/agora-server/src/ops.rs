@@ -1083,10 +1083,15 @@ fn clearing_round(txn: &mut Txn<'_>) {
         return;
     }
     let before = txn.ex.applied;
-    let plan = txn.ex.market.clear_with(|o| can_pay(txn, o).is_ok());
+    crate::spot::price(txn);
+    let plan = txn.ex.market.clear_with(|o| {
+        can_pay(txn, o)
+            .and_then(|()| crate::spot::admits(&txn.vol.spot, o))
+            .is_ok()
+    });
     let mut reasons: BTreeMap<_, String> = plan.unplaced.iter().map(|(o, r)| (*o, r.to_string())).collect();
     for o in txn.ex.market.pending_orders() {
-        if let Err(why) = can_pay(txn, o) {
+        if let Err(why) = can_pay(txn, o).and_then(|()| crate::spot::admits(&txn.vol.spot, o)) {
             reasons.insert(o.id, why);
         }
     }
@@ -1131,6 +1136,7 @@ fn clearing_round(txn: &mut Txn<'_>) {
             at: txn.now,
         });
     }
+    crate::spot::preempt_outbid(txn);
     txn.vol.pending_reasons = reasons;
     // Only a round that changed nothing is a fixed point: one that placed or
     // preempted may have dropped parts of its plan (funds), which held GPUs

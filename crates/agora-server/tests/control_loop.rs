@@ -134,8 +134,20 @@ async fn a_tenant_whose_funds_are_all_held_waits_instead_of_escrowing_nothing() 
         .0;
     // Each job's hold (1 GPU × 2.00/h × 1 h = 2.00) exceeds the balance: the first takes all of it.
     let spec = "kind: training\nresources:\n  gpus_per_node: 1\nmax_price_per_gpu_hour: 2\ncommand: 'true'\n";
-    let first = submit(&core, tenant, &format!("name: first\n{spec}")).await;
-    let second = submit(&core, tenant, &format!("name: second\n{spec}")).await;
+    // Both in one step of the control loop: a round between them would place the first and leave nothing to submit with.
+    let (m1, m2) = (
+        common::manifest(&format!("name: first\n{spec}")),
+        common::manifest(&format!("name: second\n{spec}")),
+    );
+    let (first, second) = core
+        .call(move |t| {
+            (
+                agora_server::ops::submit(t, tenant, m1).unwrap(),
+                agora_server::ops::submit(t, tenant, m2).unwrap(),
+            )
+        })
+        .await
+        .unwrap();
     rounds().await;
     rounds().await;
     assert_eq!(job_state(&server, first).await.0, "running");

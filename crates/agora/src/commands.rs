@@ -472,6 +472,52 @@ pub(crate) async fn market(conn: &Conn) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+pub(crate) async fn spot(conn: &Conn, model: Option<String>, region: Option<String>) -> anyhow::Result<u8> {
+    let mut query = Vec::new();
+    if let Some(m) = &model {
+        query.push(format!("model={}", urlencoding(m)));
+    }
+    if let Some(r) = &region {
+        query.push(format!("region={}", urlencoding(r)));
+    }
+    let path = if query.is_empty() {
+        "/api/v1/market/spot".to_string()
+    } else {
+        format!("/api/v1/market/spot?{}", query.join("&"))
+    };
+    let views: Vec<agora_proto::api::SpotView> = client(conn)?.get(&path).await?;
+    if conn.output == Output::Json {
+        return print_json(&views);
+    }
+    let mut t = table::new(&[
+        "model", "region", "price", "floor", "supply", "demand", "scarce", "changes",
+    ]);
+    for v in &views {
+        t.add_row(vec![
+            v.model.name().to_string(),
+            v.region.clone(),
+            v.price.to_string(),
+            v.floor.to_string(),
+            v.supply_gpus.to_string(),
+            v.demand_gpus.to_string(),
+            if v.scarce { "yes" } else { "no" }.to_string(),
+            v.history.len().to_string(),
+        ]);
+    }
+    println!("{t}");
+    Ok(0)
+}
+
+/// Percent-encodes a query value (names are short; everything but unreserved characters is escaped).
+fn urlencoding(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 pub(crate) async fn health(conn: &Conn) -> anyhow::Result<u8> {
     let h: agora_proto::api::HealthView = client(conn)?.get("/api/v1/market/health").await?;
     if conn.output == Output::Json {

@@ -167,6 +167,19 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Spot prices per GPU model and region, with their history.
+    ///
+    /// Example: agora spot --model h100
+    Spot {
+        /// Only this GPU model (a catalog name or alias).
+        #[arg(long)]
+        model: Option<String>,
+        /// Only this region.
+        #[arg(long)]
+        region: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Market health: concentration (HHI, CR4) of capacity and allocated GPUs, dependency, alerts.
     Health {
         #[command(flatten)]
@@ -242,6 +255,7 @@ fn main() -> ExitCode {
             Command::Balance { conn } => commands::balance(&conn).await,
             Command::Market { conn } => commands::market(&conn).await,
             Command::Health { conn } => commands::health(&conn).await,
+            Command::Spot { model, region, conn } => commands::spot(&conn, model, region).await,
             Command::Provider { command } => commands::provider(command).await,
             Command::Contract { command } => contract::run(command).await,
             Command::Admin { command } => commands::admin(command).await,
