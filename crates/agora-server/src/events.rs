@@ -8,7 +8,7 @@
 //! times, amounts, placements — and never refer to the clock or configuration
 //! outside the state.
 
-use agora_engine::market::Placement;
+use agora_engine::market::{CapMode, Placement, Policies};
 use agora_proto::Manifest;
 use agora_proto::agent::InventorySource;
 use agora_types::{
@@ -57,10 +57,17 @@ pub struct MarketRules {
     /// may hold under reservation contracts over any term, in basis points.
     #[serde(default = "default_max_reserved_share_bps")]
     pub max_reserved_share_bps: u32,
+    /// Market health, in the clearing round (see `agora_engine::market::Policies`).
+    #[serde(default = "default_policies")]
+    pub policies: Policies,
 }
 
 fn default_max_reserved_share_bps() -> u32 {
     MarketRules::default().max_reserved_share_bps
+}
+
+fn default_policies() -> Policies {
+    MarketRules::default().policies
 }
 
 impl Default for MarketRules {
@@ -69,6 +76,16 @@ impl Default for MarketRules {
             fee_bps: 500,
             max_retries: 3,
             max_reserved_share_bps: 8000,
+            // Documented defaults: tenants with 64 GPUs or more prefer to keep at
+            // most half of them on one provider; 5 % of each model is kept for
+            // tenants with fewer than 64 GPUs.
+            policies: Policies {
+                provider_share_cap_bps: Some(5000),
+                provider_share_mode: CapMode::Soft,
+                provider_share_min_gpus: 64,
+                small_tenant_floor_bps: 500,
+                small_tenant_gpus: 64,
+            },
         }
     }
 }

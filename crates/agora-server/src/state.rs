@@ -258,6 +258,7 @@ impl Exchange {
             });
             ex.market.set_node_online(n.id, n.online);
         }
+        ex.market.set_policies(ex.rules.policies);
         for (tenant, rank) in &ex.share_ranks {
             ex.market.set_share_rank(*tenant, *rank);
         }
@@ -373,7 +374,10 @@ impl Exchange {
     pub fn apply(&mut self, event: &Event) {
         self.applied += 1;
         match event {
-            Event::RulesSet { rules, .. } => self.rules = rules.clone(),
+            Event::RulesSet { rules, .. } => {
+                self.rules = rules.clone();
+                self.market.set_policies(rules.policies);
+            }
             Event::TenantCreated { tenant, name, .. } => {
                 assert_eq!(*tenant, self.next_tenant_id(), "tenant ids are sequential");
                 self.tenants.insert(

@@ -87,18 +87,25 @@ async fn an_unfunded_order_neither_starts_nor_preempts() {
         .unwrap()
         .0;
     // … but its higher-bid one-GPU job, placed first in the same round, escrows all of it.
-    let drain = submit(
-        &core,
-        tenant,
-        "name: drain\nkind: training\nresources:\n  gpus_per_node: 1\nmax_price_per_gpu_hour: 2.5\ncommand: 'true'\n",
-    )
-    .await;
-    let urgent = submit(
-        &core,
-        tenant,
-        "name: urgent\nkind: training\nresources:\n  gpus_per_node: 8\nmax_price_per_gpu_hour: 2\ncommand: 'true'\n",
-    )
-    .await;
+    // (Both are submitted in one step of the control loop: a round between them would
+    // place the first and leave too little to submit the second.)
+    let (m1, m2) = (
+        common::manifest(
+            "name: drain\nkind: training\nresources:\n  gpus_per_node: 1\nmax_price_per_gpu_hour: 2.5\ncommand: 'true'\n",
+        ),
+        common::manifest(
+            "name: urgent\nkind: training\nresources:\n  gpus_per_node: 8\nmax_price_per_gpu_hour: 2\ncommand: 'true'\n",
+        ),
+    );
+    let (drain, urgent) = core
+        .call(move |t| {
+            (
+                agora_server::ops::submit(t, tenant, m1).unwrap(),
+                agora_server::ops::submit(t, tenant, m2).unwrap(),
+            )
+        })
+        .await
+        .unwrap();
     rounds().await;
     rounds().await;
     small.beat(&core).await;
@@ -351,5 +358,27 @@ async fn job_output_beyond_the_retention_is_pruned_oldest_first() {
     }
     let text = job_output(&core, job).await;
     assert_eq!(text, "bbbbbccccc", "10 bytes kept, the newest");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn market_health_policies_reach_the_engine_and_survive_a_restart() {
+    use agora_engine::market::CapMode;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
+    cfg.rules.policies.provider_share_mode = CapMode::Hard;
+    cfg.rules.policies.small_tenant_floor_bps = 1234;
+    let expected = cfg.rules.policies;
+    let server = Server::start(cfg).await.unwrap();
+    let now = server.core.call(|t| *t.ex.market.policies()).await.unwrap();
+    assert_eq!(now, expected);
+    server.stop().await;
+    // Restarted with the defaults, the exchange records the change and the engine follows.
+    let cfg = ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
+    let defaults = cfg.rules.policies;
+    assert_eq!(defaults.provider_share_cap_bps, Some(5000));
+    let server = Server::start(cfg).await.unwrap();
+    let now = server.core.call(|t| *t.ex.market.policies()).await.unwrap();
+    assert_eq!(now, defaults);
     server.stop().await;
 }

@@ -142,6 +142,17 @@ pub(crate) fn server_config(args: &ServerArgs) -> agora_server::ServerConfig {
     cfg.log_retention_bytes_per_job = args.log_retention_mib.saturating_mul(1024 * 1024);
     cfg.rules.fee_bps = args.fee_bps;
     cfg.rules.max_retries = args.max_retries;
+    cfg.rules.max_reserved_share_bps = args.max_reserved_share_bps.min(10_000);
+    cfg.rules.policies = agora_engine::market::Policies {
+        provider_share_cap_bps: (args.provider_share_cap_bps > 0).then_some(args.provider_share_cap_bps.min(10_000)),
+        provider_share_mode: match args.provider_share_mode {
+            crate::ShareMode::Soft => agora_engine::market::CapMode::Soft,
+            crate::ShareMode::Hard => agora_engine::market::CapMode::Hard,
+        },
+        provider_share_min_gpus: args.provider_share_min_gpus,
+        small_tenant_floor_bps: args.small_tenant_floor_bps.min(10_000),
+        small_tenant_gpus: args.small_tenant_gpus,
+    };
     cfg
 }
 

@@ -35,6 +35,12 @@ pub(crate) enum Output {
     Json,
 }
 
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ShareMode {
+    Soft,
+    Hard,
+}
+
 /// How the CLI reaches an exchange.
 #[derive(Args, Debug, Clone)]
 pub(crate) struct Conn {
@@ -81,6 +87,24 @@ pub(crate) struct ServerArgs {
     /// Times lost work is requeued before it fails.
     #[arg(long, default_value_t = 3)]
     pub(crate) max_retries: u32,
+    /// Market health: the most of a tenant's GPUs on one provider (basis points; 0 turns the cap off).
+    #[arg(long, default_value_t = 5000)]
+    pub(crate) provider_share_cap_bps: u32,
+    /// `soft` prefers placements within the provider share cap; `hard` refuses the others.
+    #[arg(long, value_enum, default_value = "soft")]
+    pub(crate) provider_share_mode: ShareMode,
+    /// Tenants with fewer GPUs than this are not subject to the provider share cap.
+    #[arg(long, default_value_t = 64)]
+    pub(crate) provider_share_min_gpus: u64,
+    /// Market health: basis points of each GPU model kept for small tenants (0: none).
+    #[arg(long, default_value_t = 500)]
+    pub(crate) small_tenant_floor_bps: u32,
+    /// A tenant with fewer GPUs than this is small.
+    #[arg(long, default_value_t = 64)]
+    pub(crate) small_tenant_gpus: u64,
+    /// Market health: the most of a GPU model one tenant may reserve under contracts (basis points).
+    #[arg(long, default_value_t = 8000)]
+    pub(crate) max_reserved_share_bps: u32,
     /// Submitting or placing work needs a balance covering this many seconds of it.
     #[arg(long, default_value_t = 60)]
     pub(crate) min_funds_s: u64,

@@ -6,7 +6,7 @@
 //! typed reason).
 
 use std::borrow::Cow;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
@@ -16,6 +16,7 @@ use agora_types::{
 };
 
 use super::index::{BucketIndex, BucketKey, GangPoolKey, IndexEntry, PoolKey, WholeIndex, WholeNodes};
+use super::policy::{CapMode, TenantUse, within_cap};
 use super::{Allocation, Demand, Market, OrderSpec, Placement, Preemption, ReservedPool, RoundPlan, Unplaced};
 
 mod reserved;
@@ -37,6 +38,11 @@ pub(super) fn clear(market: &Market, eligible: impl Fn(&OrderSpec) -> bool) -> R
         reserved: Cow::Borrowed(&market.reservations),
         only_provider: None,
         victims_of: None,
+        current: None,
+        strict_share: false,
+        placed: BTreeMap::new(),
+        taken_by_model: BTreeMap::new(),
+        policy_refusal: Cell::new(None),
         added_w: BTreeMap::new(),
         taken: BTreeMap::new(),
         claimed: BTreeSet::new(),
@@ -121,6 +127,16 @@ struct Round<'m> {
     /// While a reserved-tier order reclaims its own resold GPUs: only spot
     /// leases resold from this holder's reservation are victims.
     victims_of: Option<TenantId>,
+    /// The order being served, for the policies that depend on its tenant.
+    current: Option<Current>,
+    /// While a soft provider share cap is tried first: placements breaking it are refused.
+    strict_share: bool,
+    /// GPUs placed this round per tenant, in all and per provider.
+    placed: BTreeMap<TenantId, TenantUse>,
+    /// GPUs taken this round per model, by placements and by waiting orders.
+    taken_by_model: BTreeMap<GpuModel, u64>,
+    /// The first policy refusal of the current order's search, for its reason.
+    policy_refusal: Cell<Option<PolicyRefusal>>,
     /// Watts this round added at sites with a budget.
     added_w: BTreeMap<SiteId, u64>,
     /// GPU indices taken this round, by placements or kept for an order
@@ -145,6 +161,22 @@ struct Round<'m> {
     /// [`Round::reclaim_score`] by node and GPU count; a node's entry is
     /// dropped whenever the round takes its GPUs or claims a lease on it.
     reclaim_scores: RefCell<BTreeMap<NodeId, NodeScores>>,
+}
+
+/// The order a round is serving, as the policies see it.
+#[derive(Debug, Clone, Copy)]
+struct Current {
+    tenant: TenantId,
+    /// The policies may refuse or reorder its candidates, so searches for it
+    /// neither use nor feed the round's per-shape failure memory.
+    personal: bool,
+}
+
+/// Why a policy refused a candidate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PolicyRefusal {
+    ShareCap { provider: ProviderId, cap_bps: u32 },
+    Floor { model: GpuModel, kept_gpus: u64 },
 }
 
 /// Victims, then GPUs preempted in all: what a single node's reclaim costs.
@@ -260,7 +292,24 @@ impl Round<'_> {
     /// Places the order, or plans preemptions for it (spot orders never
     /// preempt); None if it was placed, else why not.
     fn serve(&mut self, order: &OrderSpec, plan: &mut RoundPlan) -> Option<Unplaced> {
+        self.begin(order);
         let (shape, models) = self.shape_of(order);
+        // A soft provider share cap: a placement within it first, at any ask within the bid.
+        let p = self.market.policies;
+        if self.personal() && p.provider_share_cap_bps.is_some() && p.provider_share_mode == CapMode::Soft {
+            self.strict_share = true;
+            let mut refused = None;
+            let found = if order.nodes == 1 {
+                self.find_single(order, &models, &mut refused)
+            } else {
+                self.find_gang(order, &models, &mut refused)
+            };
+            self.strict_share = false;
+            if let Some((pool, nodes)) = found {
+                plan.placements.push(self.reserve(order, pool, &nodes));
+                return None;
+            }
+        }
         let refused = match self.find_placement(order, shape, &models) {
             Ok((pool, nodes)) => {
                 plan.placements.push(self.reserve(order, pool, &nodes));
@@ -289,23 +338,89 @@ impl Round<'_> {
         Unplaced::WaitingForPreemption { leases: waiting }
     }
 
+    /// Starts serving an order: the policies look at its tenant from here on.
+    fn begin(&mut self, order: &OrderSpec) {
+        let p = &self.market.policies;
+        let total_after = self.held_total(order.tenant) + order.gpus_total();
+        let capped = p.provider_share_cap_bps.is_some() && total_after > p.provider_share_min_gpus;
+        let floored = p.small_tenant_floor_bps > 0 && total_after >= p.small_tenant_gpus;
+        self.current = Some(Current {
+            tenant: order.tenant,
+            personal: order.tier != Tier::Reserved && (capped || floored),
+        });
+        self.policy_refusal.set(None);
+    }
+
+    fn personal(&self) -> bool {
+        self.current.is_some_and(|c| c.personal)
+    }
+
+    /// GPUs a tenant holds, counting this round's placements.
+    fn held_total(&self, tenant: TenantId) -> u64 {
+        self.market.tenant_use.get(&tenant).map_or(0, |u| u.total) + self.placed.get(&tenant).map_or(0, |u| u.total)
+    }
+
+    /// GPUs a tenant holds on one provider, counting this round's placements.
+    fn held_on(&self, tenant: TenantId, provider: ProviderId) -> u64 {
+        self.market.tenant_use.get(&tenant).map_or(0, |u| u.on(provider))
+            + self.placed.get(&tenant).map_or(0, |u| u.on(provider))
+    }
+
     /// Whether an order of `tier` may take `gpus` GPUs of the pool (provider,
     /// model): a reserved-tier search stays at its reservation's provider,
-    /// and on-demand work takes only a reserved pool's open free GPUs.
+    /// on-demand work takes only a reserved pool's open free GPUs, and the
+    /// market-health policies hold for the current order's tenant.
     fn admits(&self, tier: Tier, provider: ProviderId, model: GpuModel, gpus: u64) -> bool {
         if self.only_provider.is_some_and(|p| p != provider) {
             return false;
         }
-        tier != Tier::OnDemand
-            || self
+        if tier == Tier::OnDemand
+            && self
                 .reserved
                 .get(&(provider, model))
-                .is_none_or(|r| r.open_free() >= gpus)
+                .is_some_and(|r| r.open_free() < gpus)
+        {
+            return false;
+        }
+        let Some(current) = self.current.filter(|c| c.personal) else {
+            return true;
+        };
+        let p = &self.market.policies;
+        let total_after = self.held_total(current.tenant) + gpus;
+        if let Some(cap_bps) = p.provider_share_cap_bps
+            && (p.provider_share_mode == CapMode::Hard || self.strict_share)
+            && !within_cap(p, self.held_on(current.tenant, provider) + gpus, total_after)
+        {
+            if p.provider_share_mode == CapMode::Hard {
+                self.refuse(PolicyRefusal::ShareCap { provider, cap_bps });
+            }
+            return false;
+        }
+        if p.small_tenant_floor_bps > 0
+            && total_after >= p.small_tenant_gpus
+            && let Some(m) = self.market.indexes.models.get(&model)
+        {
+            let kept_gpus = m.gpus_total * u64::from(p.small_tenant_floor_bps) / 10_000;
+            let taken = self.taken_by_model.get(&model).copied().unwrap_or(0);
+            let free_after = m.gpus_free.saturating_sub(taken + gpus);
+            if free_after < kept_gpus {
+                self.refuse(PolicyRefusal::Floor { model, kept_gpus });
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Keeps the first policy refusal of a search.
+    fn refuse(&self, r: PolicyRefusal) {
+        if self.policy_refusal.get().is_none() {
+            self.policy_refusal.set(Some(r));
+        }
     }
 
     /// Whether [`Round::admits`] can refuse anything for this tier in this round.
     fn filters(&self, tier: Tier) -> bool {
-        self.only_provider.is_some() || (tier == Tier::OnDemand && !self.reserved.is_empty())
+        self.only_provider.is_some() || (tier == Tier::OnDemand && !self.reserved.is_empty()) || self.personal()
     }
 
     /// The order's shape, and the models it accepts that have an online node, ascending.
@@ -412,7 +527,9 @@ impl Round<'_> {
         shape: Shape,
         models: &[GpuModel],
     ) -> Result<(PoolKey, Vec<NodeId>), Option<PowerRefusal>> {
-        if let Some((price, refused)) = self.no_room.get(&shape)
+        let personal = self.personal();
+        if !personal
+            && let Some((price, refused)) = self.no_room.get(&shape)
             && order.max_price <= *price
         {
             return Err(refused.filter(|r| r.ask <= order.max_price));
@@ -425,6 +542,7 @@ impl Round<'_> {
         };
         match found {
             Some(found) => Ok(found),
+            None if personal => Err(refused),
             None => {
                 let failed = self.no_room.entry(shape).or_insert((order.max_price, refused));
                 if order.max_price >= failed.0 {
@@ -697,6 +815,9 @@ impl Round<'_> {
             })
             .collect();
         let gpus = u64::from(order.nodes) * u64::from(order.gpus_per_node);
+        let placed = self.placed.entry(order.tenant).or_default();
+        placed.total += gpus;
+        *placed.by_provider.entry(pool.provider).or_insert(0) += gpus;
         let reserved = match self.reserved.get(&(pool.provider, pool.model)) {
             // `take` already counted the GPUs out of the pool's free ones.
             Some(r) => {
@@ -754,6 +875,7 @@ impl Round<'_> {
         assert_eq!(picked.len(), count as usize, "node {id} has {count} GPUs to take");
         taken.extend(&picked);
         self.free.to_mut().update(id, &entry, free_before, free_before - count);
+        *self.taken_by_model.entry(entry.model).or_insert(0) += u64::from(count);
         if let Some(pool) = self.reserved.get(&(entry.provider, entry.model)) {
             let free = pool.free - u64::from(count);
             self.reserved
@@ -791,7 +913,8 @@ impl Round<'_> {
     /// The best way for an on-demand order to get its GPUs through preemption,
     /// or None if even reclaiming every eligible lease would not do.
     fn find_reclaim(&mut self, order: &OrderSpec, shape: Shape, models: &[GpuModel]) -> Option<Reclaim> {
-        if self.no_reclaim.get(&shape).is_some_and(|p| order.max_price <= *p) {
+        let personal = self.personal();
+        if !personal && self.no_reclaim.get(&shape).is_some_and(|p| order.max_price <= *p) {
             return None;
         }
         let found = if order.nodes == 1 {
@@ -799,7 +922,7 @@ impl Round<'_> {
         } else {
             self.find_gang_reclaim(order, models)
         };
-        if found.is_none() {
+        if found.is_none() && !personal {
             let failed = self.no_reclaim.entry(shape).or_insert(order.max_price);
             *failed = (*failed).max(order.max_price);
         }
@@ -1058,6 +1181,23 @@ impl Round<'_> {
                     reserved_idle_gpus,
                 };
             }
+        }
+        match self.policy_refusal.get() {
+            Some(PolicyRefusal::ShareCap { provider, cap_bps }) => {
+                return Unplaced::ProviderShareCap {
+                    demand,
+                    provider,
+                    cap_bps,
+                };
+            }
+            Some(PolicyRefusal::Floor { model, kept_gpus }) => {
+                return Unplaced::SmallTenantFloor {
+                    demand,
+                    model,
+                    kept_gpus,
+                };
+            }
+            None => {}
         }
         if let Some(r) = refused {
             return Unplaced::PowerBudget {

@@ -80,6 +80,7 @@
 
 mod clear;
 mod index;
+mod policy;
 mod reservation;
 mod unplaced;
 
@@ -93,6 +94,7 @@ use serde::{Deserialize, Serialize};
 
 pub use clear::RECLAIM_CANDIDATES;
 use index::{IndexEntry, Indexes};
+pub use policy::{CapMode, Policies, TenantUse};
 pub use reservation::{Holding, ReservedPool};
 pub use unplaced::{Demand, Unplaced};
 
@@ -386,6 +388,10 @@ pub struct Market {
     sites: BTreeMap<SiteId, SiteState>,
     /// Reserved capacity by (provider, model); see [`reservation`].
     reservations: BTreeMap<(ProviderId, GpuModel), ReservedPool>,
+    /// Market-health policies; see [`policy`].
+    policies: Policies,
+    /// GPUs held per tenant, for the policies.
+    tenant_use: BTreeMap<TenantId, TenantUse>,
 }
 
 impl Market {
@@ -571,6 +577,7 @@ impl Market {
             stopping: false,
         };
         self.reserved_lease_changed(&started, 1);
+        self.count_tenant_use(&started, 1);
         self.leases.insert(lease, started);
         for alloc in &placement.allocations {
             self.refresh(alloc.node);
@@ -597,6 +604,7 @@ impl Market {
     pub fn end_lease(&mut self, lease: LeaseId) -> Option<Lease> {
         let l = self.leases.remove(&lease)?;
         self.reserved_lease_changed(&l, -1);
+        self.count_tenant_use(&l, -1);
         for alloc in &l.allocations {
             let node = self.nodes.get_mut(&alloc.node).expect("a lease's nodes exist");
             for &gpu in &alloc.gpu_indices {

@@ -74,6 +74,20 @@ pub enum Unplaced {
     /// On-demand: free GPUs exist, but they are reserved by contracts that
     /// may claim them back; on-demand work takes only unreserved ones.
     HeldByReservations { demand: Demand, reserved_idle_gpus: u64 },
+    /// Market health: placing it would leave more than `cap_bps` of the
+    /// tenant's GPUs on `provider` (the first provider the hard cap refused).
+    ProviderShareCap {
+        demand: Demand,
+        provider: ProviderId,
+        cap_bps: u32,
+    },
+    /// Market health: `kept_gpus` GPUs of `model` are kept for small tenants,
+    /// and this order's tenant is not small.
+    SmallTenantFloor {
+        demand: Demand,
+        model: GpuModel,
+        kept_gpus: u64,
+    },
     /// Reserved tier: the tenant holds no active reservation of an accepted model.
     NoReservation { demand: Demand },
     /// Reserved tier: the tenant's reservations are in use up to their size.
@@ -226,6 +240,24 @@ impl fmt::Display for Unplaced {
             } => write!(
                 f,
                 "{demand} outside reservations; {reserved_idle_gpus} free GPUs there are reserved by contracts"
+            ),
+            Unplaced::ProviderShareCap {
+                demand,
+                provider,
+                cap_bps,
+            } => write!(
+                f,
+                "{demand} within the provider share cap: more than {}.{:02} % of your GPUs would be on provider {provider}",
+                cap_bps / 100,
+                cap_bps % 100
+            ),
+            Unplaced::SmallTenantFloor {
+                demand,
+                model,
+                kept_gpus,
+            } => write!(
+                f,
+                "{demand} outside the small-tenant floor: the last {kept_gpus} free {model} are kept for tenants with few GPUs"
             ),
             Unplaced::NoReservation { demand } => write!(
                 f,

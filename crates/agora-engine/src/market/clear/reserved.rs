@@ -11,6 +11,7 @@ use crate::market::{Demand, Holding, OrderSpec, RoundPlan};
 impl Round<'_> {
     /// Places a reserved-tier order or plans its preemptions; None if placed, else why not.
     pub(super) fn serve_reserved(&mut self, order: &OrderSpec, plan: &mut RoundPlan) -> Option<Unplaced> {
+        self.begin(order);
         let gpus = order.gpus_total();
         // The tenant's holdings on models it accepts, by (provider, model).
         let held: Vec<((ProviderId, GpuModel), Holding)> = self
