@@ -85,6 +85,7 @@ fn market(setup: &str) -> Market {
                     min_vram_mib: 0,
                     nodes: nodes.parse().unwrap(),
                     gpus_per_node: gpus_per_node.parse().unwrap(),
+                    duration_estimate_s: None,
                 };
                 for option in &words[5..] {
                     match option.split_once('=').unwrap() {
@@ -119,6 +120,7 @@ fn market(setup: &str) -> Market {
                     price: first.ask,
                     allocations,
                     reserved: Vec::new(),
+                    ends_at: None,
                 };
                 m.start_lease(LeaseId(id), tier(words[2]), &placement);
             }

@@ -35,6 +35,7 @@ fn order(id: u64, tier: Tier, max: &str, nodes: u32, gpus_per_node: u32) -> Orde
         min_vram_mib: 0,
         nodes,
         gpus_per_node,
+        duration_estimate_s: None,
     }
 }
 

@@ -40,6 +40,7 @@ fn order(id: u64, tenant: TenantId, nodes: u32) -> OrderSpec {
         min_vram_mib: 0,
         nodes,
         gpus_per_node: 8,
+        duration_estimate_s: None,
     }
 }
 

@@ -186,6 +186,7 @@ fn order_spec(id: u64, g: &OrderGen) -> OrderSpec {
         min_vram_mib: VRAM[g.vram],
         nodes: g.nodes,
         gpus_per_node: g.gpus_per_node,
+        duration_estimate_s: None,
     }
 }
 

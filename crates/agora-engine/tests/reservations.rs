@@ -47,6 +47,7 @@ fn order(id: u64, tenant: TenantId, tier: Tier, max: &str, nodes: u32, gpus_per_
         min_vram_mib: 0,
         nodes,
         gpus_per_node,
+        duration_estimate_s: None,
     }
 }
 

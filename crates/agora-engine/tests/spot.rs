@@ -54,6 +54,7 @@ fn order(id: u64, tier: Tier, bid: &str, gpus: u32) -> OrderSpec {
         min_vram_mib: 0,
         nodes: 1,
         gpus_per_node: gpus,
+        duration_estimate_s: None,
     }
 }
 
@@ -83,6 +84,7 @@ fn run(m: &mut Market, id: u64, tier: Tier, bid: &str, on: &[(u64, u32)]) {
         price: m.node(NodeId(on[0].0)).unwrap().spec().ask,
         allocations,
         reserved: Vec::new(),
+        ends_at: None,
     };
     m.start_lease(LeaseId(id), tier, &placement);
 }
@@ -429,6 +431,7 @@ fn order_spec(id: u64, g: &OrderGen) -> OrderSpec {
         min_vram_mib: 0,
         nodes: g.nodes,
         gpus_per_node: g.gpus_per_node,
+        duration_estimate_s: None,
     }
 }
 
@@ -636,6 +639,7 @@ fn quotes_a_fleet_sized_market_in_one_pass() {
                     gpu_indices: (k as u32 * 4..k as u32 * 4 + 4).collect(),
                 }],
                 reserved: Vec::new(),
+                ends_at: None,
             };
             m.start_lease(LeaseId(lease), tier, &placement);
         }

@@ -1084,7 +1084,7 @@ fn clearing_round(txn: &mut Txn<'_>) {
     }
     let before = txn.ex.applied;
     crate::spot::price(txn);
-    let plan = txn.ex.market.clear_with(|o| {
+    let plan = txn.ex.market.clear_at(txn.now, |o| {
         can_pay(txn, o)
             .and_then(|()| crate::spot::admits(&txn.vol.spot, o))
             .is_ok()

@@ -146,6 +146,9 @@ pub struct Lease {
     /// Reserved capacity the lease occupies; see [`Placement::reserved`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reserved: Vec<ReservedUse>,
+    /// When the lease is expected to end, from its duration estimate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ends_at: Option<UnixMs>,
     pub gpus: u32,
     pub parts: Vec<Part>,
     pub state: LeaseState,
@@ -288,6 +291,7 @@ impl Exchange {
                     price: l.price,
                     allocations,
                     reserved: l.reserved.clone(),
+                    ends_at: l.ends_at,
                 },
             );
             if l.state == LeaseState::Stopping {
@@ -627,6 +631,7 @@ impl Exchange {
                 min_vram_mib: r.min_vram_mib,
                 nodes,
                 gpus_per_node: r.gpus_per_node,
+                duration_estimate_s: manifest.duration_estimate_s,
             };
             self.market.add_order(spec.clone());
             self.orders.insert(
@@ -723,6 +728,7 @@ impl Exchange {
                 price: placement.price,
                 bid: placement.bid,
                 reserved: placement.reserved.clone(),
+                ends_at: placement.ends_at,
                 gpus,
                 parts,
                 state: LeaseState::Assigned,

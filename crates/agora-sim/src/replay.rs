@@ -107,6 +107,7 @@ pub fn replay(jobs: &[TraceJob], nodes: u32, gpus_per_node: u32, timing: Timing)
             min_vram_mib: 0,
             nodes: n,
             gpus_per_node: per,
+            duration_estimate_s: None,
         }
     };
     let mut started_at: Vec<Option<u64>> = vec![None; jobs.len()];

@@ -89,6 +89,7 @@ pub fn orders(rng: &mut SplitMix64, mix: &Mix, count: usize, first: u64) -> Vec<
                 min_vram_mib: 0,
                 nodes,
                 gpus_per_node,
+                duration_estimate_s: None,
             }
         })
         .collect()

@@ -12,14 +12,17 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
 use agora_types::{
-    DomainId, GpuModel, LeaseId, Micros, NodeId, OrderId, PricePerGpuHour, ProviderId, SiteId, TenantId, Tier,
+    DomainId, GpuModel, LeaseId, Micros, NodeId, OrderId, PricePerGpuHour, ProviderId, SiteId, TenantId, Tier, UnixMs,
 };
 
 use super::index::{BucketIndex, BucketKey, GangPoolKey, IndexEntry, PoolKey, WholeIndex, WholeNodes};
 use super::policy::{CapMode, TenantUse, within_cap};
 use super::{Allocation, Demand, Market, OrderSpec, Placement, Preemption, ReservedPool, RoundPlan, Unplaced};
 
+mod backfill;
 mod reserved;
+
+pub use backfill::BACKFILL_RESERVATIONS;
 
 /// How many feasible nodes preemption scores for one order (per pool, for a
 /// gang), cheapest asks first, lowest ids next. Like kube-scheduler's
@@ -29,9 +32,10 @@ mod reserved;
 /// exhaustively.
 pub const RECLAIM_CANDIDATES: usize = 32;
 
-pub(super) fn clear(market: &Market, eligible: impl Fn(&OrderSpec) -> bool) -> RoundPlan {
+pub(super) fn clear(market: &Market, clock: Option<UnixMs>, eligible: impl Fn(&OrderSpec) -> bool) -> RoundPlan {
     let mut round = Round {
         market,
+        clock,
         free: Cow::Borrowed(&market.indexes.free),
         reclaim: Cow::Borrowed(&market.indexes.reclaim),
         whole: Cow::Borrowed(&market.indexes.whole),
@@ -43,6 +47,10 @@ pub(super) fn clear(market: &Market, eligible: impl Fn(&OrderSpec) -> bool) -> R
         placed: BTreeMap::new(),
         taken_by_model: BTreeMap::new(),
         policy_refusal: Cell::new(None),
+        hidden: BTreeMap::new(),
+        reservations_made: 0,
+        round_ends: BTreeMap::new(),
+        current_ends: None,
         added_w: BTreeMap::new(),
         taken: BTreeMap::new(),
         claimed: BTreeSet::new(),
@@ -114,6 +122,8 @@ impl ModelSets {
 /// round already handed out.
 struct Round<'m> {
     market: &'m Market,
+    /// When the round runs, if the caller said: enables estimated ends and backfill.
+    clock: Option<UnixMs>,
     /// The market's free index, copied on the round's first placement.
     free: Cow<'m, BucketIndex>,
     /// The market's reclaim index, copied on the round's first change to it.
@@ -137,6 +147,13 @@ struct Round<'m> {
     taken_by_model: BTreeMap<GpuModel, u64>,
     /// The first policy refusal of the current order's search, for its reason.
     policy_refusal: Cell<Option<PolicyRefusal>>,
+    /// Nodes reserved for blocked orders (see [`backfill`]), with the reservation's start.
+    hidden: BTreeMap<NodeId, UnixMs>,
+    reservations_made: usize,
+    /// GPUs this round's placements took per node, with their estimated end.
+    round_ends: BTreeMap<NodeId, Vec<(u32, Option<UnixMs>)>>,
+    /// The estimated end of the placement `take` is serving.
+    current_ends: Option<UnixMs>,
     /// Watts this round added at sites with a budget.
     added_w: BTreeMap<SiteId, u64>,
     /// GPU indices taken this round, by placements or kept for an order
@@ -317,12 +334,27 @@ impl Round<'_> {
             }
             Err(refused) => refused,
         };
+        if !self.hidden.is_empty()
+            && let Some((pool, nodes)) = self.find_backfill(order, &models)
+        {
+            plan.placements.push(self.reserve(order, pool, &nodes));
+            return None;
+        }
         if order.tier != Tier::Spot
             && let Some(reclaim) = self.find_reclaim(order, shape, &models)
         {
             return Some(self.wait_for(order, &reclaim, plan));
         }
-        Some(self.explain(order, &models, refused))
+        let reason = self.explain(order, &models, refused);
+        match self.plan_reservation(order, &models) {
+            Some((start, nodes)) => Some(Unplaced::ReservedAhead {
+                demand: Demand::of(order),
+                start_ms: start.0,
+                starts_in_s: self.clock.map_or(0, |now| start.seconds_since(now) as u64),
+                nodes,
+            }),
+            None => Some(reason),
+        }
     }
 
     /// Claims what a reclaim plan counts on and records its preemptions.
@@ -807,6 +839,11 @@ impl Round<'_> {
 
     /// Takes the lowest free GPU indices on each chosen node and returns the placement.
     fn reserve(&mut self, order: &OrderSpec, pool: PoolKey, nodes: &[NodeId]) -> Placement {
+        let ends_at = self
+            .clock
+            .zip(order.duration_estimate_s)
+            .map(|(now, d)| now.plus_ms(i64::try_from(d).unwrap_or(i64::MAX).saturating_mul(1000)));
+        self.current_ends = ends_at;
         let allocations = nodes
             .iter()
             .map(|&node| Allocation {
@@ -843,6 +880,7 @@ impl Round<'_> {
             },
             allocations,
             reserved,
+            ends_at,
         }
     }
 
@@ -864,17 +902,24 @@ impl Round<'_> {
             let needed_w = self.need_w_taken(&entry, taken_before, count);
             *self.added_w.entry(entry.site).or_insert(0) += needed_w;
         }
-        if entry.whole() && taken_before == 0 {
+        if entry.whole() && taken_before == 0 && !self.hidden.contains_key(&id) {
             self.whole.to_mut().remove(id, &entry);
         }
         let taken = self.taken.entry(id).or_default();
+        if self.clock.is_some() {
+            self.round_ends.entry(id).or_default().push((count, self.current_ends));
+        }
+        let hidden = self.hidden.contains_key(&id);
         let picked: Vec<u32> = (0..node.spec.gpus)
             .filter(|i| node.owners[*i as usize].is_none() && !taken.contains(i))
             .take(count as usize)
             .collect();
         assert_eq!(picked.len(), count as usize, "node {id} has {count} GPUs to take");
         taken.extend(&picked);
-        self.free.to_mut().update(id, &entry, free_before, free_before - count);
+        // A hidden node (reserved, see `backfill`) is in none of the round's indexes.
+        if !hidden {
+            self.free.to_mut().update(id, &entry, free_before, free_before - count);
+        }
         *self.taken_by_model.entry(entry.model).or_insert(0) += u64::from(count);
         if let Some(pool) = self.reserved.get(&(entry.provider, entry.model)) {
             let free = pool.free - u64::from(count);
@@ -884,7 +929,9 @@ impl Round<'_> {
                 .expect("looked up above")
                 .free = free;
         }
-        if let Some(capacity) = capacity_before {
+        if let Some(capacity) = capacity_before
+            && !hidden
+        {
             self.reclaim.to_mut().update(id, &entry, capacity, capacity - count);
         }
         picked

@@ -89,10 +89,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use agora_types::{
     AgentId, DomainId, GpuModel, JobId, LeaseId, NodeId, OrderId, PricePerGpuHour, ProviderId, SiteId, TenantId, Tier,
+    UnixMs,
 };
 use serde::{Deserialize, Serialize};
 
-pub use clear::RECLAIM_CANDIDATES;
+pub use clear::{BACKFILL_RESERVATIONS, RECLAIM_CANDIDATES};
 use index::{IndexEntry, Indexes};
 pub use policy::{CapMode, Policies, TenantUse};
 pub use reservation::{Holding, ReservedPool};
@@ -153,6 +154,11 @@ pub struct OrderSpec {
     /// 1 for single-node work; more is a gang across that many nodes.
     pub nodes: u32,
     pub gpus_per_node: u32,
+    /// How long the work is expected to run, from the manifest: backfill lets
+    /// it start ahead of a blocked order only if it ends before that order's
+    /// reserved start. None: unknown (never backfilled into a reservation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_estimate_s: Option<u64>,
 }
 
 impl OrderSpec {
@@ -195,6 +201,10 @@ pub struct Placement {
     /// reserved GPUs of other tenants, who are credited for them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reserved: Vec<ReservedUse>,
+    /// When the lease is expected to end: the round's clock plus the order's
+    /// duration estimate (None without either). Backfill plans with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ends_at: Option<UnixMs>,
 }
 
 /// GPUs of one holder's reservation (at the placement's provider and model) that a placement occupies.
@@ -243,6 +253,8 @@ pub struct Lease {
     pub allocations: Vec<Allocation>,
     /// See [`Placement::reserved`].
     pub reserved: Vec<ReservedUse>,
+    /// See [`Placement::ends_at`].
+    pub ends_at: Option<UnixMs>,
     /// A stop signal was sent: its GPUs are still used, but it is never chosen as a victim again.
     pub stopping: bool,
 }
@@ -574,6 +586,7 @@ impl Market {
             price: placement.price,
             allocations: placement.allocations.clone(),
             reserved: placement.reserved.clone(),
+            ends_at: placement.ends_at,
             stopping: false,
         };
         self.reserved_lease_changed(&started, 1);
@@ -681,7 +694,7 @@ impl Market {
     /// later order takes them or preempts for them again. Spot orders never
     /// preempt.
     pub fn clear(&self) -> RoundPlan {
-        clear::clear(self, |_| true)
+        clear::clear(self, None, |_| true)
     }
 
     /// [`Market::clear`] over only the pending orders `eligible` accepts; the
@@ -689,7 +702,18 @@ impl Market {
     /// caller uses it for rules outside the market, such as a tenant that
     /// cannot pay, so an order that cannot start never blocks one that can.
     pub fn clear_with(&self, eligible: impl Fn(&OrderSpec) -> bool) -> RoundPlan {
-        clear::clear(self, eligible)
+        clear::clear(self, None, eligible)
+    }
+
+    /// [`Market::clear_with`] for a round that runs at `now` (the engine never
+    /// reads a clock): its placements carry their estimated end
+    /// ([`Placement::ends_at`]), and it plans conservative backfill — the
+    /// first [`BACKFILL_RESERVATIONS`] orders that find no room get the nodes
+    /// where they could start earliest by the running leases' estimated ends,
+    /// and later orders use those nodes only if their duration estimate ends
+    /// before the reservation starts ([`Unplaced::ReservedAhead`]).
+    pub fn clear_at(&self, now: UnixMs, eligible: impl Fn(&OrderSpec) -> bool) -> RoundPlan {
+        clear::clear(self, Some(now), eligible)
     }
 
     /// Brings the indexes and the site power in line with a node's current state.

@@ -88,6 +88,15 @@ pub enum Unplaced {
         model: GpuModel,
         kept_gpus: u64,
     },
+    /// No room now; conservative backfill reserved `nodes` nodes for it from
+    /// `start_ms`, when the work on them is estimated to end.
+    ReservedAhead {
+        demand: Demand,
+        start_ms: i64,
+        /// Seconds from the round to `start_ms`.
+        starts_in_s: u64,
+        nodes: u32,
+    },
     /// Reserved tier: the tenant holds no active reservation of an accepted model.
     NoReservation { demand: Demand },
     /// Reserved tier: the tenant's reservations are in use up to their size.
@@ -259,6 +268,19 @@ impl fmt::Display for Unplaced {
                 f,
                 "{demand} outside the small-tenant floor: the last {kept_gpus} free {model} are kept for tenants with few GPUs"
             ),
+            Unplaced::ReservedAhead {
+                demand,
+                starts_in_s,
+                nodes,
+                ..
+            } => {
+                let noun = if *nodes == 1 { "node is" } else { "nodes are" };
+                write!(
+                    f,
+                    "{demand} now; {nodes} {noun} reserved for it from about {starts_in_s} s from now, \
+                     when the work on them is estimated to end"
+                )
+            }
             Unplaced::NoReservation { demand } => write!(
                 f,
                 "reserved tier, but no active reservation contract of yours for {}",
