@@ -5,15 +5,14 @@
 //! sites) → else reclaim (on-demand only: plan preemptions) → else explain (a
 //! typed reason).
 
-use std::borrow::Cow;
 use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
-use std::rc::Rc;
 
 use agora_types::{DomainId, GpuModel, LeaseId, Micros, NodeId, OrderId, PricePerGpuHour, ProviderId, SiteId, Tier};
 
-use super::index::{BucketIndex, BucketKey, GangPoolKey, IndexEntry, PoolKey, WholeIndex, WholeNodes};
+use super::index::{BucketKey, GangPoolKey, IndexEntry, PoolKey, WholeNodes};
+use super::view::{BucketView, ModelView, WholeView};
 use super::{Allocation, Demand, Market, OrderSpec, Placement, Preemption, RoundPlan, Unplaced};
 
 /// How many feasible nodes preemption scores for one order (per pool, for a
@@ -27,25 +26,38 @@ pub const RECLAIM_CANDIDATES: usize = 32;
 pub(super) fn clear(market: &Market, eligible: impl Fn(&OrderSpec) -> bool) -> RoundPlan {
     let mut round = Round {
         market,
-        free: Cow::Borrowed(&market.indexes.free),
-        reclaim: Cow::Borrowed(&market.indexes.reclaim),
-        whole: Cow::Borrowed(&market.indexes.whole),
+        free: ModelView::of(&market.indexes.free),
+        reclaim: BucketView::of(&market.indexes.reclaim),
+        whole: WholeView::of(&market.indexes.whole),
         added_w: BTreeMap::new(),
         taken: BTreeMap::new(),
         claimed: BTreeSet::new(),
         claimed_gpus: BTreeMap::new(),
         no_room: BTreeMap::new(),
         no_reclaim: BTreeMap::new(),
-        model_sets: ModelSets::default(),
         scratch: RefCell::default(),
         reclaim_scores: RefCell::default(),
     };
     let mut plan = RoundPlan::default();
     // Reasons come in service order; the map is built once, from sorted ids.
     let (mut unplaced_ids, mut unplaced): (Vec<OrderId>, Vec<Option<Unplaced>>) = (Vec::new(), Vec::new());
-    for order in market.pending_orders().filter(|o| eligible(o)) {
-        let (shape, models) = round.shape_of(order);
-        let refused = match round.find_placement(order, shape, &models) {
+    // Per filter number, once per round rather than once per order.
+    let accepted: Vec<Accepted> = market
+        .filters
+        .list
+        .iter()
+        .map(|(min_vram_mib, models)| Accepted::of(market, models, *min_vram_mib))
+        .collect();
+    for queued in market.queue.values().filter(|q| eligible(&q.spec)) {
+        let order = &queued.spec;
+        let accepted = &accepted[queued.filter as usize];
+        let models = accepted.models.as_slice();
+        let shape = Shape {
+            models: queued.filter,
+            nodes: order.nodes,
+            gpus_per_node: order.gpus_per_node,
+        };
+        let refused = match round.find_placement(order, shape, models) {
             Ok((pool, nodes)) => {
                 plan.placements.push(round.reserve(order, pool, &nodes));
                 continue;
@@ -54,7 +66,7 @@ pub(super) fn clear(market: &Market, eligible: impl Fn(&OrderSpec) -> bool) -> R
         };
         // Spot orders never preempt.
         let reclaim = if order.tier == Tier::OnDemand {
-            round.find_reclaim(order, shape, &models)
+            round.find_reclaim(order, shape, models)
         } else {
             None
         };
@@ -72,10 +84,45 @@ pub(super) fn clear(market: &Market, eligible: impl Fn(&OrderSpec) -> bool) -> R
             continue;
         }
         unplaced_ids.push(order.id);
-        unplaced.push(Some(round.explain(order, &models, refused)));
+        unplaced.push(Some(round.explain(order, accepted, refused)));
     }
     plan.unplaced = by_id(unplaced_ids, unplaced);
     plan
+}
+
+/// What a round knows of one model filter: the models it accepts and the
+/// facts of their nodes that the unplaced reasons read, none of which the
+/// round changes.
+struct Accepted {
+    /// Accepted models that have an online node, ascending (VRAM applied).
+    models: Vec<GpuModel>,
+    /// Over those models (0 when there are none).
+    largest_node_gpus: u32,
+    /// Over those models (0 when there are none).
+    cheapest_ask: PricePerGpuHour,
+}
+
+impl Accepted {
+    fn of(market: &Market, filter: &[GpuModel], min_vram_mib: u32) -> Accepted {
+        let indexed = &market.indexes.models;
+        let models: Vec<GpuModel> = indexed
+            .keys()
+            .copied()
+            .filter(|m| (filter.is_empty() || filter.contains(m)) && m.spec().vram_mib >= min_vram_mib)
+            .collect();
+        let nodes = || models.iter().map(|m| &indexed[m]);
+        Accepted {
+            largest_node_gpus: nodes()
+                .filter_map(|m| m.sizes.last_key_value().map(|(k, _)| *k))
+                .max()
+                .unwrap_or(0),
+            cheapest_ask: nodes()
+                .filter_map(|m| m.by_ask.first().map(|(ask, _)| *ask))
+                .min()
+                .unwrap_or(PricePerGpuHour(Micros(0))),
+            models,
+        }
+    }
 }
 
 /// The reasons as a map. Sorting the small `(id, position)` pairs and handing
@@ -94,39 +141,23 @@ fn by_id(ids: Vec<OrderId>, mut reasons: Vec<Option<Unplaced>>) -> BTreeMap<Orde
 /// failed at some price fail at any lower price in the same round.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Shape {
-    /// The round's number for the accepted models (see [`ModelSets`]).
-    models: usize,
+    /// The market's number for the order's model filter: orders with the
+    /// same model list and VRAM floor accept the same models.
+    models: u32,
     nodes: u32,
     gpus_per_node: u32,
-}
-
-/// The accepted models of the orders seen in a round, numbered: orders with
-/// the same model list and VRAM floor share one number and one list, so a
-/// round filters the models once per distinct filter, not once per order.
-#[derive(Debug, Default)]
-struct ModelSets {
-    /// Number by VRAM floor, then by the order's model list.
-    numbers: BTreeMap<u32, BTreeMap<Vec<GpuModel>, usize>>,
-    /// Accepted models that have an online node, ascending (VRAM already applied), by number.
-    accepted: Vec<Rc<[GpuModel]>>,
-    /// The first [`ModelSets::RECENT`] filters as `(VRAM floor, model list, number)`.
-    recent: Vec<(u32, Vec<GpuModel>, usize)>,
-}
-
-impl ModelSets {
-    const RECENT: usize = 8;
 }
 
 /// The state of a round in progress: the market as it was, plus what this
 /// round already handed out.
 struct Round<'m> {
     market: &'m Market,
-    /// The market's free index, copied on the round's first placement.
-    free: Cow<'m, BucketIndex>,
-    /// The market's reclaim index, copied on the round's first change to it.
-    reclaim: Cow<'m, BucketIndex>,
-    /// The market's whole-node index, copied on the round's first change to it.
-    whole: Cow<'m, WholeIndex>,
+    /// The market's free index, each bucket copied on the round's first change to it.
+    free: ModelView<'m>,
+    /// The market's reclaim index, each bucket and pool copied on the round's first change to it.
+    reclaim: BucketView<'m>,
+    /// The market's whole-node index, each pool copied on the round's first change to it.
+    whole: WholeView<'m>,
     /// Watts this round added at sites with a budget.
     added_w: BTreeMap<SiteId, u64>,
     /// GPU indices taken this round, by placements or kept for an order
@@ -144,7 +175,6 @@ struct Round<'m> {
     no_room: BTreeMap<Shape, (PricePerGpuHour, Option<PowerRefusal>)>,
     /// The same for preemption: reclaimable GPUs only shrink too.
     no_reclaim: BTreeMap<Shape, PricePerGpuHour>,
-    model_sets: ModelSets,
     /// Buffers the preemption search reuses from node to node, so that scoring
     /// a candidate node allocates nothing but its victim list.
     scratch: RefCell<Scratch>,
@@ -263,49 +293,6 @@ struct DomainPick {
 type GangReclaimScore = (usize, u64, PricePerGpuHour, ProviderId, GpuModel);
 
 impl Round<'_> {
-    /// The order's shape, and the models it accepts that have an online node, ascending.
-    fn shape_of(&mut self, order: &OrderSpec) -> (Shape, Rc<[GpuModel]>) {
-        let number = self.model_set(order);
-        let shape = Shape {
-            models: number,
-            nodes: order.nodes,
-            gpus_per_node: order.gpus_per_node,
-        };
-        (shape, Rc::clone(&self.model_sets.accepted[number]))
-    }
-
-    /// The number of the order's model filter in this round.
-    fn model_set(&mut self, order: &OrderSpec) -> usize {
-        let sets = &mut self.model_sets;
-        // A round sees few distinct filters: scan them before any map lookup.
-        let recent = sets
-            .recent
-            .iter()
-            .find(|(vram, models, _)| *vram == order.min_vram_mib && *models == order.models);
-        if let Some(&(_, _, number)) = recent {
-            return number;
-        }
-        let by_models = sets.numbers.entry(order.min_vram_mib).or_default();
-        if let Some(&number) = by_models.get(order.models.as_slice()) {
-            return number;
-        }
-        let accepted: Rc<[GpuModel]> = self
-            .market
-            .indexes
-            .models
-            .keys()
-            .copied()
-            .filter(|m| order.accepts(*m))
-            .collect();
-        sets.accepted.push(accepted);
-        let number = sets.accepted.len() - 1;
-        by_models.insert(order.models.clone(), number);
-        if sets.recent.len() < ModelSets::RECENT {
-            sets.recent.push((order.min_vram_mib, order.models.clone(), number));
-        }
-        number
-    }
-
     /// The index entry of a node the round works with (only online nodes are indexed).
     fn entry(&self, id: NodeId) -> IndexEntry {
         self.market.nodes[&id]
@@ -403,7 +390,7 @@ impl Round<'_> {
         let g = order.gpus_per_node;
         let mut best: Option<(PricePerGpuHour, u32, SiteId, NodeId, GpuModel)> = None;
         for &model in models {
-            let Some(buckets) = self.free.by_model.get(&model) else {
+            let Some(buckets) = self.free.get(&model) else {
                 continue;
             };
             let gpus_w = u64::from(model.spec().tdp_w) * u64::from(g);
@@ -488,7 +475,7 @@ impl Round<'_> {
                 if best.as_ref().is_some_and(|(b, _)| !b.0 && key.ask > b.1) {
                     break;
                 }
-                let pool = &self.whole.pools[key];
+                let pool = self.whole.pool(key).expect("gang pools have free whole nodes");
                 if pool.total < need {
                     continue;
                 }
@@ -665,7 +652,7 @@ impl Round<'_> {
             *self.added_w.entry(entry.site).or_insert(0) += needed_w;
         }
         if entry.whole() && taken_before == 0 {
-            self.whole.to_mut().remove(id, &entry);
+            self.whole.remove(id, &entry);
         }
         let taken = self.taken.entry(id).or_default();
         let picked: Vec<u32> = (0..node.spec.gpus)
@@ -674,9 +661,9 @@ impl Round<'_> {
             .collect();
         assert_eq!(picked.len(), count as usize, "node {id} has {count} GPUs to take");
         taken.extend(&picked);
-        self.free.to_mut().update(id, &entry, free_before, free_before - count);
+        self.free.update(id, &entry, free_before, free_before - count);
         if let Some(capacity) = capacity_before {
-            self.reclaim.to_mut().update(id, &entry, capacity, capacity - count);
+            self.reclaim.update(id, &entry, capacity, capacity - count);
         }
         picked
     }
@@ -695,9 +682,7 @@ impl Round<'_> {
                 .capacity_on(alloc.node)
                 .expect("a node holding a reclaimable lease is in the reclaim index");
             *self.claimed_gpus.entry(alloc.node).or_insert(0) += held;
-            self.reclaim
-                .to_mut()
-                .update(alloc.node, &entry, capacity, capacity - held);
+            self.reclaim.update(alloc.node, &entry, capacity, capacity - held);
         }
     }
 
@@ -788,8 +773,8 @@ impl Round<'_> {
         let mut best: Option<(GangReclaimScore, Reclaim)> = None;
         // A pool without reclaimable nodes cannot help: its free nodes alone did not fit the gang.
         for &model in models {
-            for (key, buckets) in self.reclaim.by_pool.range(pools_of(model, order.max_price)) {
-                let whole = self.whole.pools.get(&GangPoolKey {
+            for (key, buckets) in self.reclaim.pools_in(pools_of(model, order.max_price)) {
+                let whole = self.whole.pool(&GangPoolKey {
                     model,
                     gpus: g,
                     ask: key.ask,
@@ -901,7 +886,8 @@ impl Round<'_> {
     }
 
     /// The first reason, in the order of [`Unplaced`]'s variants, that applies.
-    fn explain(&self, order: &OrderSpec, models: &[GpuModel], refused: Option<PowerRefusal>) -> Unplaced {
+    fn explain(&self, order: &OrderSpec, accepted: &Accepted, refused: Option<PowerRefusal>) -> Unplaced {
+        let models = accepted.models.as_slice();
         // `models` only holds models with an online node, so each is indexed.
         let indexed = || models.iter().filter_map(|m| self.market.indexes.models.get(m));
         if models.is_empty() {
@@ -912,10 +898,7 @@ impl Round<'_> {
         }
         let demand = Demand::of(order);
         let g = order.gpus_per_node;
-        let largest_node_gpus = indexed()
-            .filter_map(|m| m.sizes.last_key_value().map(|(k, _)| *k))
-            .max();
-        let largest_node_gpus = largest_node_gpus.expect("indexed models have nodes");
+        let largest_node_gpus = accepted.largest_node_gpus;
         if largest_node_gpus < g {
             return Unplaced::NodeTooSmall {
                 demand,
@@ -929,8 +912,7 @@ impl Round<'_> {
                 node_sizes: node_sizes.into_iter().collect(),
             };
         }
-        let cheapest_ask = indexed().filter_map(|m| m.by_ask.first().map(|(ask, _)| *ask)).min();
-        let cheapest_ask = cheapest_ask.expect("indexed models have nodes");
+        let cheapest_ask = accepted.cheapest_ask;
         if cheapest_ask > order.max_price {
             return Unplaced::AskAboveMaxPrice { demand, cheapest_ask };
         }
@@ -945,7 +927,7 @@ impl Round<'_> {
         if order.nodes == 1 {
             let most_free_on_one_node = models
                 .iter()
-                .filter_map(|m| self.free.by_model.get(m))
+                .filter_map(|m| self.free.get(m))
                 .filter_map(|buckets| {
                     // Buckets from the most free down; a bucket's first node is its cheapest.
                     buckets
@@ -969,7 +951,7 @@ impl Round<'_> {
                 nodes_with_room += asks.range(..=order.max_price).map(|(_, n)| *n).sum::<u32>();
             }
             for key in self.whole.gang_pools.range(gang_pools_of(model, g, order.max_price)) {
-                most_in_one_pool = most_in_one_pool.max(self.whole.pools[key].total);
+                most_in_one_pool = most_in_one_pool.max(self.whole.pool(key).expect("gang pools have free whole nodes").total);
             }
         }
         // Pools of one node are not in `gang_pools`.

@@ -81,6 +81,7 @@
 mod clear;
 mod index;
 mod unplaced;
+mod view;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
@@ -343,6 +344,39 @@ pub struct AskSummary {
 /// fair-share rank (less recent use first), then older id.
 type QueueKey = (Tier, Reverse<PricePerGpuHour>, u32, OrderId);
 
+/// A pending order with the number of its model filter.
+#[derive(Debug, Clone)]
+struct Queued {
+    spec: OrderSpec,
+    filter: u32,
+}
+
+/// Model filters numbered in the order first seen. A number is never reused
+/// or forgotten: the distinct filters are few (a VRAM floor and a list of
+/// catalog models), and a stable number lets a round keep one accepted-model
+/// list per filter in a vector.
+#[derive(Debug, Clone, Default)]
+struct Filters {
+    /// Number by VRAM floor, then model list.
+    numbers: BTreeMap<u32, BTreeMap<Vec<GpuModel>, u32>>,
+    /// `(VRAM floor, model list)` by number.
+    list: Vec<(u32, Vec<GpuModel>)>,
+}
+
+impl Filters {
+    fn number(&mut self, order: &OrderSpec) -> u32 {
+        let by_models = self.numbers.entry(order.min_vram_mib).or_default();
+        // Looked up by slice: adding an order with a known filter allocates nothing.
+        if let Some(&n) = by_models.get(order.models.as_slice()) {
+            return n;
+        }
+        let n = self.list.len() as u32;
+        self.list.push((order.min_vram_mib, order.models.clone()));
+        by_models.insert(order.models.clone(), n);
+        n
+    }
+}
+
 /// The market state. See the module documentation for the rules.
 #[derive(Debug, Clone, Default)]
 pub struct Market {
@@ -351,7 +385,11 @@ pub struct Market {
     orders: BTreeMap<OrderId, QueueKey>,
     /// Pending orders in service order, so a round never sorts, and walks them
     /// without a lookup per order.
-    queue: BTreeMap<QueueKey, OrderSpec>,
+    queue: BTreeMap<QueueKey, Queued>,
+    /// Every distinct model filter (VRAM floor, model list) a pending order
+    /// ever had, numbered once when the order is added, so that a round
+    /// groups orders by filter without comparing model lists.
+    filters: Filters,
     /// Fair-share rank per tenant (absent: 0, the front); see [`Market::set_share_rank`].
     share_rank: BTreeMap<TenantId, u32>,
     /// Pending orders per tenant, to re-rank them when the tenant's rank changes.
@@ -442,7 +480,8 @@ impl Market {
         let key = self.queue_key(&order);
         self.orders.insert(order.id, key);
         self.pending_by_tenant.entry(order.tenant).or_default().insert(order.id);
-        self.queue.insert(key, order);
+        let filter = self.filters.number(&order);
+        self.queue.insert(key, Queued { spec: order, filter });
     }
 
     fn queue_key(&self, order: &OrderSpec) -> QueueKey {
@@ -453,7 +492,7 @@ impl Market {
     /// Withdraws a pending order; returns it, or None if it was not pending.
     pub fn remove_order(&mut self, order: OrderId) -> Option<OrderSpec> {
         let key = self.orders.remove(&order)?;
-        let spec = self.queue.remove(&key).expect("a pending order is queued");
+        let spec = self.queue.remove(&key).expect("a pending order is queued").spec;
         if let Some(set) = self.pending_by_tenant.get_mut(&spec.tenant) {
             set.remove(&order);
             if set.is_empty() {
@@ -484,10 +523,10 @@ impl Market {
             .unwrap_or_default();
         for id in ids {
             let key = self.orders[&id];
-            let spec = self.queue.remove(&key).expect("a pending order is queued");
-            let new_key = self.queue_key(&spec);
+            let queued = self.queue.remove(&key).expect("a pending order is queued");
+            let new_key = self.queue_key(&queued.spec);
             self.orders.insert(id, new_key);
-            self.queue.insert(new_key, spec);
+            self.queue.insert(new_key, queued);
         }
     }
 
@@ -601,12 +640,12 @@ impl Market {
     }
 
     pub fn order(&self, order: OrderId) -> Option<&OrderSpec> {
-        self.orders.get(&order).map(|key| &self.queue[key])
+        self.orders.get(&order).map(|key| &self.queue[key].spec)
     }
 
     /// Pending orders in service order.
     pub fn pending_orders(&self) -> impl Iterator<Item = &OrderSpec> {
-        self.queue.values()
+        self.queue.values().map(|q| &q.spec)
     }
 
     pub fn lease(&self, lease: LeaseId) -> Option<&Lease> {
