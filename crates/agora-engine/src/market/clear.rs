@@ -40,7 +40,10 @@ pub(super) fn clear(market: &Market, eligible: impl Fn(&OrderSpec) -> bool) -> R
     };
     let mut plan = RoundPlan::default();
     // Reasons come in service order; the map is built once, from sorted ids.
-    let (mut unplaced_ids, mut unplaced): (Vec<OrderId>, Vec<Option<Unplaced>>) = (Vec::new(), Vec::new());
+    // Most pending orders stay pending: size the reasons once rather than regrow them.
+    let pending = market.orders.len();
+    let (mut unplaced_ids, mut unplaced): (Vec<OrderId>, Vec<Option<Unplaced>>) =
+        (Vec::with_capacity(pending), Vec::with_capacity(pending));
     // Per filter number, once per round rather than once per order.
     let accepted: Vec<Accepted> = market
         .filters
@@ -394,10 +397,13 @@ impl Round<'_> {
                 continue;
             };
             let gpus_w = u64::from(model.spec().tdp_w) * u64::from(g);
-            for (&free, nodes) in buckets.range(g..) {
+            for (&free, bucket) in buckets.range(g..) {
                 // Nothing in this bucket can beat the best at a higher ask.
                 let max_ask = best.map_or(order.max_price, |b| b.0.min(order.max_price));
-                let Some((ask, site, id)) = self.first_powered(nodes, max_ask, g, gpus_w, refused) else {
+                if bucket.cheapest > max_ask {
+                    continue;
+                }
+                let Some((ask, site, id)) = self.first_powered(&bucket.nodes, max_ask, g, gpus_w, refused) else {
                     continue;
                 };
                 let candidate = (ask, free, site, id, model);
@@ -429,7 +435,8 @@ impl Round<'_> {
             if from > last {
                 return None;
             }
-            let &(ask, site, id) = nodes.range(from..=last).next()?;
+            // A half-open range descends the tree once, not once per end.
+            let &(ask, site, id) = nodes.range(from..).next().filter(|key| **key <= last)?;
             let Some(headroom_w) = self.headroom_w(site) else {
                 return Some((ask, site, id));
             };
@@ -716,7 +723,11 @@ impl Round<'_> {
             let Some(buckets) = self.reclaim.by_model.get(model) else {
                 continue;
             };
-            runs.extend(buckets.range(g..).map(|(_, nodes)| nodes.range(..=last).peekable()));
+            runs.extend(
+                buckets
+                    .range(g..)
+                    .map(|(_, bucket)| bucket.nodes.range(..=last).peekable()),
+            );
         }
         let mut best: Option<(ReclaimScore, PricePerGpuHour, NodeId)> = None;
         for _ in 0..RECLAIM_CANDIDATES {
@@ -933,7 +944,7 @@ impl Round<'_> {
                     buckets
                         .iter()
                         .rev()
-                        .find(|(_, nodes)| nodes.first().is_some_and(|(ask, _, _)| *ask <= order.max_price))
+                        .find(|(_, bucket)| bucket.cheapest <= order.max_price)
                 })
                 .map(|(free, _)| *free)
                 .max()
@@ -951,7 +962,8 @@ impl Round<'_> {
                 nodes_with_room += asks.range(..=order.max_price).map(|(_, n)| *n).sum::<u32>();
             }
             for key in self.whole.gang_pools.range(gang_pools_of(model, g, order.max_price)) {
-                most_in_one_pool = most_in_one_pool.max(self.whole.pool(key).expect("gang pools have free whole nodes").total);
+                most_in_one_pool =
+                    most_in_one_pool.max(self.whole.pool(key).expect("gang pools have free whole nodes").total);
             }
         }
         // Pools of one node are not in `gang_pools`.

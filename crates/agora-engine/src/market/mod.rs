@@ -548,9 +548,28 @@ impl Market {
             "placement of order {} has no allocation",
             placement.order
         );
+        self.remove_order(placement.order);
+        self.leases.insert(
+            lease,
+            Lease {
+                id: lease,
+                order: placement.order,
+                tier,
+                provider: placement.provider,
+                price: placement.price,
+                allocations: placement.allocations.clone(),
+                stopping: false,
+            },
+        );
+        let Market {
+            nodes,
+            leases,
+            indexes,
+            sites,
+            ..
+        } = self;
         for alloc in &placement.allocations {
-            let node = self
-                .nodes
+            let node = nodes
                 .get_mut(&alloc.node)
                 .unwrap_or_else(|| panic!("lease {lease}: unknown node {}", alloc.node));
             for &gpu in &alloc.gpu_indices {
@@ -568,22 +587,7 @@ impl Market {
                 );
                 *owner = Some(lease);
             }
-        }
-        self.remove_order(placement.order);
-        self.leases.insert(
-            lease,
-            Lease {
-                id: lease,
-                order: placement.order,
-                tier,
-                provider: placement.provider,
-                price: placement.price,
-                allocations: placement.allocations.clone(),
-                stopping: false,
-            },
-        );
-        for alloc in &placement.allocations {
-            self.refresh(alloc.node);
+            refresh_node(alloc.node, node, leases, indexes, sites);
         }
     }
 
@@ -695,78 +699,91 @@ impl Market {
 
     /// Brings the indexes and the site power in line with a node's current state.
     fn refresh(&mut self, id: NodeId) {
-        let node = &self.nodes[&id];
-        let held = node.owners.iter().flatten().count() as u64;
-        let drawn = Draw {
-            site: node.spec.site,
-            busy: held > 0,
-            gpus_w: held * u64::from(node.spec.model.spec().tdp_w),
-        };
-        let (old_drawn, old_entry) = (node.drawn, node.indexed);
-        let entry = self.entry_of(node);
-        if drawn == old_drawn && entry == old_entry {
-            return;
-        }
-        if drawn != old_drawn {
-            self.move_draw(old_drawn, drawn);
-        }
-        if entry != old_entry {
-            self.indexes.update(id, old_entry.as_ref(), entry.as_ref());
-        }
-        let node = self.nodes.get_mut(&id).expect("refreshed node exists");
+        let Market {
+            nodes,
+            leases,
+            indexes,
+            sites,
+            ..
+        } = self;
+        let node = nodes.get_mut(&id).expect("refreshed node exists");
+        refresh_node(id, node, leases, indexes, sites);
+    }
+}
+
+/// [`Market::refresh`] on a node already looked up.
+fn refresh_node(
+    id: NodeId,
+    node: &mut Node,
+    leases: &BTreeMap<LeaseId, Lease>,
+    indexes: &mut Indexes,
+    sites: &mut BTreeMap<SiteId, SiteState>,
+) {
+    let held = node.owners.iter().flatten().count() as u64;
+    let drawn = Draw {
+        site: node.spec.site,
+        busy: held > 0,
+        gpus_w: held * u64::from(node.spec.model.spec().tdp_w),
+    };
+    let entry = entry_of(node, leases);
+    if drawn != node.drawn {
+        move_draw(sites, node.drawn, drawn);
         node.drawn = drawn;
+    }
+    if entry != node.indexed {
+        indexes.update(id, node.indexed.as_ref(), entry.as_ref());
         node.indexed = entry;
     }
+}
 
-    /// Takes a node's old share of power from its old site and adds the new one.
-    fn move_draw(&mut self, old: Draw, new: Draw) {
-        let site = self.sites.get_mut(&old.site).expect("a node's site is known");
-        site.busy_nodes -= u64::from(old.busy);
-        site.gpus_w -= old.gpus_w;
-        if new.site != old.site {
-            site.nodes -= 1;
-            if site.nodes == 0 && site.spec.is_none() {
-                self.sites.remove(&old.site);
+/// Takes a node's old share of power from its old site and adds the new one.
+fn move_draw(sites: &mut BTreeMap<SiteId, SiteState>, old: Draw, new: Draw) {
+    let site = sites.get_mut(&old.site).expect("a node's site is known");
+    site.busy_nodes -= u64::from(old.busy);
+    site.gpus_w -= old.gpus_w;
+    if new.site != old.site {
+        site.nodes -= 1;
+        if site.nodes == 0 && site.spec.is_none() {
+            sites.remove(&old.site);
+        }
+        sites.entry(new.site).or_default().nodes += 1;
+    }
+    let site = sites.get_mut(&new.site).expect("just ensured");
+    site.busy_nodes += u64::from(new.busy);
+    site.gpus_w += new.gpus_w;
+}
+
+/// What a node contributes to the indexes: nothing while offline.
+fn entry_of(node: &Node, leases: &BTreeMap<LeaseId, Lease>) -> Option<IndexEntry> {
+    if !node.online {
+        return None;
+    }
+    // A lease usually holds a run of GPUs: look each run's lease up once.
+    let mut last: Option<(LeaseId, bool)> = None;
+    let mut reclaimable = 0;
+    for &lease_id in node.owners[..node.spec.gpus as usize].iter().flatten() {
+        let counts = match last {
+            Some((id, counts)) if id == lease_id => counts,
+            _ => {
+                let lease = &leases[&lease_id];
+                let counts = lease.tier == Tier::Spot || lease.stopping;
+                last = Some((lease_id, counts));
+                counts
             }
-            self.sites.entry(new.site).or_default().nodes += 1;
-        }
-        let site = self.sites.get_mut(&new.site).expect("just ensured");
-        site.busy_nodes += u64::from(new.busy);
-        site.gpus_w += new.gpus_w;
+        };
+        reclaimable += u32::from(counts);
     }
-
-    /// What a node contributes to the indexes: nothing while offline.
-    fn entry_of(&self, node: &Node) -> Option<IndexEntry> {
-        if !node.online {
-            return None;
-        }
-        // A lease usually holds a run of GPUs: look each run's lease up once.
-        let mut last: Option<(LeaseId, bool)> = None;
-        let mut reclaimable = 0;
-        for &lease_id in node.owners[..node.spec.gpus as usize].iter().flatten() {
-            let counts = match last {
-                Some((id, counts)) if id == lease_id => counts,
-                _ => {
-                    let lease = &self.leases[&lease_id];
-                    let counts = lease.tier == Tier::Spot || lease.stopping;
-                    last = Some((lease_id, counts));
-                    counts
-                }
-            };
-            reclaimable += u32::from(counts);
-        }
-        Some(IndexEntry {
-            model: node.spec.model,
-            ask: node.spec.ask,
-            provider: node.spec.provider,
-            site: node.spec.site,
-            domain: node.spec.domain,
-            gpus: node.spec.gpus,
-            free: node.free_gpus(),
-            reclaimable,
-            busy: node.owners.iter().any(Option::is_some),
-        })
-    }
+    Some(IndexEntry {
+        model: node.spec.model,
+        ask: node.spec.ask,
+        provider: node.spec.provider,
+        site: node.spec.site,
+        domain: node.spec.domain,
+        gpus: node.spec.gpus,
+        free: node.free_gpus(),
+        reclaimable,
+        busy: node.owners.iter().any(Option::is_some),
+    })
 }
 
 /// Keeps `owners` exactly `max(gpus, last held index + 1)` long.

@@ -14,10 +14,28 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use agora_types::{GpuModel, NodeId, PricePerGpuHour};
 
-use super::index::{BucketIndex, BucketKey, Buckets, GangPoolKey, IndexEntry, ModelIndex, PoolKey, WholeIndex, WholeNodes, uncount_ask};
+use super::index::{
+    BucketIndex, BucketKey, Buckets, GangPoolKey, IndexEntry, ModelIndex, PoolKey, WholeIndex, WholeNodes, uncount_ask,
+};
 
-/// One model's buckets, each copied on first change.
-pub(crate) type BucketsView<'m> = BTreeMap<u32, Cow<'m, BTreeSet<BucketKey>>>;
+/// One model's buckets by GPU count, each copied on first change.
+pub(crate) type BucketsView<'m> = BTreeMap<u32, Bucket<'m>>;
+
+/// The nodes of one model with one GPU count, with the cheapest ask among
+/// them kept at hand: the unplaced reasons ask "the most free GPUs at this
+/// price" once per order, which then reads no tree.
+#[derive(Debug)]
+pub(crate) struct Bucket<'m> {
+    pub(crate) cheapest: PricePerGpuHour,
+    pub(crate) nodes: Cow<'m, BTreeSet<BucketKey>>,
+}
+
+impl<'m> Bucket<'m> {
+    fn of(nodes: Cow<'m, BTreeSet<BucketKey>>) -> Bucket<'m> {
+        let cheapest = nodes.first().expect("indexes hold no empty bucket").0;
+        Bucket { cheapest, nodes }
+    }
+}
 
 /// A [`ModelIndex`] as a round sees it.
 #[derive(Debug)]
@@ -32,7 +50,10 @@ impl<'m> ModelView<'m> {
             .by_model
             .iter()
             .map(|(model, buckets)| {
-                let view = buckets.iter().map(|(count, set)| (*count, Cow::Borrowed(set))).collect();
+                let view = buckets
+                    .iter()
+                    .map(|(count, set)| (*count, Bucket::of(Cow::Borrowed(set))))
+                    .collect();
                 (*model, view)
             })
             .collect();
@@ -52,23 +73,30 @@ impl<'m> ModelView<'m> {
         let key = (e.ask, e.site, id);
         if before > 0 {
             let buckets = self.by_model.get_mut(&e.model).expect("indexed node has its buckets");
-            let set = buckets.get_mut(&before).expect("indexed node has its bucket");
-            assert!(set.to_mut().remove(&key), "indexed node is in its bucket");
-            if set.is_empty() {
-                buckets.remove(&before);
-                if buckets.is_empty() {
-                    self.by_model.remove(&e.model);
+            let bucket = buckets.get_mut(&before).expect("indexed node has its bucket");
+            let nodes = bucket.nodes.to_mut();
+            assert!(nodes.remove(&key), "indexed node is in its bucket");
+            match nodes.first() {
+                Some(first) => bucket.cheapest = first.0,
+                None => {
+                    buckets.remove(&before);
+                    if buckets.is_empty() {
+                        self.by_model.remove(&e.model);
+                    }
                 }
             }
         }
         if after > 0 {
-            self.by_model
-                .entry(e.model)
-                .or_default()
-                .entry(after)
-                .or_insert_with(|| Cow::Owned(BTreeSet::new()))
-                .to_mut()
-                .insert(key);
+            let buckets = self.by_model.entry(e.model).or_default();
+            match buckets.get_mut(&after) {
+                Some(bucket) => {
+                    bucket.nodes.to_mut().insert(key);
+                    bucket.cheapest = bucket.cheapest.min(e.ask);
+                }
+                None => {
+                    buckets.insert(after, Bucket::of(Cow::Owned(BTreeSet::from([key]))));
+                }
+            }
         }
     }
 }
@@ -161,12 +189,10 @@ impl<'m> WholeView<'m> {
     pub(crate) fn remove(&mut self, id: NodeId, e: &IndexEntry) {
         let key = GangPoolKey::of(e);
         let base = self.base;
-        let pool = self.pools.entry(key).or_insert_with(|| {
-            base.pools
-                .get(&key)
-                .cloned()
-                .expect("whole node has its pool")
-        });
+        let pool = self
+            .pools
+            .entry(key)
+            .or_insert_with(|| base.pools.get(&key).cloned().expect("whole node has its pool"));
         pool.remove(id, e);
         if pool.total == 1 {
             self.gang_pools.to_mut().remove(&key);
