@@ -60,11 +60,16 @@
 //! # Performance
 //!
 //! Every mutation updates the indexes of the nodes it touches (a few B-tree
-//! operations) and the power drawn at its site; nothing is rebuilt per round. A
-//! round copies the free-GPU index and the whole-node index on its first
-//! placement (one entry per node with a free GPU), then costs per order a few
-//! B-tree lookups per accepted model and free-GPU count (nodes are ordered by
-//! ask, then site, so a site without power is skipped in one lookup); a gang
+//! operations, one node lookup per node) and the power drawn at its site;
+//! nothing is rebuilt per round. A round reads the market's indexes through
+//! copy-on-write views (`view.rs`): a free-GPU bucket (one model and free
+//! count), a reclaim pool or a gang pool is copied on the round's first change
+//! to it, so a round copies the few buckets and pools it places into, not the
+//! indexes of a fleet of 10,000 one-node providers. Per order it then costs a
+//! few B-tree lookups per accepted model and free-GPU count (nodes are ordered
+//! by ask, then site, so a site without power is skipped in one lookup; each
+//! bucket keeps its cheapest ask, so a bucket out of price is skipped without
+//! a lookup); a gang
 //! walks only the pools with at least two free whole nodes of its size within
 //! its price, and in each a domain index ordered by free whole nodes. Preemption looks up nodes by
 //! reclaimable capacity and scores at most
@@ -74,9 +79,11 @@
 //! only the nodes the previous one changed. An order whose
 //! shape (models, nodes, GPUs per node) already failed in the round at an
 //! equal or higher price skips the search: GPUs only get scarcer within a
-//! round. Orders with the same model list and VRAM floor share one filtered
-//! model list per round, and the reasons are gathered in service order and
-//! built into the plan's map once, sorted by id.
+//! round. An order's model filter (model list and VRAM floor) is numbered
+//! once, when the order is added; a round filters the models and gathers the
+//! reasons' per-model facts (largest node, cheapest ask) once per filter, and
+//! the reasons are gathered in service order and built into the plan's map
+//! once, sorted by id.
 
 mod clear;
 mod index;

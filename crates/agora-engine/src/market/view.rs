@@ -200,3 +200,78 @@ impl<'m> WholeView<'m> {
         uncount_ask(self.by_ask.to_mut(), e);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use agora_types::{DomainId, Micros, ProviderId, SiteId};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Node `i` of a small fleet: two models, two asks, two domains, 8 GPUs, all free.
+    fn entry(i: u64) -> IndexEntry {
+        let models: Vec<GpuModel> = GpuModel::all().take(2).collect();
+        IndexEntry {
+            model: models[(i % 2) as usize],
+            ask: PricePerGpuHour(Micros(i128::from((i / 2 % 2) as u8) * 1_000_000)),
+            provider: ProviderId(i / 4 % 2),
+            site: SiteId(0),
+            domain: DomainId(i / 8 % 2),
+            gpus: 8,
+            free: 8,
+            reclaimable: 0,
+            busy: false,
+        }
+    }
+
+    fn flatten(view: &ModelView<'_>) -> Vec<(GpuModel, u32, PricePerGpuHour, Vec<BucketKey>)> {
+        view.by_model
+            .iter()
+            .flat_map(|(model, buckets)| {
+                buckets
+                    .iter()
+                    .map(|(count, b)| (*model, *count, b.cheapest, b.nodes.iter().copied().collect()))
+            })
+            .collect()
+    }
+
+    proptest! {
+        /// Taking GPUs through the views leaves what taking them in a copy of
+        /// the market's indexes leaves: the same buckets with their cheapest
+        /// asks, and the same free whole nodes.
+        #[test]
+        fn views_match_a_changed_copy(takes in prop::collection::vec((0u64..16, 1u32..4), 1..40)) {
+            let mut free = ModelIndex::default();
+            let mut whole = WholeIndex::default();
+            for i in 0..16 {
+                free.insert(NodeId(i), &entry(i), 8);
+                whole.insert(NodeId(i), &entry(i));
+            }
+            let (mut free_copy, mut whole_copy) = (free.clone(), whole.clone());
+            let mut free_view = ModelView::of(&free);
+            let mut whole_view = WholeView::of(&whole);
+            let mut left = [8u32; 16];
+            for (node, g) in takes {
+                let e = entry(node);
+                let before = left[node as usize];
+                let after = before.saturating_sub(g);
+                if before == 8 && after < 8 {
+                    whole_copy.remove(NodeId(node), &e);
+                    whole_view.remove(NodeId(node), &e);
+                }
+                free_copy.update(NodeId(node), &e, before, after);
+                free_view.update(NodeId(node), &e, before, after);
+                left[node as usize] = after;
+            }
+            prop_assert_eq!(flatten(&free_view), flatten(&ModelView::of(&free_copy)));
+            prop_assert_eq!(&*whole_view.gang_pools, &whole_copy.gang_pools);
+            prop_assert_eq!(&*whole_view.by_ask, &whole_copy.by_ask);
+            for i in 0..16 {
+                let key = GangPoolKey::of(&entry(i));
+                let view_pool = whole_view.pool(&key).map(|p| (p.total, p.by_count.clone(), p.by_domain.clone()));
+                let copy_pool = whole_copy.pools.get(&key).map(|p| (p.total, p.by_count.clone(), p.by_domain.clone()));
+                prop_assert_eq!(view_pool, copy_pool);
+            }
+        }
+    }
+}
