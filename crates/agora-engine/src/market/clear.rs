@@ -9,14 +9,14 @@ use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
-use std::rc::Rc;
 
 use agora_types::{
     DomainId, GpuModel, LeaseId, Micros, NodeId, OrderId, PricePerGpuHour, ProviderId, SiteId, TenantId, Tier, UnixMs,
 };
 
-use super::index::{BucketIndex, BucketKey, GangPoolKey, IndexEntry, PoolKey, WholeIndex, WholeNodes};
+use super::index::{BucketKey, GangPoolKey, IndexEntry, PoolKey, WholeNodes};
 use super::policy::{CapMode, TenantUse, within_cap};
+use super::view::{BucketView, ModelView, WholeView};
 use super::{Allocation, Demand, Market, OrderSpec, Placement, Preemption, ReservedPool, RoundPlan, Unplaced};
 
 mod backfill;
@@ -36,9 +36,9 @@ pub(super) fn clear(market: &Market, clock: Option<UnixMs>, eligible: impl Fn(&O
     let mut round = Round {
         market,
         clock,
-        free: Cow::Borrowed(&market.indexes.free),
-        reclaim: Cow::Borrowed(&market.indexes.reclaim),
-        whole: Cow::Borrowed(&market.indexes.whole),
+        free: ModelView::of(&market.indexes.free),
+        reclaim: BucketView::of(&market.indexes.reclaim),
+        whole: WholeView::of(&market.indexes.whole),
         reserved: Cow::Borrowed(&market.reservations),
         only_provider: None,
         victims_of: None,
@@ -57,18 +57,34 @@ pub(super) fn clear(market: &Market, clock: Option<UnixMs>, eligible: impl Fn(&O
         claimed_gpus: BTreeMap::new(),
         no_room: BTreeMap::new(),
         no_reclaim: BTreeMap::new(),
-        model_sets: ModelSets::default(),
         scratch: RefCell::default(),
         reclaim_scores: RefCell::default(),
     };
     let mut plan = RoundPlan::default();
     // Reasons come in service order; the map is built once, from sorted ids.
-    let (mut unplaced_ids, mut unplaced): (Vec<OrderId>, Vec<Option<Unplaced>>) = (Vec::new(), Vec::new());
-    for order in market.pending_orders().filter(|o| eligible(o)) {
+    // Most pending orders stay pending: size the reasons once rather than regrow them.
+    let pending = market.orders.len();
+    let (mut unplaced_ids, mut unplaced): (Vec<OrderId>, Vec<Option<Unplaced>>) =
+        (Vec::with_capacity(pending), Vec::with_capacity(pending));
+    // Per filter number, once per round rather than once per order.
+    let accepted: Vec<Accepted> = market
+        .filters
+        .list
+        .iter()
+        .map(|(min_vram_mib, models)| Accepted::of(market, models, *min_vram_mib))
+        .collect();
+    for queued in market.queue.values().filter(|q| eligible(&q.spec)) {
+        let order = &queued.spec;
+        let accepted = &accepted[queued.filter as usize];
+        let shape = Shape {
+            models: queued.filter,
+            nodes: order.nodes,
+            gpus_per_node: order.gpus_per_node,
+        };
         let reason = if order.tier == Tier::Reserved {
             round.serve_reserved(order, &mut plan)
         } else {
-            round.serve(order, &mut plan)
+            round.serve(order, shape, accepted, &mut plan)
         };
         if let Some(reason) = reason {
             unplaced_ids.push(order.id);
@@ -77,6 +93,41 @@ pub(super) fn clear(market: &Market, clock: Option<UnixMs>, eligible: impl Fn(&O
     }
     plan.unplaced = by_id(unplaced_ids, unplaced);
     plan
+}
+
+/// What a round knows of one model filter: the models it accepts and the
+/// facts of their nodes that the unplaced reasons read, none of which the
+/// round changes.
+struct Accepted {
+    /// Accepted models that have an online node, ascending (VRAM applied).
+    models: Vec<GpuModel>,
+    /// Over those models (0 when there are none).
+    largest_node_gpus: u32,
+    /// Over those models (0 when there are none).
+    cheapest_ask: PricePerGpuHour,
+}
+
+impl Accepted {
+    fn of(market: &Market, filter: &[GpuModel], min_vram_mib: u32) -> Accepted {
+        let indexed = &market.indexes.models;
+        let models: Vec<GpuModel> = indexed
+            .keys()
+            .copied()
+            .filter(|m| (filter.is_empty() || filter.contains(m)) && m.spec().vram_mib >= min_vram_mib)
+            .collect();
+        let nodes = || models.iter().map(|m| &indexed[m]);
+        Accepted {
+            largest_node_gpus: nodes()
+                .filter_map(|m| m.sizes.last_key_value().map(|(k, _)| *k))
+                .max()
+                .unwrap_or(0),
+            cheapest_ask: nodes()
+                .filter_map(|m| m.by_ask.first().map(|(ask, _)| *ask))
+                .min()
+                .unwrap_or(PricePerGpuHour(Micros(0))),
+            models,
+        }
+    }
 }
 
 /// The reasons as a map. Sorting the small `(id, position)` pairs and handing
@@ -95,27 +146,11 @@ fn by_id(ids: Vec<OrderId>, mut reasons: Vec<Option<Unplaced>>) -> BTreeMap<Orde
 /// failed at some price fail at any lower price in the same round.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Shape {
-    /// The round's number for the accepted models (see [`ModelSets`]).
-    models: usize,
+    /// The market's number for the order's model filter: orders with the
+    /// same model list and VRAM floor accept the same models.
+    models: u32,
     nodes: u32,
     gpus_per_node: u32,
-}
-
-/// The accepted models of the orders seen in a round, numbered: orders with
-/// the same model list and VRAM floor share one number and one list, so a
-/// round filters the models once per distinct filter, not once per order.
-#[derive(Debug, Default)]
-struct ModelSets {
-    /// Number by VRAM floor, then by the order's model list.
-    numbers: BTreeMap<u32, BTreeMap<Vec<GpuModel>, usize>>,
-    /// Accepted models that have an online node, ascending (VRAM already applied), by number.
-    accepted: Vec<Rc<[GpuModel]>>,
-    /// The first [`ModelSets::RECENT`] filters as `(VRAM floor, model list, number)`.
-    recent: Vec<(u32, Vec<GpuModel>, usize)>,
-}
-
-impl ModelSets {
-    const RECENT: usize = 8;
 }
 
 /// The state of a round in progress: the market as it was, plus what this
@@ -124,12 +159,12 @@ struct Round<'m> {
     market: &'m Market,
     /// When the round runs, if the caller said: enables estimated ends and backfill.
     clock: Option<UnixMs>,
-    /// The market's free index, copied on the round's first placement.
-    free: Cow<'m, BucketIndex>,
-    /// The market's reclaim index, copied on the round's first change to it.
-    reclaim: Cow<'m, BucketIndex>,
-    /// The market's whole-node index, copied on the round's first change to it.
-    whole: Cow<'m, WholeIndex>,
+    /// The market's free index, each bucket copied on the round's first change to it.
+    free: ModelView<'m>,
+    /// The market's reclaim index, each bucket and pool copied on the round's first change to it.
+    reclaim: BucketView<'m>,
+    /// The market's whole-node index, each pool copied on the round's first change to it.
+    whole: WholeView<'m>,
     /// The market's reserved pools, copied on the round's first change to one.
     reserved: Cow<'m, BTreeMap<(ProviderId, GpuModel), ReservedPool>>,
     /// While a reserved-tier order searches: the provider of the reservation.
@@ -171,7 +206,6 @@ struct Round<'m> {
     no_room: BTreeMap<Shape, (PricePerGpuHour, Option<PowerRefusal>)>,
     /// The same for preemption: reclaimable GPUs only shrink too.
     no_reclaim: BTreeMap<Shape, PricePerGpuHour>,
-    model_sets: ModelSets,
     /// Buffers the preemption search reuses from node to node, so that scoring
     /// a candidate node allocates nothing but its victim list.
     scratch: RefCell<Scratch>,
@@ -308,18 +342,24 @@ type GangReclaimScore = (usize, u64, PricePerGpuHour, ProviderId, GpuModel);
 impl Round<'_> {
     /// Places the order, or plans preemptions for it (spot orders never
     /// preempt); None if it was placed, else why not.
-    fn serve(&mut self, order: &OrderSpec, plan: &mut RoundPlan) -> Option<Unplaced> {
+    fn serve(
+        &mut self,
+        order: &OrderSpec,
+        shape: Shape,
+        accepted: &Accepted,
+        plan: &mut RoundPlan,
+    ) -> Option<Unplaced> {
         self.begin(order);
-        let (shape, models) = self.shape_of(order);
+        let models = accepted.models.as_slice();
         // A soft provider share cap: a placement within it first, at any ask within the bid.
         let p = self.market.policies;
         if self.personal() && p.provider_share_cap_bps.is_some() && p.provider_share_mode == CapMode::Soft {
             self.strict_share = true;
             let mut refused = None;
             let found = if order.nodes == 1 {
-                self.find_single(order, &models, &mut refused)
+                self.find_single(order, models, &mut refused)
             } else {
-                self.find_gang(order, &models, &mut refused)
+                self.find_gang(order, models, &mut refused)
             };
             self.strict_share = false;
             if let Some((pool, nodes)) = found {
@@ -327,7 +367,7 @@ impl Round<'_> {
                 return None;
             }
         }
-        let refused = match self.find_placement(order, shape, &models) {
+        let refused = match self.find_placement(order, shape, models) {
             Ok((pool, nodes)) => {
                 plan.placements.push(self.reserve(order, pool, &nodes));
                 return None;
@@ -335,18 +375,18 @@ impl Round<'_> {
             Err(refused) => refused,
         };
         if !self.hidden.is_empty()
-            && let Some((pool, nodes)) = self.find_backfill(order, &models)
+            && let Some((pool, nodes)) = self.find_backfill(order, models)
         {
             plan.placements.push(self.reserve(order, pool, &nodes));
             return None;
         }
         if order.tier != Tier::Spot
-            && let Some(reclaim) = self.find_reclaim(order, shape, &models)
+            && let Some(reclaim) = self.find_reclaim(order, shape, models)
         {
             return Some(self.wait_for(order, &reclaim, plan));
         }
-        let reason = self.explain(order, &models, refused);
-        match self.plan_reservation(order, &models) {
+        let reason = self.explain(order, accepted, refused);
+        match self.plan_reservation(order, models) {
             Some((start, nodes)) => Some(Unplaced::ReservedAhead {
                 demand: Demand::of(order),
                 start_ms: start.0,
@@ -455,49 +495,6 @@ impl Round<'_> {
         self.only_provider.is_some() || (tier == Tier::OnDemand && !self.reserved.is_empty()) || self.personal()
     }
 
-    /// The order's shape, and the models it accepts that have an online node, ascending.
-    fn shape_of(&mut self, order: &OrderSpec) -> (Shape, Rc<[GpuModel]>) {
-        let number = self.model_set(order);
-        let shape = Shape {
-            models: number,
-            nodes: order.nodes,
-            gpus_per_node: order.gpus_per_node,
-        };
-        (shape, Rc::clone(&self.model_sets.accepted[number]))
-    }
-
-    /// The number of the order's model filter in this round.
-    fn model_set(&mut self, order: &OrderSpec) -> usize {
-        let sets = &mut self.model_sets;
-        // A round sees few distinct filters: scan them before any map lookup.
-        let recent = sets
-            .recent
-            .iter()
-            .find(|(vram, models, _)| *vram == order.min_vram_mib && *models == order.models);
-        if let Some(&(_, _, number)) = recent {
-            return number;
-        }
-        let by_models = sets.numbers.entry(order.min_vram_mib).or_default();
-        if let Some(&number) = by_models.get(order.models.as_slice()) {
-            return number;
-        }
-        let accepted: Rc<[GpuModel]> = self
-            .market
-            .indexes
-            .models
-            .keys()
-            .copied()
-            .filter(|m| order.accepts(*m))
-            .collect();
-        sets.accepted.push(accepted);
-        let number = sets.accepted.len() - 1;
-        by_models.insert(order.models.clone(), number);
-        if sets.recent.len() < ModelSets::RECENT {
-            sets.recent.push((order.min_vram_mib, order.models.clone(), number));
-        }
-        number
-    }
-
     /// The index entry of a node the round works with (only online nodes are indexed).
     fn entry(&self, id: NodeId) -> IndexEntry {
         self.market.nodes[&id]
@@ -598,14 +595,18 @@ impl Round<'_> {
         let g = order.gpus_per_node;
         let mut best: Option<(PricePerGpuHour, u32, SiteId, NodeId, GpuModel)> = None;
         for &model in models {
-            let Some(buckets) = self.free.by_model.get(&model) else {
+            let Some(buckets) = self.free.get(&model) else {
                 continue;
             };
             let gpus_w = u64::from(model.spec().tdp_w) * u64::from(g);
-            for (&free, nodes) in buckets.range(g..) {
+            for (&free, bucket) in buckets.range(g..) {
                 // Nothing in this bucket can beat the best at a higher ask.
                 let max_ask = best.map_or(order.max_price, |b| b.0.min(order.max_price));
-                let Some((ask, site, id)) = self.first_powered(order.tier, nodes, max_ask, g, gpus_w, refused) else {
+                if bucket.cheapest > max_ask {
+                    continue;
+                }
+                let Some((ask, site, id)) = self.first_powered(order.tier, &bucket.nodes, max_ask, g, gpus_w, refused)
+                else {
                     continue;
                 };
                 let candidate = (ask, free, site, id, model);
@@ -638,7 +639,8 @@ impl Round<'_> {
             if from > last {
                 return None;
             }
-            let &(ask, site, id) = nodes.range(from..=last).next()?;
+            // A half-open range descends the tree once, not once per end.
+            let &(ask, site, id) = nodes.range(from..).next().filter(|key| **key <= last)?;
             if self.filters(tier) {
                 let e = self.entry(id);
                 if !self.admits(tier, e.provider, e.model, u64::from(g)) {
@@ -696,7 +698,7 @@ impl Round<'_> {
                 if best.as_ref().is_some_and(|(b, _)| !b.0 && key.ask > b.1) {
                     break;
                 }
-                let pool = &self.whole.pools[key];
+                let pool = self.whole.pool(key).expect("gang pools have free whole nodes");
                 if pool.total < need || !self.admits(order.tier, key.provider, model, u64::from(need) * u64::from(g)) {
                     continue;
                 }
@@ -902,23 +904,23 @@ impl Round<'_> {
             let needed_w = self.need_w_taken(&entry, taken_before, count);
             *self.added_w.entry(entry.site).or_insert(0) += needed_w;
         }
-        if entry.whole() && taken_before == 0 && !self.hidden.contains_key(&id) {
-            self.whole.to_mut().remove(id, &entry);
+        // A hidden node (reserved, see `backfill`) is in none of the round's indexes.
+        let hidden = self.hidden.contains_key(&id);
+        if entry.whole() && taken_before == 0 && !hidden {
+            self.whole.remove(id, &entry);
         }
-        let taken = self.taken.entry(id).or_default();
         if self.clock.is_some() {
             self.round_ends.entry(id).or_default().push((count, self.current_ends));
         }
-        let hidden = self.hidden.contains_key(&id);
+        let taken = self.taken.entry(id).or_default();
         let picked: Vec<u32> = (0..node.spec.gpus)
             .filter(|i| node.owners[*i as usize].is_none() && !taken.contains(i))
             .take(count as usize)
             .collect();
         assert_eq!(picked.len(), count as usize, "node {id} has {count} GPUs to take");
         taken.extend(&picked);
-        // A hidden node (reserved, see `backfill`) is in none of the round's indexes.
         if !hidden {
-            self.free.to_mut().update(id, &entry, free_before, free_before - count);
+            self.free.update(id, &entry, free_before, free_before - count);
         }
         *self.taken_by_model.entry(entry.model).or_insert(0) += u64::from(count);
         if let Some(pool) = self.reserved.get(&(entry.provider, entry.model)) {
@@ -932,7 +934,7 @@ impl Round<'_> {
         if let Some(capacity) = capacity_before
             && !hidden
         {
-            self.reclaim.to_mut().update(id, &entry, capacity, capacity - count);
+            self.reclaim.update(id, &entry, capacity, capacity - count);
         }
         picked
     }
@@ -951,9 +953,10 @@ impl Round<'_> {
                 .capacity_on(alloc.node)
                 .expect("a node holding a reclaimable lease is in the reclaim index");
             *self.claimed_gpus.entry(alloc.node).or_insert(0) += held;
-            self.reclaim
-                .to_mut()
-                .update(alloc.node, &entry, capacity, capacity - held);
+            // A hidden node (reserved, see `backfill`) left the reclaim index already.
+            if !self.hidden.contains_key(&alloc.node) {
+                self.reclaim.update(alloc.node, &entry, capacity, capacity - held);
+            }
         }
     }
 
@@ -988,7 +991,11 @@ impl Round<'_> {
             let Some(buckets) = self.reclaim.by_model.get(model) else {
                 continue;
             };
-            runs.extend(buckets.range(g..).map(|(_, nodes)| nodes.range(..=last).peekable()));
+            runs.extend(
+                buckets
+                    .range(g..)
+                    .map(|(_, bucket)| bucket.nodes.range(..=last).peekable()),
+            );
         }
         let mut best: Option<(ReclaimScore, PricePerGpuHour, NodeId)> = None;
         let mut scored = 0;
@@ -1060,11 +1067,11 @@ impl Round<'_> {
         let mut best: Option<(GangReclaimScore, Reclaim)> = None;
         // A pool without reclaimable nodes cannot help: its free nodes alone did not fit the gang.
         for &model in models {
-            for (key, buckets) in self.reclaim.by_pool.range(pools_of(model, order.max_price)) {
+            for (key, buckets) in self.reclaim.pools_in(pools_of(model, order.max_price)) {
                 if !self.admits(order.tier, key.provider, model, need as u64 * u64::from(g)) {
                     continue;
                 }
-                let whole = self.whole.pools.get(&GangPoolKey {
+                let whole = self.whole.pool(&GangPoolKey {
                     model,
                     gpus: g,
                     ask: key.ask,
@@ -1180,7 +1187,8 @@ impl Round<'_> {
     }
 
     /// The first reason, in the order of [`Unplaced`]'s variants, that applies.
-    fn explain(&self, order: &OrderSpec, models: &[GpuModel], refused: Option<PowerRefusal>) -> Unplaced {
+    fn explain(&self, order: &OrderSpec, accepted: &Accepted, refused: Option<PowerRefusal>) -> Unplaced {
+        let models = accepted.models.as_slice();
         // `models` only holds models with an online node, so each is indexed.
         let indexed = || models.iter().filter_map(|m| self.market.indexes.models.get(m));
         if models.is_empty() {
@@ -1191,10 +1199,7 @@ impl Round<'_> {
         }
         let demand = Demand::of(order);
         let g = order.gpus_per_node;
-        let largest_node_gpus = indexed()
-            .filter_map(|m| m.sizes.last_key_value().map(|(k, _)| *k))
-            .max();
-        let largest_node_gpus = largest_node_gpus.expect("indexed models have nodes");
+        let largest_node_gpus = accepted.largest_node_gpus;
         if largest_node_gpus < g {
             return Unplaced::NodeTooSmall {
                 demand,
@@ -1208,8 +1213,7 @@ impl Round<'_> {
                 node_sizes: node_sizes.into_iter().collect(),
             };
         }
-        let cheapest_ask = indexed().filter_map(|m| m.by_ask.first().map(|(ask, _)| *ask)).min();
-        let cheapest_ask = cheapest_ask.expect("indexed models have nodes");
+        let cheapest_ask = accepted.cheapest_ask;
         if cheapest_ask > order.max_price {
             return Unplaced::AskAboveMaxPrice { demand, cheapest_ask };
         }
@@ -1257,13 +1261,13 @@ impl Round<'_> {
         if order.nodes == 1 {
             let most_free_on_one_node = models
                 .iter()
-                .filter_map(|m| self.free.by_model.get(m))
+                .filter_map(|m| self.free.get(m))
                 .filter_map(|buckets| {
                     // Buckets from the most free down; a bucket's first node is its cheapest.
                     buckets
                         .iter()
                         .rev()
-                        .find(|(_, nodes)| nodes.first().is_some_and(|(ask, _, _)| *ask <= order.max_price))
+                        .find(|(_, bucket)| bucket.cheapest <= order.max_price)
                 })
                 .map(|(free, _)| *free)
                 .max()
@@ -1281,7 +1285,8 @@ impl Round<'_> {
                 nodes_with_room += asks.range(..=order.max_price).map(|(_, n)| *n).sum::<u32>();
             }
             for key in self.whole.gang_pools.range(gang_pools_of(model, g, order.max_price)) {
-                most_in_one_pool = most_in_one_pool.max(self.whole.pools[key].total);
+                most_in_one_pool =
+                    most_in_one_pool.max(self.whole.pool(key).expect("gang pools have free whole nodes").total);
             }
         }
         // Pools of one node are not in `gang_pools`.

@@ -1,6 +1,6 @@
-//! The market's indexes of online nodes: nodes bucketed by free GPUs (what
-//! single-node placement searches) and by reclaimable capacity (what
-//! preemption searches), each by model and by pool; free whole nodes by pool,
+//! The market's indexes of online nodes: nodes bucketed by free GPUs by model
+//! (what single-node placement searches) and by reclaimable capacity by model
+//! and by pool (what preemption searches); free whole nodes by pool,
 //! node size and fabric domain (what gang placement searches); and per-model
 //! facts (asks, node sizes, totals) that the unplaced reasons and the market
 //! summary read.
@@ -89,44 +89,27 @@ pub(crate) type BucketKey = (PricePerGpuHour, SiteId, NodeId);
 /// the best node is one lookup per bucket.
 pub(crate) type Buckets = BTreeMap<u32, BTreeSet<BucketKey>>;
 
-/// Online nodes bucketed by one GPU count (free GPUs, or reclaimable
-/// capacity), by model and by pool. A clearing round copies it on its first
-/// change and updates the copy as it hands GPUs out.
+/// Online nodes bucketed by one GPU count, by model: what a single-node
+/// search reads. A clearing round reads it through a copy-on-write view (see
+/// `view.rs`) that copies only the buckets it changes.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct BucketIndex {
+pub(crate) struct ModelIndex {
     pub(crate) by_model: BTreeMap<GpuModel, Buckets>,
-    pub(crate) by_pool: BTreeMap<PoolKey, Buckets>,
 }
 
-impl BucketIndex {
+impl ModelIndex {
     /// Adds a node under `count` (nothing for zero: it has nothing to offer).
     pub(crate) fn insert(&mut self, id: NodeId, e: &IndexEntry, count: u32) {
-        if count == 0 {
-            return;
+        if count > 0 {
+            insert_bucketed(&mut self.by_model, e.model, count, (e.ask, e.site, id));
         }
-        let key = (e.ask, e.site, id);
-        self.by_model
-            .entry(e.model)
-            .or_default()
-            .entry(count)
-            .or_default()
-            .insert(key);
-        self.by_pool
-            .entry(PoolKey::of(e))
-            .or_default()
-            .entry(count)
-            .or_default()
-            .insert(key);
     }
 
     /// Removes a node that was inserted under `count`.
     pub(crate) fn remove(&mut self, id: NodeId, e: &IndexEntry, count: u32) {
-        if count == 0 {
-            return;
+        if count > 0 {
+            remove_bucketed(&mut self.by_model, e.model, count, (e.ask, e.site, id));
         }
-        let key = (e.ask, e.site, id);
-        remove_bucketed(&mut self.by_model, e.model, count, key);
-        remove_bucketed(&mut self.by_pool, PoolKey::of(e), count, key);
     }
 
     /// Moves a node from `before` to `after`.
@@ -136,6 +119,36 @@ impl BucketIndex {
             self.insert(id, e, after);
         }
     }
+}
+
+/// Online nodes bucketed by one GPU count (reclaimable capacity), by model
+/// and by pool: a gang's preemption search walks pools.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct BucketIndex {
+    pub(crate) by_model: ModelIndex,
+    pub(crate) by_pool: BTreeMap<PoolKey, Buckets>,
+}
+
+impl BucketIndex {
+    /// Adds a node under `count` (nothing for zero: it has nothing to offer).
+    pub(crate) fn insert(&mut self, id: NodeId, e: &IndexEntry, count: u32) {
+        if count > 0 {
+            self.by_model.insert(id, e, count);
+            insert_bucketed(&mut self.by_pool, PoolKey::of(e), count, (e.ask, e.site, id));
+        }
+    }
+
+    /// Removes a node that was inserted under `count`.
+    pub(crate) fn remove(&mut self, id: NodeId, e: &IndexEntry, count: u32) {
+        if count > 0 {
+            self.by_model.remove(id, e, count);
+            remove_bucketed(&mut self.by_pool, PoolKey::of(e), count, (e.ask, e.site, id));
+        }
+    }
+}
+
+fn insert_bucketed<K: Ord + Copy>(map: &mut BTreeMap<K, Buckets>, k: K, count: u32, key: BucketKey) {
+    map.entry(k).or_default().entry(count).or_default().insert(key);
 }
 
 /// Removes an entry, dropping emptied sets and maps so that ranges never walk empties.
@@ -223,32 +236,44 @@ impl WholeIndex {
     pub(crate) fn remove(&mut self, id: NodeId, e: &IndexEntry) {
         let key = GangPoolKey::of(e);
         let pool = self.pools.get_mut(&key).expect("whole node has its pool");
-        let domain = pool
-            .by_domain
-            .get_mut(&(e.site, e.domain))
-            .expect("whole node has its domain");
-        assert!(domain.remove(&id), "whole node {id} is in its domain");
-        let after = domain.len() as u32;
-        assert!(pool.by_count.remove(&(after + 1, e.site, e.domain)));
-        if after > 0 {
-            pool.by_count.insert((after, e.site, e.domain));
-        } else {
-            pool.by_domain.remove(&(e.site, e.domain));
-        }
-        pool.total -= 1;
+        pool.remove(id, e);
         if pool.total == 1 {
             self.gang_pools.remove(&key);
         } else if pool.total == 0 {
             self.pools.remove(&key);
         }
-        let asks = self.by_ask.get_mut(&(e.model, e.gpus)).expect("whole node is counted");
-        let count = asks.get_mut(&e.ask).expect("whole node is counted at its ask");
-        *count -= 1;
-        if *count == 0 {
-            asks.remove(&e.ask);
-            if asks.is_empty() {
-                self.by_ask.remove(&(e.model, e.gpus));
-            }
+        uncount_ask(&mut self.by_ask, e);
+    }
+}
+
+impl WholeNodes {
+    /// Removes a free whole node of this pool.
+    pub(crate) fn remove(&mut self, id: NodeId, e: &IndexEntry) {
+        let domain = self
+            .by_domain
+            .get_mut(&(e.site, e.domain))
+            .expect("whole node has its domain");
+        assert!(domain.remove(&id), "whole node {id} is in its domain");
+        let after = domain.len() as u32;
+        assert!(self.by_count.remove(&(after + 1, e.site, e.domain)));
+        if after > 0 {
+            self.by_count.insert((after, e.site, e.domain));
+        } else {
+            self.by_domain.remove(&(e.site, e.domain));
+        }
+        self.total -= 1;
+    }
+}
+
+/// Takes a free whole node out of [`WholeIndex::by_ask`].
+pub(crate) fn uncount_ask(by_ask: &mut BTreeMap<(GpuModel, u32), BTreeMap<PricePerGpuHour, u32>>, e: &IndexEntry) {
+    let asks = by_ask.get_mut(&(e.model, e.gpus)).expect("whole node is counted");
+    let count = asks.get_mut(&e.ask).expect("whole node is counted at its ask");
+    *count -= 1;
+    if *count == 0 {
+        asks.remove(&e.ask);
+        if asks.is_empty() {
+            by_ask.remove(&(e.model, e.gpus));
         }
     }
 }
@@ -267,8 +292,9 @@ pub(crate) struct ModelNodes {
 /// Every index of the market.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Indexes {
-    /// Keyed by free GPUs; nodes with none are absent.
-    pub(crate) free: BucketIndex,
+    /// Keyed by free GPUs; nodes with none are absent. By model only: no
+    /// search walks free GPUs by pool (gangs read the whole-node index).
+    pub(crate) free: ModelIndex,
     /// Keyed by free + reclaimable GPUs; only nodes with reclaimable GPUs.
     pub(crate) reclaim: BucketIndex,
     /// Only nodes with nothing running.

@@ -60,11 +60,16 @@
 //! # Performance
 //!
 //! Every mutation updates the indexes of the nodes it touches (a few B-tree
-//! operations) and the power drawn at its site; nothing is rebuilt per round. A
-//! round copies the free-GPU index and the whole-node index on its first
-//! placement (one entry per node with a free GPU), then costs per order a few
-//! B-tree lookups per accepted model and free-GPU count (nodes are ordered by
-//! ask, then site, so a site without power is skipped in one lookup); a gang
+//! operations, one node lookup per node) and the power drawn at its site;
+//! nothing is rebuilt per round. A round reads the market's indexes through
+//! copy-on-write views (`view.rs`): a free-GPU bucket (one model and free
+//! count), a reclaim pool or a gang pool is copied on the round's first change
+//! to it, so a round copies the few buckets and pools it places into, not the
+//! indexes of a fleet of 10,000 one-node providers. Per order it then costs a
+//! few B-tree lookups per accepted model and free-GPU count (nodes are ordered
+//! by ask, then site, so a site without power is skipped in one lookup; each
+//! bucket keeps its cheapest ask, so a bucket out of price is skipped without
+//! a lookup); a gang
 //! walks only the pools with at least two free whole nodes of its size within
 //! its price, and in each a domain index ordered by free whole nodes. Preemption looks up nodes by
 //! reclaimable capacity and scores at most
@@ -74,15 +79,18 @@
 //! only the nodes the previous one changed. An order whose
 //! shape (models, nodes, GPUs per node) already failed in the round at an
 //! equal or higher price skips the search: GPUs only get scarcer within a
-//! round. Orders with the same model list and VRAM floor share one filtered
-//! model list per round, and the reasons are gathered in service order and
-//! built into the plan's map once, sorted by id.
+//! round. An order's model filter (model list and VRAM floor) is numbered
+//! once, when the order is added; a round filters the models and gathers the
+//! reasons' per-model facts (largest node, cheapest ask) once per filter, and
+//! the reasons are gathered in service order and built into the plan's map
+//! once, sorted by id.
 
 mod clear;
 mod index;
 mod policy;
 mod reservation;
 mod unplaced;
+mod view;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
@@ -382,6 +390,39 @@ pub struct AskSummary {
 /// fair-share rank (less recent use first), then older id.
 type QueueKey = (Tier, Reverse<PricePerGpuHour>, u32, OrderId);
 
+/// A pending order with the number of its model filter.
+#[derive(Debug, Clone)]
+struct Queued {
+    spec: OrderSpec,
+    filter: u32,
+}
+
+/// Model filters numbered in the order first seen. A number is never reused
+/// or forgotten: the distinct filters are few (a VRAM floor and a list of
+/// catalog models), and a stable number lets a round keep one accepted-model
+/// list per filter in a vector.
+#[derive(Debug, Clone, Default)]
+struct Filters {
+    /// Number by VRAM floor, then model list.
+    numbers: BTreeMap<u32, BTreeMap<Vec<GpuModel>, u32>>,
+    /// `(VRAM floor, model list)` by number.
+    list: Vec<(u32, Vec<GpuModel>)>,
+}
+
+impl Filters {
+    fn number(&mut self, order: &OrderSpec) -> u32 {
+        let by_models = self.numbers.entry(order.min_vram_mib).or_default();
+        // Looked up by slice: adding an order with a known filter allocates nothing.
+        if let Some(&n) = by_models.get(order.models.as_slice()) {
+            return n;
+        }
+        let n = self.list.len() as u32;
+        self.list.push((order.min_vram_mib, order.models.clone()));
+        by_models.insert(order.models.clone(), n);
+        n
+    }
+}
+
 /// The market state. See the module documentation for the rules.
 #[derive(Debug, Clone, Default)]
 pub struct Market {
@@ -390,7 +431,11 @@ pub struct Market {
     orders: BTreeMap<OrderId, QueueKey>,
     /// Pending orders in service order, so a round never sorts, and walks them
     /// without a lookup per order.
-    queue: BTreeMap<QueueKey, OrderSpec>,
+    queue: BTreeMap<QueueKey, Queued>,
+    /// Every distinct model filter (VRAM floor, model list) a pending order
+    /// ever had, numbered once when the order is added, so that a round
+    /// groups orders by filter without comparing model lists.
+    filters: Filters,
     /// Fair-share rank per tenant (absent: 0, the front); see [`Market::set_share_rank`].
     share_rank: BTreeMap<TenantId, u32>,
     /// Pending orders per tenant, to re-rank them when the tenant's rank changes.
@@ -487,7 +532,8 @@ impl Market {
         let key = self.queue_key(&order);
         self.orders.insert(order.id, key);
         self.pending_by_tenant.entry(order.tenant).or_default().insert(order.id);
-        self.queue.insert(key, order);
+        let filter = self.filters.number(&order);
+        self.queue.insert(key, Queued { spec: order, filter });
     }
 
     fn queue_key(&self, order: &OrderSpec) -> QueueKey {
@@ -498,7 +544,7 @@ impl Market {
     /// Withdraws a pending order; returns it, or None if it was not pending.
     pub fn remove_order(&mut self, order: OrderId) -> Option<OrderSpec> {
         let key = self.orders.remove(&order)?;
-        let spec = self.queue.remove(&key).expect("a pending order is queued");
+        let spec = self.queue.remove(&key).expect("a pending order is queued").spec;
         if let Some(set) = self.pending_by_tenant.get_mut(&spec.tenant) {
             set.remove(&order);
             if set.is_empty() {
@@ -529,10 +575,10 @@ impl Market {
             .unwrap_or_default();
         for id in ids {
             let key = self.orders[&id];
-            let spec = self.queue.remove(&key).expect("a pending order is queued");
-            let new_key = self.queue_key(&spec);
+            let queued = self.queue.remove(&key).expect("a pending order is queued");
+            let new_key = self.queue_key(&queued.spec);
             self.orders.insert(id, new_key);
-            self.queue.insert(new_key, spec);
+            self.queue.insert(new_key, queued);
         }
     }
 
@@ -554,27 +600,6 @@ impl Market {
             "placement of order {} has no allocation",
             placement.order
         );
-        for alloc in &placement.allocations {
-            let node = self
-                .nodes
-                .get_mut(&alloc.node)
-                .unwrap_or_else(|| panic!("lease {lease}: unknown node {}", alloc.node));
-            for &gpu in &alloc.gpu_indices {
-                assert!(
-                    gpu < node.spec.gpus,
-                    "lease {lease}: node {} has no GPU {gpu}",
-                    alloc.node
-                );
-                let owner = &mut node.owners[gpu as usize];
-                assert!(
-                    owner.is_none(),
-                    "lease {lease}: GPU {gpu} of node {} is held by lease {}",
-                    alloc.node,
-                    owner.unwrap()
-                );
-                *owner = Some(lease);
-            }
-        }
         self.remove_order(placement.order);
         let started = Lease {
             id: lease,
@@ -592,8 +617,34 @@ impl Market {
         self.reserved_lease_changed(&started, 1);
         self.count_tenant_use(&started, 1);
         self.leases.insert(lease, started);
+        let Market {
+            nodes,
+            leases,
+            indexes,
+            sites,
+            reservations,
+            ..
+        } = self;
         for alloc in &placement.allocations {
-            self.refresh(alloc.node);
+            let node = nodes
+                .get_mut(&alloc.node)
+                .unwrap_or_else(|| panic!("lease {lease}: unknown node {}", alloc.node));
+            for &gpu in &alloc.gpu_indices {
+                assert!(
+                    gpu < node.spec.gpus,
+                    "lease {lease}: node {} has no GPU {gpu}",
+                    alloc.node
+                );
+                let owner = &mut node.owners[gpu as usize];
+                assert!(
+                    owner.is_none(),
+                    "lease {lease}: GPU {gpu} of node {} is held by lease {}",
+                    alloc.node,
+                    owner.unwrap()
+                );
+                *owner = Some(lease);
+            }
+            refresh_node(alloc.node, node, leases, indexes, sites, reservations);
         }
     }
 
@@ -652,12 +703,12 @@ impl Market {
     }
 
     pub fn order(&self, order: OrderId) -> Option<&OrderSpec> {
-        self.orders.get(&order).map(|key| &self.queue[key])
+        self.orders.get(&order).map(|key| &self.queue[key].spec)
     }
 
     /// Pending orders in service order.
     pub fn pending_orders(&self) -> impl Iterator<Item = &OrderSpec> {
-        self.queue.values()
+        self.queue.values().map(|q| &q.spec)
     }
 
     pub fn lease(&self, lease: LeaseId) -> Option<&Lease> {
@@ -718,79 +769,94 @@ impl Market {
 
     /// Brings the indexes and the site power in line with a node's current state.
     fn refresh(&mut self, id: NodeId) {
-        let node = &self.nodes[&id];
-        let held = node.owners.iter().flatten().count() as u64;
-        let drawn = Draw {
-            site: node.spec.site,
-            busy: held > 0,
-            gpus_w: held * u64::from(node.spec.model.spec().tdp_w),
-        };
-        let (old_drawn, old_entry) = (node.drawn, node.indexed);
-        let entry = self.entry_of(node);
-        if drawn == old_drawn && entry == old_entry {
-            return;
-        }
-        if drawn != old_drawn {
-            self.move_draw(old_drawn, drawn);
-        }
-        if entry != old_entry {
-            self.indexes.update(id, old_entry.as_ref(), entry.as_ref());
-            self.reserved_free_changed(old_entry.as_ref(), entry.as_ref());
-        }
-        let node = self.nodes.get_mut(&id).expect("refreshed node exists");
+        let Market {
+            nodes,
+            leases,
+            indexes,
+            sites,
+            reservations,
+            ..
+        } = self;
+        let node = nodes.get_mut(&id).expect("refreshed node exists");
+        refresh_node(id, node, leases, indexes, sites, reservations);
+    }
+}
+
+/// [`Market::refresh`] on a node already looked up.
+fn refresh_node(
+    id: NodeId,
+    node: &mut Node,
+    leases: &BTreeMap<LeaseId, Lease>,
+    indexes: &mut Indexes,
+    sites: &mut BTreeMap<SiteId, SiteState>,
+    reservations: &mut BTreeMap<(ProviderId, GpuModel), ReservedPool>,
+) {
+    let held = node.owners.iter().flatten().count() as u64;
+    let drawn = Draw {
+        site: node.spec.site,
+        busy: held > 0,
+        gpus_w: held * u64::from(node.spec.model.spec().tdp_w),
+    };
+    let entry = entry_of(node, leases);
+    if drawn != node.drawn {
+        move_draw(sites, node.drawn, drawn);
         node.drawn = drawn;
+    }
+    if entry != node.indexed {
+        indexes.update(id, node.indexed.as_ref(), entry.as_ref());
+        reservation::free_changed(reservations, node.indexed.as_ref(), entry.as_ref());
         node.indexed = entry;
     }
+}
 
-    /// Takes a node's old share of power from its old site and adds the new one.
-    fn move_draw(&mut self, old: Draw, new: Draw) {
-        let site = self.sites.get_mut(&old.site).expect("a node's site is known");
-        site.busy_nodes -= u64::from(old.busy);
-        site.gpus_w -= old.gpus_w;
-        if new.site != old.site {
-            site.nodes -= 1;
-            if site.nodes == 0 && site.spec.is_none() {
-                self.sites.remove(&old.site);
+/// Takes a node's old share of power from its old site and adds the new one.
+fn move_draw(sites: &mut BTreeMap<SiteId, SiteState>, old: Draw, new: Draw) {
+    let site = sites.get_mut(&old.site).expect("a node's site is known");
+    site.busy_nodes -= u64::from(old.busy);
+    site.gpus_w -= old.gpus_w;
+    if new.site != old.site {
+        site.nodes -= 1;
+        if site.nodes == 0 && site.spec.is_none() {
+            sites.remove(&old.site);
+        }
+        sites.entry(new.site).or_default().nodes += 1;
+    }
+    let site = sites.get_mut(&new.site).expect("just ensured");
+    site.busy_nodes += u64::from(new.busy);
+    site.gpus_w += new.gpus_w;
+}
+
+/// What a node contributes to the indexes: nothing while offline.
+fn entry_of(node: &Node, leases: &BTreeMap<LeaseId, Lease>) -> Option<IndexEntry> {
+    if !node.online {
+        return None;
+    }
+    // A lease usually holds a run of GPUs: look each run's lease up once.
+    let mut last: Option<(LeaseId, bool)> = None;
+    let mut reclaimable = 0;
+    for &lease_id in node.owners[..node.spec.gpus as usize].iter().flatten() {
+        let counts = match last {
+            Some((id, counts)) if id == lease_id => counts,
+            _ => {
+                let lease = &leases[&lease_id];
+                let counts = lease.tier == Tier::Spot || lease.stopping;
+                last = Some((lease_id, counts));
+                counts
             }
-            self.sites.entry(new.site).or_default().nodes += 1;
-        }
-        let site = self.sites.get_mut(&new.site).expect("just ensured");
-        site.busy_nodes += u64::from(new.busy);
-        site.gpus_w += new.gpus_w;
+        };
+        reclaimable += u32::from(counts);
     }
-
-    /// What a node contributes to the indexes: nothing while offline.
-    fn entry_of(&self, node: &Node) -> Option<IndexEntry> {
-        if !node.online {
-            return None;
-        }
-        // A lease usually holds a run of GPUs: look each run's lease up once.
-        let mut last: Option<(LeaseId, bool)> = None;
-        let mut reclaimable = 0;
-        for &lease_id in node.owners[..node.spec.gpus as usize].iter().flatten() {
-            let counts = match last {
-                Some((id, counts)) if id == lease_id => counts,
-                _ => {
-                    let lease = &self.leases[&lease_id];
-                    let counts = lease.tier == Tier::Spot || lease.stopping;
-                    last = Some((lease_id, counts));
-                    counts
-                }
-            };
-            reclaimable += u32::from(counts);
-        }
-        Some(IndexEntry {
-            model: node.spec.model,
-            ask: node.spec.ask,
-            provider: node.spec.provider,
-            site: node.spec.site,
-            domain: node.spec.domain,
-            gpus: node.spec.gpus,
-            free: node.free_gpus(),
-            reclaimable,
-            busy: node.owners.iter().any(Option::is_some),
-        })
-    }
+    Some(IndexEntry {
+        model: node.spec.model,
+        ask: node.spec.ask,
+        provider: node.spec.provider,
+        site: node.spec.site,
+        domain: node.spec.domain,
+        gpus: node.spec.gpus,
+        free: node.free_gpus(),
+        reclaimable,
+        busy: node.owners.iter().any(Option::is_some),
+    })
 }
 
 /// Keeps `owners` exactly `max(gpus, last held index + 1)` long.

@@ -207,23 +207,6 @@ impl Market {
         self.reservations.insert(key, pool);
     }
 
-    /// Follows a node's index change in its reserved pool's free GPUs.
-    pub(super) fn reserved_free_changed(&mut self, old: Option<&IndexEntry>, new: Option<&IndexEntry>) {
-        if self.reservations.is_empty() {
-            return;
-        }
-        if let Some(e) = old
-            && let Some(pool) = self.reservations.get_mut(&(e.provider, e.model))
-        {
-            pool.free -= u64::from(e.free);
-        }
-        if let Some(e) = new
-            && let Some(pool) = self.reservations.get_mut(&(e.provider, e.model))
-        {
-            pool.free += u64::from(e.free);
-        }
-    }
-
     /// Follows a lease's start (`sign` 1) or end (`-1`) in its pool's holders' counters.
     pub(super) fn reserved_lease_changed(&mut self, lease: &Lease, sign: i8) {
         if lease.reserved.is_empty() {
@@ -234,5 +217,26 @@ impl Market {
         {
             pool.count(lease, sign);
         }
+    }
+}
+
+/// Follows a node's index change in its reserved pool's free GPUs.
+pub(super) fn free_changed(
+    reservations: &mut BTreeMap<(ProviderId, GpuModel), ReservedPool>,
+    old: Option<&IndexEntry>,
+    new: Option<&IndexEntry>,
+) {
+    if reservations.is_empty() {
+        return;
+    }
+    if let Some(e) = old
+        && let Some(pool) = reservations.get_mut(&(e.provider, e.model))
+    {
+        pool.free -= u64::from(e.free);
+    }
+    if let Some(e) = new
+        && let Some(pool) = reservations.get_mut(&(e.provider, e.model))
+    {
+        pool.free += u64::from(e.free);
     }
 }

@@ -118,15 +118,15 @@ impl Round<'_> {
         let taken = self.taken_on(id);
         let free = entry.free - taken;
         if free > 0 {
-            self.free.to_mut().update(id, &entry, free, 0);
+            self.free.update(id, &entry, free, 0);
         }
         if entry.whole() && taken == 0 {
-            self.whole.to_mut().remove(id, &entry);
+            self.whole.remove(id, &entry);
         }
         if let Some(capacity) = self.capacity_on(id)
             && capacity > 0
         {
-            self.reclaim.to_mut().update(id, &entry, capacity, 0);
+            self.reclaim.update(id, &entry, capacity, 0);
         }
         self.reclaim_scores.get_mut().remove(&id);
         self.hidden.insert(id, start);
