@@ -126,6 +126,8 @@ pub enum ConfigError {
     EmptyField { node: String, field: &'static str },
     #[error("node name `{0}` is declared twice")]
     DuplicateNode(String),
+    #[error("site `{0}`: {1}")]
+    BadWindows(String, String),
     #[error("node `{node}`: site `{site}` is not one of the config's sites")]
     UnknownSite { node: String, site: String },
     #[error("site `{0}` is declared twice, or has an empty name or region")]
@@ -264,6 +266,8 @@ impl AgentConfig {
             if site.name.trim().is_empty() || site.region.trim().is_empty() || !site_names.insert(site.name.as_str()) {
                 return Err(ConfigError::BadSite(site.name.clone()));
             }
+            site.check_windows()
+                .map_err(|reason| ConfigError::BadWindows(site.name.clone(), reason))?;
         }
         let mut nodes: Vec<NodeSpec> = Vec::with_capacity(raw.nodes.len());
         for n in raw.nodes {

@@ -71,6 +71,7 @@ fn market(setup: &str) -> Market {
                     provider: ProviderId(words[2].strip_prefix('p').unwrap().parse().unwrap()),
                     power_budget_w: Some(value(3, "budget")),
                     node_overhead_w: value(4, "overhead") as u32,
+                    orbital: false,
                 });
             }
             "order" => {
@@ -86,6 +87,7 @@ fn market(setup: &str) -> Market {
                     nodes: nodes.parse().unwrap(),
                     gpus_per_node: gpus_per_node.parse().unwrap(),
                     duration_estimate_s: None,
+                    checkpointable: false,
                 };
                 for option in &words[5..] {
                     match option.split_once('=').unwrap() {

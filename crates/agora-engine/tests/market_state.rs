@@ -36,6 +36,7 @@ fn order(id: u64, tier: Tier, max: &str, nodes: u32, gpus_per_node: u32) -> Orde
         nodes,
         gpus_per_node,
         duration_estimate_s: None,
+        checkpointable: false,
     }
 }
 

@@ -41,6 +41,7 @@ fn order(id: u64, tenant: TenantId, nodes: u32) -> OrderSpec {
         nodes,
         gpus_per_node: 8,
         duration_estimate_s: None,
+        checkpointable: false,
     }
 }
 

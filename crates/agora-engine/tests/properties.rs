@@ -92,6 +92,7 @@ fn site_spec(id: u64, g: &SiteGen) -> SiteSpec {
         provider: ProviderId(1),
         power_budget_w: BUDGETS_W[g.budget],
         node_overhead_w: OVERHEADS_W[g.overhead],
+        orbital: false,
     }
 }
 
@@ -187,6 +188,7 @@ fn order_spec(id: u64, g: &OrderGen) -> OrderSpec {
         nodes: g.nodes,
         gpus_per_node: g.gpus_per_node,
         duration_estimate_s: None,
+        checkpointable: false,
     }
 }
 

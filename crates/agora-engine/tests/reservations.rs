@@ -48,6 +48,7 @@ fn order(id: u64, tenant: TenantId, tier: Tier, max: &str, nodes: u32, gpus_per_
         nodes,
         gpus_per_node,
         duration_estimate_s: None,
+        checkpointable: false,
     }
 }
 
@@ -272,4 +273,18 @@ proptest! {
             prop_assert_eq!(pool.free_gpus(), free);
         }
     }
+}
+
+#[test]
+fn a_spot_order_is_not_refused_for_what_on_demand_may_not_take() {
+    // The same shape fails on-demand (the free half is reserved) but fits as spot, in one round.
+    let mut m = market();
+    m.upsert_node(node(3, SMALL, "9.00"));
+    m.add_order(order(1, OTHER, Tier::OnDemand, "8.00", 1, 8));
+    m.add_order(order(2, OTHER, Tier::OnDemand, "8.00", 1, 8));
+    m.add_order(order(3, OTHER, Tier::Spot, "5.00", 1, 8));
+    let plan = m.clear();
+    let placed: Vec<OrderId> = plan.placements.iter().map(|p| p.order).collect();
+    assert_eq!(placed, vec![OrderId(1), OrderId(3)]);
+    assert_eq!(plan.placements[1].reserved, vec![ReservedUse { holder: LAB, gpus: 8 }]);
 }

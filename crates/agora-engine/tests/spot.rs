@@ -55,6 +55,7 @@ fn order(id: u64, tier: Tier, bid: &str, gpus: u32) -> OrderSpec {
         nodes: 1,
         gpus_per_node: gpus,
         duration_estimate_s: None,
+        checkpointable: false,
     }
 }
 
@@ -432,6 +433,7 @@ fn order_spec(id: u64, g: &OrderGen) -> OrderSpec {
         nodes: g.nodes,
         gpus_per_node: g.gpus_per_node,
         duration_estimate_s: None,
+        checkpointable: false,
     }
 }
 

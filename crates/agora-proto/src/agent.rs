@@ -49,6 +49,63 @@ pub struct SiteReport {
     /// What a node draws besides its GPUs while it runs anything.
     #[serde(default)]
     pub node_overhead_w: u32,
+    /// `terrestrial` (the default) or `orbital`: an orbital site runs and can
+    /// be reached only inside its `windows`, and takes only checkpointable work.
+    #[serde(default)]
+    pub kind: SiteKind,
+    /// Orbital sites: when the site is available, ascending and disjoint.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub windows: Vec<Window>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SiteKind {
+    #[default]
+    Terrestrial,
+    Orbital,
+}
+
+/// A span of time `[start_ms, end_ms)`, in ms since the Unix epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Window {
+    pub start_ms: i64,
+    pub end_ms: i64,
+}
+
+/// At most this many windows per orbital site in one report.
+pub const MAX_WINDOWS_PER_SITE: usize = 1024;
+
+impl SiteReport {
+    /// Why the site's kind and windows do not hold together, if they do not.
+    pub fn check_windows(&self) -> Result<(), String> {
+        match self.kind {
+            SiteKind::Terrestrial if !self.windows.is_empty() => {
+                Err("windows are for orbital sites; a terrestrial site is always available".into())
+            }
+            SiteKind::Terrestrial => Ok(()),
+            SiteKind::Orbital if self.windows.is_empty() => {
+                Err("an orbital site needs at least one availability window".into())
+            }
+            SiteKind::Orbital if self.windows.len() > MAX_WINDOWS_PER_SITE => {
+                Err(format!("at most {MAX_WINDOWS_PER_SITE} windows"))
+            }
+            SiteKind::Orbital => {
+                let mut previous_end = i64::MIN;
+                for (i, w) in self.windows.iter().enumerate() {
+                    if w.end_ms <= w.start_ms {
+                        return Err(format!("window {i} ends before it starts"));
+                    }
+                    if w.start_ms < previous_end {
+                        return Err(format!("window {i} overlaps or precedes the one before it"));
+                    }
+                    previous_end = w.end_ms;
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 /// One node as its agent reports it.

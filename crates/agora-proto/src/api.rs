@@ -244,6 +244,12 @@ pub struct SiteView {
     pub node_overhead_w: u32,
     pub nodes: u32,
     pub gpus: u32,
+    /// `terrestrial` or `orbital`.
+    #[serde(default)]
+    pub kind: crate::agent::SiteKind,
+    /// Whether it takes work now (an orbital site: inside a window, until a grace period before its end).
+    #[serde(default)]
+    pub available: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -15,13 +15,14 @@
 //!   # tasks: 10                 # batch only; default 1; 1..=10000
 //!   gpu_models: [h100, H200]    # optional; names or aliases of the GPU catalog; absent or [] = any
 //!   min_vram_gb: 40             # optional; GiB per GPU; 0..=4096; default 0 (no minimum)
-//! tier: on-demand               # on-demand | spot; default on-demand
-//! max_price_per_gpu_hour: 3.00  # required; decimal (number or string); > 0, ≤ 1000000, ≤ 6 decimals
+//! tier: on-demand               # reserved | on-demand | spot; default on-demand
+//! max_price_per_gpu_hour: 3.00  # required except for reserved; decimal (number or string); > 0, ≤ 1000000, ≤ 6 decimals
 //! duration: 1h30m               # optional estimate: seconds (5400) or "90s", "30m", "2h", "1h30m", "1d"
 //! command: bash                 # required; non-empty; ≤ 4096 bytes
 //! args: ["-c", "echo $CUDA_VISIBLE_DEVICES"]   # optional; ≤ 1024 items of ≤ 64 KiB
 //! env: {FOO: bar, EPOCHS: 3}    # optional; ≤ 256 variables; values ≤ 64 KiB
 //! workdir: /tmp                 # optional; non-empty; ≤ 4096 bytes
+//! checkpointable: true          # optional; default false; the job survives a stop and restart (orbital sites take only such work)
 //! ```
 //!
 //! Rules beyond the comments above:
@@ -137,6 +138,10 @@ pub struct Manifest {
     pub env: BTreeMap<String, String>,
     #[serde(default)]
     pub workdir: Option<String>,
+    /// The job saves its progress and resumes after a stop: orbital sites,
+    /// which stop work before each availability window closes, take only such work.
+    #[serde(default)]
+    pub checkpointable: bool,
 }
 
 /// What a job asks for.

@@ -60,6 +60,7 @@ fn training_manifest_with_aliases() {
         ],
         env,
         workdir: Some("/workspace".into()),
+        checkpointable: false,
     };
     assert_eq!(m, expected);
     assert_eq!(m.total_gpus(), 16);

@@ -204,6 +204,7 @@ fn manifest() -> impl Strategy<Value = Manifest> {
                 args,
                 env,
                 workdir,
+                checkpointable: false,
             },
         )
 }

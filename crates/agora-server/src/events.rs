@@ -10,7 +10,7 @@
 
 use agora_engine::market::{CapMode, Placement, Policies};
 use agora_proto::Manifest;
-use agora_proto::agent::InventorySource;
+use agora_proto::agent::{InventorySource, SiteKind, Window};
 use agora_types::{
     AgentId, ContractId, DomainId, GpuModel, JobId, LeaseId, Micros, NodeId, OrderId, PricePerGpuHour, ProviderId,
     SiteId, TenantId, UnixMs,
@@ -31,6 +31,8 @@ pub enum StopReason {
     PeerFailed,
     /// Reserved work beyond what its tenant still holds after a contract ended; requeued.
     ReservationEnded,
+    /// Its orbital site's availability window is about to close; requeued.
+    WindowClosing,
 }
 
 impl StopReason {
@@ -41,6 +43,7 @@ impl StopReason {
             StopReason::InsufficientFunds => "insufficient_funds",
             StopReason::PeerFailed => "peer_failed",
             StopReason::ReservationEnded => "reservation_ended",
+            StopReason::WindowClosing => "window_closing",
         }
     }
 }
@@ -137,6 +140,16 @@ pub enum Event {
         region: String,
         power_budget_w: Option<u64>,
         node_overhead_w: u32,
+        #[serde(default)]
+        kind: SiteKind,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        windows: Vec<Window>,
+        at: UnixMs,
+    },
+    /// An orbital site's window opened or (a grace period before its end) closed.
+    SiteWindow {
+        site: SiteId,
+        open: bool,
         at: UnixMs,
     },
     NodeReported {
@@ -261,6 +274,7 @@ impl Event {
             | Event::ToppedUp { at, .. }
             | Event::AgentRegistered { at, .. }
             | Event::SiteReported { at, .. }
+            | Event::SiteWindow { at, .. }
             | Event::NodeReported { at, .. }
             | Event::JobSubmitted { at, .. }
             | Event::CancelRequested { at, .. }

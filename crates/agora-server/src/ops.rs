@@ -8,6 +8,7 @@ use agora_engine::lifecycle::{LeaseState, OrderState};
 use agora_engine::market::OrderSpec;
 use agora_ledger::Account;
 use agora_proto::Manifest;
+use agora_proto::agent::SiteKind;
 use agora_proto::agent::{
     Heartbeat, HeartbeatResponse, LaunchSpec, PartEvent, PartRef, RegisterAgent, RegisterResponse, StopOrder,
 };
@@ -16,7 +17,7 @@ use agora_proto::api::{
     LogsResponse, MarketView, ModelMarket, NodeView, PartView, ProviderView, SiteView, TaskView, TenantView,
 };
 use agora_store::{LogRecord, LogStream};
-use agora_types::{AgentId, JobId, JobKind, LeaseId, Micros, PricePerGpuHour, ProviderId, TenantId, UnixMs};
+use agora_types::{AgentId, JobId, JobKind, LeaseId, Micros, PricePerGpuHour, ProviderId, SiteId, TenantId, UnixMs};
 
 use crate::auth::{Principal, new_token, token_sha256};
 use crate::core::Txn;
@@ -481,6 +482,8 @@ pub fn sites(txn: &Txn<'_>, provider: Option<ProviderId>) -> Vec<SiteView> {
                 node_overhead_w: s.node_overhead_w,
                 nodes: nodes.len() as u32,
                 gpus: nodes.iter().map(|n| n.gpus).sum(),
+                kind: s.kind,
+                available: s.window_open,
             }
         })
         .collect()
@@ -575,6 +578,8 @@ pub fn register_agent(
                 format!("duplicate site name `{}`", site.name),
             ));
         }
+        site.check_windows()
+            .map_err(|m| ApiError::invalid(format!("sites[{i}].windows"), m))?;
         if site.power_budget_kw.is_some_and(|kw| kw == 0 || kw > MAX_SITE_POWER_KW) {
             return Err(ApiError::invalid(
                 format!("sites[{i}].power_budget_kw"),
@@ -665,6 +670,8 @@ pub fn register_agent(
             region: DEFAULT_SITE.into(),
             power_budget_kw: None,
             node_overhead_w: 0,
+            kind: agora_proto::agent::SiteKind::Terrestrial,
+            windows: Vec::new(),
         });
     }
     for site in sites {
@@ -675,6 +682,8 @@ pub fn register_agent(
             cur.region == site.region
                 && cur.power_budget_w == power_budget_w
                 && cur.node_overhead_w == site.node_overhead_w
+                && cur.kind == site.kind
+                && cur.windows == site.windows
         });
         if !unchanged {
             txn.emit(Event::SiteReported {
@@ -684,6 +693,8 @@ pub fn register_agent(
                 region: site.region,
                 power_budget_w,
                 node_overhead_w: site.node_overhead_w,
+                kind: site.kind,
+                windows: site.windows,
                 at: txn.now,
             });
         }
@@ -1020,6 +1031,7 @@ pub fn tick(txn: &mut Txn<'_>) {
         rank_tenants(txn);
     }
     crate::contracts::tick(txn);
+    orbital_windows(txn);
     clearing_round(txn);
     compute_health(txn);
     settle_and_check_funds(txn);
@@ -1252,6 +1264,52 @@ fn settle_and_check_funds(txn: &mut Txn<'_>) {
             }
         } else {
             txn.vol.warned.remove(&id);
+        }
+    }
+}
+
+/// Orbital sites: available inside their windows, stopping `stop_grace_ms`
+/// before a window closes so that work gets its grace signal while the site
+/// can still be reached. Crossing either edge is an event; at the closing one
+/// the site's running leases are stopped (and requeued, as preemption is).
+fn orbital_windows(txn: &mut Txn<'_>) {
+    let now = txn.now;
+    let grace = txn.cfg.stop_grace_ms as i64;
+    let changes: Vec<(SiteId, bool)> = txn
+        .ex
+        .sites
+        .values()
+        .filter(|s| s.kind == SiteKind::Orbital)
+        .filter_map(|s| {
+            let open = s
+                .windows
+                .iter()
+                .any(|w| w.start_ms <= now.0 && now.0 < w.end_ms - grace);
+            (open != s.window_open).then_some((s.id, open))
+        })
+        .collect();
+    for (site, open) in changes {
+        tracing::info!(%site, open, "orbital site window");
+        txn.emit(Event::SiteWindow { site, open, at: now });
+        if open {
+            continue;
+        }
+        let on_site: Vec<LeaseId> = txn
+            .ex
+            .live_leases
+            .iter()
+            .filter(|id| {
+                let l = &txn.ex.leases[id];
+                l.state != LeaseState::Stopping && l.parts.iter().any(|p| txn.ex.nodes[&p.node].site == site)
+            })
+            .copied()
+            .collect();
+        for lease in on_site {
+            txn.emit(Event::StopRequested {
+                lease,
+                reason: StopReason::WindowClosing,
+                at: now,
+            });
         }
     }
 }

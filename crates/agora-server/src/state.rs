@@ -12,7 +12,7 @@ use agora_engine::lifecycle::{JobState, LeaseState, OrderState};
 use agora_engine::market::{Allocation, Market, NodeSpec, OrderSpec, Placement, ReservedUse, SiteSpec};
 use agora_ledger::{Account, Ledger, TransferId};
 use agora_proto::Manifest;
-use agora_proto::agent::InventorySource;
+use agora_proto::agent::{InventorySource, SiteKind, Window};
 use agora_types::{
     AgentId, ContractId, DomainId, GpuModel, JobId, JobKind, LeaseId, Micros, NodeId, OrderId, PricePerGpuHour,
     ProviderId, SiteId, TenantId, Tier, UnixMs,
@@ -77,6 +77,19 @@ pub struct Site {
     pub region: String,
     pub power_budget_w: Option<u64>,
     pub node_overhead_w: u32,
+    #[serde(default)]
+    pub kind: SiteKind,
+    /// Orbital sites: when they are available.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub windows: Vec<Window>,
+    /// Whether the site is available now: always for a terrestrial site; for
+    /// an orbital one, inside a window (until a grace period before its end).
+    #[serde(default = "available")]
+    pub window_open: bool,
+}
+
+fn available() -> bool {
+    true
 }
 
 impl Site {
@@ -86,6 +99,7 @@ impl Site {
             provider: self.provider,
             power_budget_w: self.power_budget_w,
             node_overhead_w: self.node_overhead_w,
+            orbital: self.kind == SiteKind::Orbital,
         }
     }
 }
@@ -259,7 +273,7 @@ impl Exchange {
                 site: n.site,
                 domain: n.domain,
             });
-            ex.market.set_node_online(n.id, n.online);
+            ex.market.set_node_online(n.id, n.online && ex.site_open(n.site));
         }
         ex.market.set_policies(ex.rules.policies);
         for (tenant, rank) in &ex.share_ranks {
@@ -458,8 +472,15 @@ impl Exchange {
                 region,
                 power_budget_w,
                 node_overhead_w,
+                kind,
+                windows,
                 ..
             } => {
+                // An orbital site opens by a `SiteWindow` event; a re-reported one keeps its state.
+                let window_open = match self.sites.get(site) {
+                    Some(old) if *kind == SiteKind::Orbital => old.window_open,
+                    _ => *kind == SiteKind::Terrestrial,
+                };
                 let s = Site {
                     id: *site,
                     provider: *provider,
@@ -467,6 +488,9 @@ impl Exchange {
                     region: region.clone(),
                     power_budget_w: *power_budget_w,
                     node_overhead_w: *node_overhead_w,
+                    kind: *kind,
+                    windows: windows.clone(),
+                    window_open,
                 };
                 self.market.upsert_site(s.spec());
                 self.site_by_name.insert((*provider, name.clone()), *site);
@@ -524,7 +548,20 @@ impl Exchange {
                     site: *site,
                     domain: *domain,
                 });
-                self.market.set_node_online(*node, true);
+                let open = self.site_open(*site);
+                self.market.set_node_online(*node, open);
+            }
+            Event::SiteWindow { site, open, .. } => {
+                self.sites.get_mut(site).expect("known site").window_open = *open;
+                let nodes: Vec<(NodeId, bool)> = self
+                    .nodes
+                    .values()
+                    .filter(|n| n.site == *site)
+                    .map(|n| (n.id, n.online))
+                    .collect();
+                for (node, online) in nodes {
+                    self.market.set_node_online(node, online && *open);
+                }
             }
             Event::JobSubmitted {
                 job,
@@ -602,11 +639,19 @@ impl Exchange {
         }
     }
 
+    /// Marks a node online or offline; the market offers it only while its site is available too.
     fn set_node_online(&mut self, node: NodeId, online: bool) {
         if let Some(n) = self.nodes.get_mut(&node) {
             n.online = online;
-            self.market.set_node_online(node, online);
+            let site = n.site;
+            let open = self.site_open(site);
+            self.market.set_node_online(node, online && open);
         }
+    }
+
+    /// Whether a site is available now (unknown sites are).
+    pub fn site_open(&self, site: SiteId) -> bool {
+        self.sites.get(&site).is_none_or(|s| s.window_open)
     }
 
     fn apply_submit(&mut self, job: JobId, tenant: TenantId, manifest: &Manifest, first_order: OrderId, at: UnixMs) {
@@ -632,6 +677,7 @@ impl Exchange {
                 nodes,
                 gpus_per_node: r.gpus_per_node,
                 duration_estimate_s: manifest.duration_estimate_s,
+                checkpointable: manifest.checkpointable,
             };
             self.market.add_order(spec.clone());
             self.orders.insert(
@@ -789,7 +835,9 @@ impl Exchange {
         } else {
             match l.stop_reason {
                 Some(StopReason::Cancelled) => LeaseState::Cancelled,
-                Some(StopReason::Preempted) | Some(StopReason::ReservationEnded) => LeaseState::Preempted,
+                Some(StopReason::Preempted | StopReason::ReservationEnded | StopReason::WindowClosing) => {
+                    LeaseState::Preempted
+                }
                 Some(StopReason::InsufficientFunds) | Some(StopReason::PeerFailed) | None => LeaseState::Failed,
             }
         };

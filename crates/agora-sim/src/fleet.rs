@@ -54,6 +54,7 @@ impl Fleet {
                 provider: s.provider,
                 power_budget_w: s.power_budget_w,
                 node_overhead_w: s.node_overhead_w,
+                orbital: false,
             });
         }
         for n in &self.nodes {

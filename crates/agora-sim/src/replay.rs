@@ -78,6 +78,7 @@ pub fn replay(jobs: &[TraceJob], nodes: u32, gpus_per_node: u32, timing: Timing)
         provider: ProviderId(1),
         power_budget_w: None,
         node_overhead_w: 0,
+        orbital: false,
     });
     for i in 0..nodes {
         market.upsert_node(NodeSpec {
@@ -108,6 +109,7 @@ pub fn replay(jobs: &[TraceJob], nodes: u32, gpus_per_node: u32, timing: Timing)
             nodes: n,
             gpus_per_node: per,
             duration_estimate_s: None,
+            checkpointable: false,
         }
     };
     let mut started_at: Vec<Option<u64>> = vec![None; jobs.len()];

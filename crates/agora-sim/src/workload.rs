@@ -90,6 +90,7 @@ pub fn orders(rng: &mut SplitMix64, mix: &Mix, count: usize, first: u64) -> Vec<
                 nodes,
                 gpus_per_node,
                 duration_estimate_s: None,
+                checkpointable: false,
             }
         })
         .collect()

@@ -603,8 +603,14 @@ fn print_sites(conn: &Conn, sites: &[agora_proto::api::SiteView]) -> anyhow::Res
         "budget kW",
         "used kW",
         "headroom kW",
+        "kind",
+        "available",
     ]);
     for s in sites {
+        let kind = match s.kind {
+            agora_proto::agent::SiteKind::Terrestrial => "terrestrial",
+            agora_proto::agent::SiteKind::Orbital => "orbital",
+        };
         t.add_row(vec![
             s.provider.to_string(),
             s.name.clone(),
@@ -614,6 +620,8 @@ fn print_sites(conn: &Conn, sites: &[agora_proto::api::SiteView]) -> anyhow::Res
             kw(s.power_budget_w),
             kw(Some(s.power_used_w)),
             kw(s.power_headroom_w),
+            kind.to_string(),
+            if s.available { "yes" } else { "no" }.to_string(),
         ]);
     }
     println!("{t}");

@@ -80,6 +80,8 @@ pub(super) fn clear(market: &Market, clock: Option<UnixMs>, eligible: impl Fn(&O
             models: queued.filter,
             nodes: order.nodes,
             gpus_per_node: order.gpus_per_node,
+            checkpointable: order.checkpointable,
+            tier: order.tier,
         };
         let reason = if order.tier == Tier::Reserved {
             round.serve_reserved(order, &mut plan)
@@ -151,6 +153,10 @@ struct Shape {
     models: u32,
     nodes: u32,
     gpus_per_node: u32,
+    /// Orbital sites take only checkpointable work, so it searches more nodes.
+    checkpointable: bool,
+    /// Tiers see different capacity: on-demand work never takes idle reserved GPUs, spot work may.
+    tier: Tier,
 }
 
 /// The state of a round in progress: the market as it was, plus what this
@@ -218,6 +224,8 @@ struct Round<'m> {
 #[derive(Debug, Clone, Copy)]
 struct Current {
     tenant: TenantId,
+    /// Orbital sites take only checkpointable work.
+    checkpointable: bool,
     /// The policies may refuse or reorder its candidates, so searches for it
     /// neither use nor feed the round's per-shape failure memory.
     personal: bool,
@@ -418,6 +426,7 @@ impl Round<'_> {
         let floored = p.small_tenant_floor_bps > 0 && total_after >= p.small_tenant_gpus;
         self.current = Some(Current {
             tenant: order.tenant,
+            checkpointable: order.checkpointable,
             personal: order.tier != Tier::Reserved && (capped || floored),
         });
         self.policy_refusal.set(None);
@@ -488,6 +497,13 @@ impl Round<'_> {
         if self.policy_refusal.get().is_none() {
             self.policy_refusal.set(Some(r));
         }
+    }
+
+    /// Whether the current order may run at a site: an orbital site takes only checkpointable work.
+    fn site_ok(&self, site: SiteId) -> bool {
+        self.market.orbital_sites.is_empty()
+            || self.current.is_some_and(|c| c.checkpointable)
+            || !self.market.orbital_sites.contains(&site)
     }
 
     /// Whether [`Round::admits`] can refuse anything for this tier in this round.
@@ -641,6 +657,10 @@ impl Round<'_> {
             }
             // A half-open range descends the tree once, not once per end.
             let &(ask, site, id) = nodes.range(from..).next().filter(|key| **key <= last)?;
+            if !self.site_ok(site) {
+                from = next_site(ask, site);
+                continue;
+            }
             if self.filters(tier) {
                 let e = self.entry(id);
                 if !self.admits(tier, e.provider, e.model, u64::from(g)) {
@@ -757,6 +777,9 @@ impl Round<'_> {
 
         // One domain: the first with enough free whole nodes, fewest first.
         for &(count, site, domain) in pool.by_count.range((need, SiteId(0), DomainId(0))..) {
+            if !self.site_ok(site) {
+                continue;
+            }
             if powered(site).is_none_or(|p| p >= u64::from(need)) {
                 return Some(DomainPick {
                     nodes: nodes_of(site, domain, need),
@@ -768,7 +791,15 @@ impl Round<'_> {
         }
 
         // Several domains: the fullest first (lowest site and domain among equals).
-        let mut order: Vec<(u32, SiteId, DomainId)> = pool.by_count.iter().copied().collect();
+        let mut order: Vec<(u32, SiteId, DomainId)> = pool
+            .by_count
+            .iter()
+            .copied()
+            .filter(|&(_, site, _)| self.site_ok(site))
+            .collect();
+        if order.iter().map(|(count, _, _)| u64::from(*count)).sum::<u64>() < u64::from(need) {
+            return None;
+        }
         order.sort_by_key(|&(count, site, domain)| (Reverse(count), site, domain));
         let mut takes: Vec<(SiteId, DomainId, u32)> = Vec::new();
         let mut remaining = need;
@@ -1009,7 +1040,10 @@ impl Round<'_> {
             else {
                 break;
             };
-            let &(ask, _, id) = runs[run].next().expect("peeked");
+            let &(ask, site, id) = runs[run].next().expect("peeked");
+            if !self.site_ok(site) {
+                continue;
+            }
             if self.filters(order.tier) {
                 let e = self.entry(id);
                 if !self.admits(order.tier, e.provider, e.model, u64::from(g)) {
@@ -1078,13 +1112,19 @@ impl Round<'_> {
                     provider: key.provider,
                 });
                 let with_room: Vec<NodeId> = whole.map_or_else(Vec::new, |w| {
-                    w.by_domain.values().flatten().copied().take(need).collect()
+                    w.by_domain
+                        .iter()
+                        .filter(|((site, _), _)| self.site_ok(*site))
+                        .flat_map(|(_, nodes)| nodes.iter().copied())
+                        .take(need)
+                        .collect()
                 });
                 // Only nodes of exactly the gang's size; their capacity is then at most g.
                 let reclaimable: Vec<NodeId> = buckets
                     .get(&g)
                     .into_iter()
                     .flatten()
+                    .filter(|&&(_, site, _)| self.site_ok(site))
                     .map(|&(_, _, id)| id)
                     .filter(|&id| self.entry(id).gpus == g && !with_room.contains(&id))
                     .take(RECLAIM_CANDIDATES.max(need))

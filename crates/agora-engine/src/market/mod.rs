@@ -132,6 +132,10 @@ pub struct SiteSpec {
     pub power_budget_w: Option<u64>,
     /// What a node draws besides its GPUs (CPUs, memory, NICs, fans) while it runs any lease.
     pub node_overhead_w: u32,
+    /// An orbital site takes only checkpointable orders. (Its availability
+    /// windows are the caller's: it takes the site's nodes offline outside them.)
+    #[serde(default)]
+    pub orbital: bool,
 }
 
 /// A site's power now, for the API.
@@ -167,6 +171,9 @@ pub struct OrderSpec {
     /// reserved start. None: unknown (never backfilled into a reservation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_estimate_s: Option<u64>,
+    /// The work survives a stop and restart: only such work runs at orbital sites.
+    #[serde(default)]
+    pub checkpointable: bool,
 }
 
 impl OrderSpec {
@@ -449,6 +456,8 @@ pub struct Market {
     policies: Policies,
     /// GPUs held per tenant, for the policies.
     tenant_use: BTreeMap<TenantId, TenantUse>,
+    /// Sites that take only checkpointable orders.
+    orbital_sites: BTreeSet<SiteId>,
 }
 
 impl Market {
@@ -492,6 +501,11 @@ impl Market {
     /// Adds or changes a site's power facts. A lowered budget ends no lease:
     /// the site just takes no placement until its use falls under the budget.
     pub fn upsert_site(&mut self, spec: SiteSpec) {
+        if spec.orbital {
+            self.orbital_sites.insert(spec.id);
+        } else {
+            self.orbital_sites.remove(&spec.id);
+        }
         self.sites.entry(spec.id).or_default().spec = Some(spec);
     }
 

@@ -24,6 +24,7 @@ const TOP_FIELDS: &[&str] = &[
     "args",
     "env",
     "workdir",
+    "checkpointable",
 ];
 const RESOURCE_FIELDS: &[&str] = &["gpus_per_node", "nodes", "tasks", "gpu_models", "min_vram_gb"];
 
@@ -129,6 +130,11 @@ pub(super) fn lower(doc: &Yaml) -> Result<(Manifest, Lines), ManifestError> {
         Some(field) => env(&field, &mut lines)?,
     };
     let workdir = top.optional("workdir").map(|f| f.text()).transpose()?;
+    let checkpointable = top
+        .optional("checkpointable")
+        .map(|f| f.flag())
+        .transpose()?
+        .unwrap_or(false);
     let manifest = Manifest {
         name,
         kind,
@@ -140,6 +146,7 @@ pub(super) fn lower(doc: &Yaml) -> Result<(Manifest, Lines), ManifestError> {
         args,
         env,
         workdir,
+        checkpointable,
     };
     Ok((manifest, lines))
 }
@@ -418,6 +425,14 @@ impl Field<'_> {
             Value::Scalar(s) => Ok(s.text.clone()),
             Value::Null => Err(self.error("must have a value")),
             other => Err(self.error(format!("must be text, found {}", other.describe()))),
+        }
+    }
+
+    /// A YAML boolean (`true` or `false`).
+    fn flag(&self) -> Result<bool, ManifestError> {
+        match &self.node.value {
+            Value::Scalar(s) if s.kind == ScalarKind::Bool => Ok(s.text == "true"),
+            other => Err(self.error(format!("must be true or false, found {}", other.describe()))),
         }
     }
 

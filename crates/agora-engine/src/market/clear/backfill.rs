@@ -79,7 +79,11 @@ impl Round<'_> {
             for &(ask, id) in m.by_ask.range(..=(order.max_price, NodeId(u64::MAX))) {
                 let e = self.entry(id);
                 let fits = if need == 1 { e.gpus >= g } else { e.gpus == g };
-                if !fits || self.hidden.contains_key(&id) || !self.admits(order.tier, e.provider, model, u64::from(g)) {
+                if !fits
+                    || self.hidden.contains_key(&id)
+                    || !self.site_ok(e.site)
+                    || !self.admits(order.tier, e.provider, model, u64::from(g))
+                {
                     continue;
                 }
                 let wanted = if need == 1 { g } else { e.gpus };
@@ -145,6 +149,7 @@ impl Round<'_> {
         for (&id, &start) in &self.hidden {
             let e = self.entry(id);
             if start < ends
+                || !self.site_ok(e.site)
                 || e.ask > order.max_price
                 || !models.contains(&e.model)
                 || !self.admits(order.tier, e.provider, e.model, u64::from(g))
