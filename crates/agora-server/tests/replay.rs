@@ -80,8 +80,53 @@ async fn replay_and_snapshots_rebuild_the_live_state() {
     agent.beat(&core).await;
     rounds().await;
 
-    let (live, live_plan, applied) = core
-        .call(|t| (t.ex.snapshot(), t.ex.market.clear(), t.ex.applied))
+    // A reservation contract: reserved work on it, charges whether used or not.
+    let lab = core
+        .call(|t| ops::create_tenant(t, "lab", Micros::from_units(1000)))
+        .await
+        .unwrap()
+        .unwrap()
+        .0;
+    let contract = core
+        .call(move |t| {
+            agora_server::contracts::create(
+                t,
+                Principal::Tenant(lab),
+                agora_proto::api::CreateContract {
+                    tenant: None,
+                    provider,
+                    model: "h100".into(),
+                    gpus: 4,
+                    start_ms: None,
+                    duration_s: 3600,
+                    price_per_gpu_hour: None,
+                },
+            )
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let reserved = submit(
+        &core,
+        lab,
+        "name: mine\nkind: training\nresources:\n  gpus_per_node: 4\ntier: reserved\ncommand: 'true'\n",
+    )
+    .await;
+    rounds().await;
+    agent.beat(&core).await;
+    agent.beat(&core).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    rounds().await;
+
+    let (live, live_plan, applied, live_reservations) = core
+        .call(|t| {
+            (
+                t.ex.snapshot(),
+                t.ex.market.clear(),
+                t.ex.applied,
+                t.ex.market.reservations().clone(),
+            )
+        })
         .await
         .unwrap();
     let live_ex = Exchange::restore(&live).unwrap();
@@ -94,6 +139,16 @@ async fn replay_and_snapshots_rebuild_the_live_state() {
     assert_eq!(live_ex.jobs[&od].state.as_str(), "succeeded");
     assert_eq!(live_ex.jobs[&never].state.as_str(), "cancelled");
     assert!(live_ex.ledger.journal().iter().any(|t| t.kind.as_str() == "settle"));
+    assert_eq!(live_ex.jobs[&reserved].state.as_str(), "running");
+    assert!(
+        live_ex
+            .ledger
+            .contract_charges(contract.id)
+            .is_some_and(|c| c.charged > Micros::ZERO),
+        "the contract was charged"
+    );
+    let h100 = agora_types::GpuModel::resolve("h100").unwrap();
+    assert_eq!(live_reservations[&(provider, h100)].holders()[&lab].used, 4);
 
     // A second reader of the same database while the server still runs.
     let store = SqliteStore::open(&dir.path().join("agora.db")).unwrap();
@@ -123,6 +178,7 @@ async fn replay_and_snapshots_rebuild_the_live_state() {
             live_plan,
             "{how}: the rebuilt market decides differently"
         );
+        assert_eq!(ex.market.reservations(), &live_reservations, "{how}");
     }
     server.stop().await;
 }
