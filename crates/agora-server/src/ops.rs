@@ -1149,6 +1149,10 @@ fn clearing_round(txn: &mut Txn<'_>) {
         });
     }
     crate::spot::preempt_outbid(txn);
+    if txn.ex.applied != before {
+        // What the API shows is the market after this round's placements and stops.
+        crate::spot::price(txn);
+    }
     txn.vol.pending_reasons = reasons;
     // Only a round that changed nothing is a fixed point: one that placed or
     // preempted may have dropped parts of its plan (funds), which held GPUs

@@ -93,21 +93,21 @@ pub(crate) async fn run(command: ContractCommand) -> anyhow::Result<u8> {
                 price_per_gpu_hour: price,
             };
             let c: ContractView = client(&conn)?.post("/api/v1/contracts", &req).await?;
-            print(&conn, &[c])
+            print(&conn, &[c], false)
         }
         ContractCommand::List { conn } => {
             let list: Vec<ContractView> = client(&conn)?.get("/api/v1/contracts").await?;
-            print(&conn, &list)
+            print(&conn, &list, true)
         }
         ContractCommand::Show { id, conn } => {
             let c: ContractView = client(&conn)?.get(&format!("/api/v1/contracts/{id}")).await?;
-            print(&conn, &[c])
+            print(&conn, &[c], false)
         }
         ContractCommand::End { id, conn } => {
             let c: ContractView = client(&conn)?
                 .post(&format!("/api/v1/contracts/{id}/end"), &serde_json::json!({}))
                 .await?;
-            print(&conn, &[c])
+            print(&conn, &[c], false)
         }
     }
 }
@@ -116,12 +116,13 @@ fn client(conn: &Conn) -> anyhow::Result<Client> {
     Client::new(&conn.url, conn.token.clone())
 }
 
-fn print(conn: &Conn, contracts: &[ContractView]) -> anyhow::Result<u8> {
+/// `--output json` prints the API's document: one contract, or the list.
+fn print(conn: &Conn, contracts: &[ContractView], list: bool) -> anyhow::Result<u8> {
     if conn.output == Output::Json {
-        let text = if contracts.len() == 1 {
-            serde_json::to_string_pretty(&contracts[0])?
-        } else {
+        let text = if list {
             serde_json::to_string_pretty(contracts)?
+        } else {
+            serde_json::to_string_pretty(&contracts[0])?
         };
         println!("{text}");
         return Ok(0);
