@@ -18,5 +18,5 @@ pub use lifecycle::{
 };
 pub use market::{
     Allocation, AskSummary, Demand, Lease, Market, Node, NodeSpec, OrderSpec, Placement, Preemption, ReservedUse,
-    RoundPlan, SitePower, SiteSpec, Unplaced,
+    RoundInputs, RoundPlan, SitePower, SiteSpec, Unplaced,
 };

@@ -132,3 +132,28 @@ fn work_without_estimates_never_gets_a_reservation() {
         plan.unplaced[&OrderId(1)]
     );
 }
+
+#[test]
+fn a_lease_past_its_estimate_keeps_the_reservation() {
+    let mut m = half_used();
+    m.add_order(order(1, 2, 8, Some(3600)));
+    m.add_order(order(2, 1, 4, None));
+    // At 250 s both leases have overrun their estimates, yet still hold their GPUs.
+    let plan = m.clear_at(at(250), |_| true);
+    assert!(
+        matches!(
+            plan.unplaced[&OrderId(1)],
+            Unplaced::ReservedAhead {
+                starts_in_s: 0,
+                nodes: 2,
+                ..
+            }
+        ),
+        "{:?}",
+        plan.unplaced[&OrderId(1)]
+    );
+    assert!(
+        plan.placements.is_empty(),
+        "the unestimated order may not take the gang's nodes"
+    );
+}

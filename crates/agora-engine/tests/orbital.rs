@@ -95,3 +95,29 @@ fn a_gang_that_is_not_checkpointable_never_spans_orbit() {
     let nodes: Vec<NodeId> = placed.allocations.iter().map(|a| a.node).collect();
     assert_eq!(nodes, vec![NodeId(2), NodeId(3)]);
 }
+
+#[test]
+fn spot_orders_stay_out_of_classes_priced_above_their_bid() {
+    use agora_engine::market::RoundInputs;
+    use std::collections::BTreeMap;
+    let mut m = market();
+    let mut o = order(1, 1, true);
+    o.tier = Tier::Spot;
+    o.max_price = price("3.00");
+    m.add_order(o);
+    // Orbit's class is priced at 4.00 (scarce), the ground's is not priced.
+    let h100 = GpuModel::resolve("h100").unwrap();
+    let prices = BTreeMap::from([((ORBIT, h100), price("4.00"))]);
+    let inputs = RoundInputs {
+        now: None,
+        spot_prices: Some(&prices),
+    };
+    let plan = m.clear_round(inputs, |_| true);
+    assert_eq!(
+        plan.placements[0].allocations[0].node,
+        NodeId(1),
+        "not where it would be outbid at once"
+    );
+    // Without the prices the cheaper orbital node wins.
+    assert_eq!(m.clear().placements[0].allocations[0].node, NodeId(2));
+}

@@ -288,3 +288,20 @@ fn a_spot_order_is_not_refused_for_what_on_demand_may_not_take() {
     assert_eq!(placed, vec![OrderId(1), OrderId(3)]);
     assert_eq!(plan.placements[1].reserved, vec![ReservedUse { holder: LAB, gpus: 8 }]);
 }
+
+#[test]
+fn two_reserved_orders_do_not_preempt_for_one_reservation() {
+    // Both big nodes run other tenants' spot work; the lab holds 8 and asks twice for 8.
+    let mut m = market();
+    m.upsert_node(node(3, SMALL, "9.00"));
+    for (lease, id) in [(1, 10), (2, 11)] {
+        m.add_order(order(id, OTHER, Tier::Spot, "5.00", 1, 8));
+        let p = only_placement(&m);
+        m.start_lease(LeaseId(lease), Tier::Spot, &p);
+    }
+    m.add_order(order(1, LAB, Tier::Reserved, "0", 1, 8));
+    m.add_order(order(2, LAB, Tier::Reserved, "0", 1, 8));
+    let plan = m.clear();
+    assert_eq!(plan.preemptions.len(), 1, "only one of them can ever run: {plan:?}");
+    assert!(matches!(plan.unplaced[&OrderId(2)], Unplaced::ReservationFull { .. }));
+}

@@ -74,6 +74,9 @@ pub struct Window {
     pub end_ms: i64,
 }
 
+/// The latest time a window may name: the end of the year 9999, in ms since the epoch.
+pub const MAX_WINDOW_MS: i64 = 253_402_300_799_999;
+
 /// At most this many windows per orbital site in one report.
 pub const MAX_WINDOWS_PER_SITE: usize = 1024;
 
@@ -94,6 +97,9 @@ impl SiteReport {
             SiteKind::Orbital => {
                 let mut previous_end = i64::MIN;
                 for (i, w) in self.windows.iter().enumerate() {
+                    if !(0..=MAX_WINDOW_MS).contains(&w.start_ms) || !(0..=MAX_WINDOW_MS).contains(&w.end_ms) {
+                        return Err(format!("window {i} is outside 0..={MAX_WINDOW_MS} ms (the year 9999)"));
+                    }
                     if w.end_ms <= w.start_ms {
                         return Err(format!("window {i} ends before it starts"));
                     }

@@ -181,6 +181,41 @@ impl Exchange {
         let (tenant, provider, model) = (c.tenant, c.provider, c.model);
         if was_active {
             self.sync_reservation(tenant, provider, model);
+            self.end_resale_beyond_holding(tenant, provider, model, at);
+        }
+    }
+
+    /// When a holder's remaining reservation no longer backs what it resold,
+    /// its resale of the running spot leases on the pool ends now: it is
+    /// credited for them only up to `at`.
+    fn end_resale_beyond_holding(&mut self, holder: TenantId, provider: ProviderId, model: GpuModel, at: UnixMs) {
+        let backed = self
+            .market
+            .reservations()
+            .get(&(provider, model))
+            .and_then(|p| p.holders().get(&holder))
+            .is_some_and(|h| h.used + h.resold <= h.gpus);
+        if backed {
+            return;
+        }
+        let resold: Vec<LeaseId> = self
+            .live_leases
+            .iter()
+            .filter(|id| {
+                let l = &self.leases[id];
+                l.tier == Tier::Spot
+                    && (l.provider, l.model) == (provider, model)
+                    && l.reserved.iter().any(|u| u.holder == holder)
+            })
+            .copied()
+            .collect();
+        for id in resold {
+            self.leases
+                .get_mut(&id)
+                .expect("live lease")
+                .resale_ended
+                .entry(holder)
+                .or_insert(at);
         }
     }
 
@@ -194,8 +229,15 @@ impl Exchange {
         let fee_bps = self.rules.fee_bps;
         let (provider, gpus) = (l.provider, l.gpus);
         for u in l.reserved.clone() {
-            // The holder's share of what was actually charged, pro rata by GPUs (floor).
-            let share = Micros(charged.0 * i128::from(u.gpus) / i128::from(gpus));
+            // The holder's share of what was actually charged, pro rata by GPUs (floor),
+            // and no more than was due while its reservation backed the resale.
+            let l = &self.leases[&lease];
+            let backed = match l.resale_ended.get(&u.holder) {
+                Some(&until) => l.due_until(until),
+                None => charged,
+            };
+            let basis = charged.min(backed);
+            let share = Micros(basis.0 * i128::from(u.gpus) / i128::from(gpus));
             let credit = share - fee_of(share, fee_bps);
             self.ledger
                 .credit_resale(lease, provider, u.holder, credit, at)

@@ -50,6 +50,8 @@ pub struct Volatile {
     /// The event count when the last clearing round ran (its own events
     /// included); a round with no event since is skipped.
     pub cleared_at_event: Option<u64>,
+    /// When the last clearing round ran.
+    pub cleared_at_ms: UnixMs,
     /// Clearing rounds actually run (ticks minus skipped rounds).
     pub clears: u64,
     /// The spot market's prices this round and their history.

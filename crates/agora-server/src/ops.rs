@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use agora_engine::health::{Alert, Concentration, Health, Holdings, Measure};
 use agora_engine::lifecycle::{LeaseState, OrderState};
-use agora_engine::market::OrderSpec;
+use agora_engine::market::{OrderSpec, RoundInputs};
 use agora_ledger::Account;
 use agora_proto::Manifest;
 use agora_proto::agent::SiteKind;
@@ -35,6 +35,9 @@ pub const MAX_SITE_POWER_KW: u64 = 10_000_000;
 pub const MAX_NODE_OVERHEAD_W: u32 = 100_000;
 /// The site of nodes that name none: no power limit.
 pub const DEFAULT_SITE: &str = "default";
+
+/// An exchange where nothing happens still clears this often, for the clock's sake (see `clearing_round`).
+pub const IDLE_ROUND_EVERY_MS: i64 = 10_000;
 
 /// The port gang members rendezvous on is derived from the lease id, so two
 /// gangs sharing a master node do not collide (within 1,000 concurrent leases).
@@ -630,7 +633,9 @@ pub fn register_agent(
             // Nor move to another site or fabric domain while its leases run there.
             let cur = &txn.ex.nodes[&id];
             let (site, domain) = &placement[i];
-            let moved = txn.ex.sites[&cur.site].name != *site || cur.fabric_domain != *domain;
+            // (A changed GPU model moves it to another pool too: leases and reservations count per pool.)
+            let moved =
+                txn.ex.sites[&cur.site].name != *site || cur.fabric_domain != *domain || cur.model != n.gpu_model;
             let leased = txn
                 .ex
                 .market
@@ -638,7 +643,7 @@ pub fn register_agent(
                 .is_some_and(|m| m.gpu_owners().iter().any(Option::is_some));
             if moved && leased {
                 return Err(ApiError::conflict(format!(
-                    "nodes[{i}]: node `{}` cannot change site or fabric domain while it runs leases",
+                    "nodes[{i}]: node `{}` cannot change site, fabric domain or GPU model while it runs leases",
                     n.name
                 )));
             }
@@ -1089,14 +1094,23 @@ fn can_pay(txn: &Txn<'_>, order: &OrderSpec) -> Result<(), String> {
 }
 
 fn clearing_round(txn: &mut Txn<'_>) {
-    // Everything a round decides from is state, and state changes only by
-    // events: with none since the last round, it would decide the same.
-    if txn.vol.cleared_at_event == Some(txn.ex.applied) {
+    // A round decides from the state, which changes only by events, and from
+    // the clock, which only backfill reads (leases running past their
+    // estimated end move reservations): with no event since the last round,
+    // it would decide the same but for that, so it runs again only every
+    // IDLE_ROUND_EVERY_MS.
+    if txn.vol.cleared_at_event == Some(txn.ex.applied) && txn.now.0 - txn.vol.cleared_at_ms.0 < IDLE_ROUND_EVERY_MS {
         return;
     }
+    txn.vol.cleared_at_ms = txn.now;
     let before = txn.ex.applied;
     crate::spot::price(txn);
-    let plan = txn.ex.market.clear_at(txn.now, |o| {
+    let spot_prices = crate::spot::site_prices(txn.ex, &txn.vol.spot);
+    let inputs = RoundInputs {
+        now: Some(txn.now),
+        spot_prices: Some(&spot_prices),
+    };
+    let plan = txn.ex.market.clear_round(inputs, |o| {
         can_pay(txn, o)
             .and_then(|()| crate::spot::admits(&txn.vol.spot, o))
             .is_ok()
@@ -1288,7 +1302,7 @@ fn orbital_windows(txn: &mut Txn<'_>) {
             let open = s
                 .windows
                 .iter()
-                .any(|w| w.start_ms <= now.0 && now.0 < w.end_ms - grace);
+                .any(|w| w.start_ms <= now.0 && now.0 < w.end_ms.saturating_sub(grace));
             (open != s.window_open).then_some((s.id, open))
         })
         .collect();

@@ -84,6 +84,27 @@ pub fn admits(board: &SpotBoard, order: &OrderSpec) -> Result<(), String> {
     }
 }
 
+/// The price of every (site, model) whose class is priced above its floor,
+/// for the engine: a spot order is never placed where its bid is below it.
+pub fn site_prices(ex: &Exchange, board: &SpotBoard) -> BTreeMap<(SiteId, GpuModel), PricePerGpuHour> {
+    let mut scarce: BTreeMap<&str, Vec<(GpuModel, PricePerGpuHour)>> = BTreeMap::new();
+    for ((model, region), q) in &board.quotes {
+        if q.price > q.floor {
+            scarce.entry(region.as_str()).or_default().push((*model, q.price));
+        }
+    }
+    let mut out = BTreeMap::new();
+    if scarce.is_empty() {
+        return out;
+    }
+    for site in ex.sites.values() {
+        for &(model, price) in scarce.get(site.region.as_str()).into_iter().flatten() {
+            out.insert((site.id, model), price);
+        }
+    }
+    out
+}
+
 /// Signals every spot lease the current prices outbid to stop.
 pub fn preempt_outbid(txn: &mut Txn<'_>) {
     let outbid = below_spot_price(&txn.ex.market, &txn.vol.spot.quotes, region_of(txn.ex));

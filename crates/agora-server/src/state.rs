@@ -163,6 +163,10 @@ pub struct Lease {
     /// When the lease is expected to end, from its duration estimate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ends_at: Option<UnixMs>,
+    /// Holders whose resale of this spot lease stopped (their contract ended
+    /// and no longer backs it), and when: they are credited only up to then.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub resale_ended: BTreeMap<TenantId, UnixMs>,
     pub gpus: u32,
     pub parts: Vec<Part>,
     pub state: LeaseState,
@@ -494,7 +498,12 @@ impl Exchange {
                 };
                 self.market.upsert_site(s.spec());
                 self.site_by_name.insert((*provider, name.clone()), *site);
+                let was_open = self.sites.get(site).map(|old| old.window_open);
                 self.sites.insert(*site, s);
+                // A site that became available (or not) by being re-declared takes its nodes along.
+                if was_open.is_some_and(|was| was != window_open) {
+                    self.sync_site_nodes(*site);
+                }
             }
             Event::NodeReported {
                 node,
@@ -553,15 +562,7 @@ impl Exchange {
             }
             Event::SiteWindow { site, open, .. } => {
                 self.sites.get_mut(site).expect("known site").window_open = *open;
-                let nodes: Vec<(NodeId, bool)> = self
-                    .nodes
-                    .values()
-                    .filter(|n| n.site == *site)
-                    .map(|n| (n.id, n.online))
-                    .collect();
-                for (node, online) in nodes {
-                    self.market.set_node_online(node, online && *open);
-                }
+                self.sync_site_nodes(*site);
             }
             Event::JobSubmitted {
                 job,
@@ -645,6 +646,20 @@ impl Exchange {
             n.online = online;
             let site = n.site;
             let open = self.site_open(site);
+            self.market.set_node_online(node, online && open);
+        }
+    }
+
+    /// Tells the market which of a site's nodes it may offer: online ones, while the site is available.
+    fn sync_site_nodes(&mut self, site: SiteId) {
+        let open = self.site_open(site);
+        let nodes: Vec<(NodeId, bool)> = self
+            .nodes
+            .values()
+            .filter(|n| n.site == site)
+            .map(|n| (n.id, n.online))
+            .collect();
+        for (node, online) in nodes {
             self.market.set_node_online(node, online && open);
         }
     }
@@ -775,6 +790,7 @@ impl Exchange {
                 bid: placement.bid,
                 reserved: placement.reserved.clone(),
                 ends_at: placement.ends_at,
+                resale_ended: BTreeMap::new(),
                 gpus,
                 parts,
                 state: LeaseState::Assigned,

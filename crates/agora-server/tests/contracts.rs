@@ -222,3 +222,62 @@ async fn a_reservation_is_used_resold_reclaimed_charged_and_restored() {
     assert_eq!(before, after);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resale_credit_stops_when_the_contract_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(config(dir.path())).await.unwrap();
+    server.bootstrap(Micros::from_units(1000)).await.unwrap().unwrap();
+    let core = server.core.clone();
+    let mut a = common::register(&core, PROVIDER, "a", 8, Micros::from_units(2)).await;
+    let mut b = common::register(&core, PROVIDER, "b", 8, Micros::from_units(2)).await;
+    let lab = core
+        .call(|t| ops::create_tenant(t, "lab", Micros::from_units(10_000)))
+        .await
+        .unwrap()
+        .unwrap()
+        .0;
+    let c = create(&server, Principal::Tenant(lab), request(8)).await.unwrap();
+    // A spot gang resells the lab's idle reservation.
+    let spot = submit(&core, DEMO, &spec("spot", 2)).await;
+    rounds().await;
+    for _ in 0..2 {
+        a.beat(&core).await;
+        b.beat(&core).await;
+    }
+    assert_eq!(job(&server, spot).await.state, "running");
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    a.beat(&core).await;
+    assert!(contract(&server, c.id).await.holding.resale_credited > Micros::ZERO);
+
+    core.call(move |t| contracts::end(t, Principal::Tenant(lab), c.id))
+        .await
+        .unwrap()
+        .unwrap();
+    let credited_and_charged = || async {
+        let lease = server
+            .core
+            .call(move |t| ops::job_view(t, spot).tasks[0].leases[0].id)
+            .await
+            .unwrap();
+        let credited = server
+            .core
+            .call(move |t| t.ex.ledger.resale_credited(lease, lab))
+            .await
+            .unwrap();
+        let charged = server.core.call(move |t| t.ex.lease_charged(lease)).await.unwrap();
+        (credited, charged)
+    };
+    // After the end, settlements go on charging the spot gang; the lab's credit stops growing.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let (credited, charged) = credited_and_charged().await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let (credited_later, charged_later) = credited_and_charged().await;
+    assert!(
+        charged_later > charged,
+        "the spot gang still runs and pays: {charged} → {charged_later}"
+    );
+    assert_eq!(credited_later, credited, "no resale credit after the reservation ended");
+    assert!(core.call(|t| t.ex.ledger.verify().is_ok()).await.unwrap());
+    server.stop().await;
+}

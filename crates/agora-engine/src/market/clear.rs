@@ -17,7 +17,9 @@ use agora_types::{
 use super::index::{BucketKey, GangPoolKey, IndexEntry, PoolKey, WholeNodes};
 use super::policy::{CapMode, TenantUse, within_cap};
 use super::view::{BucketView, ModelView, WholeView};
-use super::{Allocation, Demand, Market, OrderSpec, Placement, Preemption, ReservedPool, RoundPlan, Unplaced};
+use super::{
+    Allocation, Demand, Market, OrderSpec, Placement, Preemption, ReservedPool, RoundInputs, RoundPlan, Unplaced,
+};
 
 mod backfill;
 mod reserved;
@@ -32,10 +34,11 @@ pub use backfill::BACKFILL_RESERVATIONS;
 /// exhaustively.
 pub const RECLAIM_CANDIDATES: usize = 32;
 
-pub(super) fn clear(market: &Market, clock: Option<UnixMs>, eligible: impl Fn(&OrderSpec) -> bool) -> RoundPlan {
+pub(super) fn clear(market: &Market, inputs: RoundInputs<'_>, eligible: impl Fn(&OrderSpec) -> bool) -> RoundPlan {
     let mut round = Round {
         market,
-        clock,
+        clock: inputs.now,
+        spot_prices: inputs.spot_prices,
         free: ModelView::of(&market.indexes.free),
         reclaim: BucketView::of(&market.indexes.reclaim),
         whole: WholeView::of(&market.indexes.whole),
@@ -165,6 +168,8 @@ struct Round<'m> {
     market: &'m Market,
     /// When the round runs, if the caller said: enables estimated ends and backfill.
     clock: Option<UnixMs>,
+    /// See [`RoundInputs::spot_prices`].
+    spot_prices: Option<&'m BTreeMap<(SiteId, GpuModel), PricePerGpuHour>>,
     /// The market's free index, each bucket copied on the round's first change to it.
     free: ModelView<'m>,
     /// The market's reclaim index, each bucket and pool copied on the round's first change to it.
@@ -224,6 +229,8 @@ struct Round<'m> {
 #[derive(Debug, Clone, Copy)]
 struct Current {
     tenant: TenantId,
+    tier: Tier,
+    bid: PricePerGpuHour,
     /// Orbital sites take only checkpointable work.
     checkpointable: bool,
     /// The policies may refuse or reorder its candidates, so searches for it
@@ -426,6 +433,8 @@ impl Round<'_> {
         let floored = p.small_tenant_floor_bps > 0 && total_after >= p.small_tenant_gpus;
         self.current = Some(Current {
             tenant: order.tenant,
+            tier: order.tier,
+            bid: order.max_price,
             checkpointable: order.checkpointable,
             personal: order.tier != Tier::Reserved && (capped || floored),
         });
@@ -502,8 +511,19 @@ impl Round<'_> {
     /// Whether the current order may run at a site: an orbital site takes only checkpointable work.
     fn site_ok(&self, site: SiteId) -> bool {
         self.market.orbital_sites.is_empty()
-            || self.current.is_some_and(|c| c.checkpointable)
+            || self.current.is_none_or(|c| c.checkpointable)
             || !self.market.orbital_sites.contains(&site)
+    }
+
+    /// Whether the current order may take `model` at a site for the spot
+    /// price: a spot order only where it is within its bid (see
+    /// [`RoundInputs::spot_prices`]), so it is never placed to be outbid at once.
+    fn spot_ok(&self, site: SiteId, model: GpuModel) -> bool {
+        let Some(prices) = self.spot_prices else {
+            return true;
+        };
+        self.current
+            .is_none_or(|c| c.tier != Tier::Spot || prices.get(&(site, model)).is_none_or(|p| *p <= c.bid))
     }
 
     /// Whether [`Round::admits`] can refuse anything for this tier in this round.
@@ -621,7 +641,7 @@ impl Round<'_> {
                 if bucket.cheapest > max_ask {
                     continue;
                 }
-                let Some((ask, site, id)) = self.first_powered(order.tier, &bucket.nodes, max_ask, g, gpus_w, refused)
+                let Some((ask, site, id)) = self.first_powered(model, &bucket.nodes, max_ask, g, gpus_w, refused)
                 else {
                     continue;
                 };
@@ -642,13 +662,14 @@ impl Round<'_> {
     /// site that cannot even power the GPUs is skipped whole.
     fn first_powered(
         &self,
-        tier: Tier,
+        model: GpuModel,
         nodes: &BTreeSet<BucketKey>,
         max_ask: PricePerGpuHour,
         g: u32,
         gpus_w: u64,
         refused: &mut Option<PowerRefusal>,
     ) -> Option<BucketKey> {
+        let tier = self.current.map_or(Tier::OnDemand, |c| c.tier);
         let last = (max_ask, SiteId(u64::MAX), NodeId(u64::MAX));
         let mut from = (PricePerGpuHour(Micros(i128::MIN)), SiteId(0), NodeId(0));
         loop {
@@ -657,7 +678,7 @@ impl Round<'_> {
             }
             // A half-open range descends the tree once, not once per end.
             let &(ask, site, id) = nodes.range(from..).next().filter(|key| **key <= last)?;
-            if !self.site_ok(site) {
+            if !self.site_ok(site) || !self.spot_ok(site, model) {
                 from = next_site(ask, site);
                 continue;
             }
@@ -777,7 +798,7 @@ impl Round<'_> {
 
         // One domain: the first with enough free whole nodes, fewest first.
         for &(count, site, domain) in pool.by_count.range((need, SiteId(0), DomainId(0))..) {
-            if !self.site_ok(site) {
+            if !self.site_ok(site) || !self.spot_ok(site, key.model) {
                 continue;
             }
             if powered(site).is_none_or(|p| p >= u64::from(need)) {
@@ -795,7 +816,7 @@ impl Round<'_> {
             .by_count
             .iter()
             .copied()
-            .filter(|&(_, site, _)| self.site_ok(site))
+            .filter(|&(_, site, _)| self.site_ok(site) && self.spot_ok(site, key.model))
             .collect();
         if order.iter().map(|(count, _, _)| u64::from(*count)).sum::<u64>() < u64::from(need) {
             return None;
@@ -1214,6 +1235,8 @@ impl Round<'_> {
     /// Claims what a reclaim plan counts on for the rest of the round and
     /// returns the leases the order now waits for, ascending.
     fn claim(&mut self, reclaim: &Reclaim) -> Vec<LeaseId> {
+        // GPUs kept for a waiting order have no estimated end yet.
+        self.current_ends = None;
         let mut waiting = BTreeSet::new();
         for n in &reclaim.nodes {
             self.take(n.node, n.from_free);

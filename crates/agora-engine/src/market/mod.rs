@@ -254,6 +254,18 @@ pub struct RoundPlan {
     pub unplaced: BTreeMap<OrderId, Unplaced>,
 }
 
+/// What a round takes from outside the market besides which orders are eligible.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RoundInputs<'a> {
+    /// When the round runs; see [`Market::clear_at`]. None: no estimated ends, no backfill.
+    pub now: Option<UnixMs>,
+    /// The spot price of each (site, model) where it is above the floor (see
+    /// [`crate::spot`]): a spot order takes no GPU where its bid is below it,
+    /// so it is never placed where it would be outbid at once. None or
+    /// absent entries: no limit beyond the ask.
+    pub spot_prices: Option<&'a BTreeMap<(SiteId, GpuModel), PricePerGpuHour>>,
+}
+
 /// A lease the market knows: which GPUs it holds and whether it may be preempted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
@@ -759,7 +771,7 @@ impl Market {
     /// later order takes them or preempts for them again. Spot orders never
     /// preempt.
     pub fn clear(&self) -> RoundPlan {
-        clear::clear(self, None, |_| true)
+        clear::clear(self, RoundInputs::default(), |_| true)
     }
 
     /// [`Market::clear`] over only the pending orders `eligible` accepts; the
@@ -767,7 +779,12 @@ impl Market {
     /// caller uses it for rules outside the market, such as a tenant that
     /// cannot pay, so an order that cannot start never blocks one that can.
     pub fn clear_with(&self, eligible: impl Fn(&OrderSpec) -> bool) -> RoundPlan {
-        clear::clear(self, None, eligible)
+        clear::clear(self, RoundInputs::default(), eligible)
+    }
+
+    /// [`Market::clear_with`] with what the round takes from outside the market.
+    pub fn clear_round(&self, inputs: RoundInputs<'_>, eligible: impl Fn(&OrderSpec) -> bool) -> RoundPlan {
+        clear::clear(self, inputs, eligible)
     }
 
     /// [`Market::clear_with`] for a round that runs at `now` (the engine never
@@ -778,7 +795,11 @@ impl Market {
     /// and later orders use those nodes only if their duration estimate ends
     /// before the reservation starts ([`Unplaced::ReservedAhead`]).
     pub fn clear_at(&self, now: UnixMs, eligible: impl Fn(&OrderSpec) -> bool) -> RoundPlan {
-        clear::clear(self, Some(now), eligible)
+        let inputs = RoundInputs {
+            now: Some(now),
+            ..RoundInputs::default()
+        };
+        clear::clear(self, inputs, eligible)
     }
 
     /// Brings the indexes and the site power in line with a node's current state.

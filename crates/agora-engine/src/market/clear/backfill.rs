@@ -82,7 +82,8 @@ impl Round<'_> {
                 if !fits
                     || self.hidden.contains_key(&id)
                     || !self.site_ok(e.site)
-                    || !self.admits(order.tier, e.provider, model, u64::from(g))
+                    || !self.spot_ok(e.site, e.model)
+                    || !self.admits(order.tier, e.provider, model, order.gpus_total())
                 {
                     continue;
                 }
@@ -105,7 +106,9 @@ impl Round<'_> {
         }
         let (start, _, _, nodes) = best?;
         // Room now means something else (power, a policy, pools) blocked it: nothing to wait for.
-        if start <= now {
+        // (A start of `now` without room is work overrunning its estimate: still worth holding.)
+        let wanted = |id: NodeId| if need == 1 { g } else { self.entry(id).gpus };
+        if nodes.iter().all(|&id| self.free_on(id) >= wanted(id)) {
             return None;
         }
         for &id in &nodes {
@@ -150,9 +153,10 @@ impl Round<'_> {
             let e = self.entry(id);
             if start < ends
                 || !self.site_ok(e.site)
+                || !self.spot_ok(e.site, e.model)
                 || e.ask > order.max_price
                 || !models.contains(&e.model)
-                || !self.admits(order.tier, e.provider, e.model, u64::from(g))
+                || !self.admits(order.tier, e.provider, e.model, order.gpus_total())
             {
                 continue;
             }

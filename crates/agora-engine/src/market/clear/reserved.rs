@@ -74,6 +74,15 @@ impl Round<'_> {
             self.only_provider = None;
             self.victims_of = None;
             if let Some(reclaim) = reclaim {
+                // The reservation is spoken for: a later order of the round must not preempt for it again.
+                if let Some(h) = self
+                    .reserved
+                    .to_mut()
+                    .get_mut(&(provider, model))
+                    .and_then(|p| p.holders.get_mut(&order.tenant))
+                {
+                    h.used += gpus;
+                }
                 return Some(self.wait_for(order, &reclaim, plan));
             }
         }
