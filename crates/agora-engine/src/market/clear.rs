@@ -9,15 +9,18 @@ use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use agora_types::{
-    DomainId, GpuModel, LeaseId, Micros, NodeId, OrderId, PricePerGpuHour, ProviderId, SiteId, TenantId, Tier, UnixMs,
+    DomainId, GpuModel, LeaseId, Micros, NodeId, PricePerGpuHour, ProviderId, SiteId, TenantId, Tier, UnixMs,
 };
 
 use super::index::{BucketKey, GangPoolKey, IndexEntry, PoolKey, WholeNodes};
 use super::policy::{CapMode, TenantUse, within_cap};
 use super::view::{BucketView, ModelView, WholeView};
-use super::{Allocation, Demand, Market, OrderSpec, Placement, Preemption, ReservedPool, RoundPlan, Unplaced};
+use super::{
+    Allocation, Demand, Market, OrderSpec, Placement, Preemption, Reasons, ReservedPool, RoundPlan, Unplaced,
+};
 
 mod backfill;
 mod reserved;
@@ -60,18 +63,17 @@ pub(super) fn clear(market: &Market, clock: Option<UnixMs>, eligible: impl Fn(&O
         scratch: RefCell::default(),
         reclaim_scores: RefCell::default(),
     };
-    let mut plan = RoundPlan::default();
-    // Reasons come in service order; the map is built once, from sorted ids.
     // Most pending orders stay pending: size the reasons once rather than regrow them.
-    let pending = market.orders.len();
-    let (mut unplaced_ids, mut unplaced): (Vec<OrderId>, Vec<Option<Unplaced>>) =
-        (Vec::with_capacity(pending), Vec::with_capacity(pending));
+    let mut plan = RoundPlan {
+        unplaced: Reasons::with_capacity(market.orders.len()),
+        ..RoundPlan::default()
+    };
     // Per filter number, once per round rather than once per order.
     let accepted: Vec<Accepted> = market
         .filters
         .list
         .iter()
-        .map(|(min_vram_mib, models)| Accepted::of(market, models, *min_vram_mib))
+        .map(|(min_vram_mib, models)| Accepted::of(market, models.clone(), *min_vram_mib))
         .collect();
     for queued in market.queue.values().filter(|q| eligible(&q.spec)) {
         let order = &queued.spec;
@@ -87,11 +89,9 @@ pub(super) fn clear(market: &Market, clock: Option<UnixMs>, eligible: impl Fn(&O
             round.serve(order, shape, accepted, &mut plan)
         };
         if let Some(reason) = reason {
-            unplaced_ids.push(order.id);
-            unplaced.push(Some(reason));
+            plan.unplaced.push(order.id, reason);
         }
     }
-    plan.unplaced = by_id(unplaced_ids, unplaced);
     plan
 }
 
@@ -105,10 +105,12 @@ struct Accepted {
     largest_node_gpus: u32,
     /// Over those models (0 when there are none).
     cheapest_ask: PricePerGpuHour,
+    /// The filter's model list as the orders give it, which their reasons share.
+    listed: Arc<[GpuModel]>,
 }
 
 impl Accepted {
-    fn of(market: &Market, filter: &[GpuModel], min_vram_mib: u32) -> Accepted {
+    fn of(market: &Market, filter: Arc<[GpuModel]>, min_vram_mib: u32) -> Accepted {
         let indexed = &market.indexes.models;
         let models: Vec<GpuModel> = indexed
             .keys()
@@ -126,20 +128,14 @@ impl Accepted {
                 .min()
                 .unwrap_or(PricePerGpuHour(Micros(0))),
             models,
+            listed: filter,
         }
     }
-}
 
-/// The reasons as a map. Sorting the small `(id, position)` pairs and handing
-/// `collect` a sorted sequence (which it builds in one pass) beats both one
-/// descent per order and sorting the reasons themselves.
-fn by_id(ids: Vec<OrderId>, mut reasons: Vec<Option<Unplaced>>) -> BTreeMap<OrderId, Unplaced> {
-    let mut order: Vec<(OrderId, usize)> = ids.into_iter().enumerate().map(|(i, id)| (id, i)).collect();
-    order.sort_unstable();
-    order
-        .into_iter()
-        .map(|(id, i)| (id, reasons[i].take().expect("each position once")))
-        .collect()
+    /// An order's [`Demand`], sharing the model list.
+    fn demand(&self, order: &OrderSpec) -> Demand {
+        Demand::sharing(order, self.listed.clone())
+    }
 }
 
 /// What a search depends on besides the price: orders of one shape that
@@ -388,7 +384,7 @@ impl Round<'_> {
         let reason = self.explain(order, accepted, refused);
         match self.plan_reservation(order, models) {
             Some((start, nodes)) => Some(Unplaced::ReservedAhead {
-                demand: Demand::of(order),
+                demand: accepted.demand(order),
                 start_ms: start.0,
                 starts_in_s: self.clock.map_or(0, |now| start.seconds_since(now) as u64),
                 nodes,
@@ -413,12 +409,18 @@ impl Round<'_> {
     /// Starts serving an order: the policies look at its tenant from here on.
     fn begin(&mut self, order: &OrderSpec) {
         let p = &self.market.policies;
-        let total_after = self.held_total(order.tenant) + order.gpus_total();
-        let capped = p.provider_share_cap_bps.is_some() && total_after > p.provider_share_min_gpus;
-        let floored = p.small_tenant_floor_bps > 0 && total_after >= p.small_tenant_gpus;
+        // Without policies (the common case) the tenant's holdings are not looked up.
+        let personal = order.tier != Tier::Reserved
+            && (p.provider_share_cap_bps.is_some() || p.small_tenant_floor_bps > 0)
+            && {
+                let total_after = self.held_total(order.tenant) + order.gpus_total();
+                let capped = p.provider_share_cap_bps.is_some() && total_after > p.provider_share_min_gpus;
+                let floored = p.small_tenant_floor_bps > 0 && total_after >= p.small_tenant_gpus;
+                capped || floored
+            };
         self.current = Some(Current {
             tenant: order.tenant,
-            personal: order.tier != Tier::Reserved && (capped || floored),
+            personal,
         });
         self.policy_refusal.set(None);
     }
@@ -1197,7 +1199,7 @@ impl Round<'_> {
                 min_vram_mib: order.min_vram_mib,
             };
         }
-        let demand = Demand::of(order);
+        let demand = accepted.demand(order);
         let g = order.gpus_per_node;
         let largest_node_gpus = accepted.largest_node_gpus;
         if largest_node_gpus < g {

@@ -94,6 +94,7 @@ mod view;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use agora_types::{
     AgentId, DomainId, GpuModel, JobId, LeaseId, NodeId, OrderId, PricePerGpuHour, ProviderId, SiteId, TenantId, Tier,
@@ -105,7 +106,7 @@ pub use clear::{BACKFILL_RESERVATIONS, RECLAIM_CANDIDATES};
 use index::{IndexEntry, Indexes};
 pub use policy::{CapMode, Policies, TenantUse};
 pub use reservation::{Holding, ReservedPool};
-pub use unplaced::{Demand, Unplaced};
+pub use unplaced::{Demand, Reasons, Unplaced};
 
 /// A node as its agent reports it, with the provider's ask.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -243,8 +244,9 @@ pub struct RoundPlan {
     pub placements: Vec<Placement>,
     /// In service order; no lease appears twice.
     pub preemptions: Vec<Preemption>,
-    /// Every pending order that was not placed, with the reason.
-    pub unplaced: BTreeMap<OrderId, Unplaced>,
+    /// Every pending order that was not placed, with the reason, in service
+    /// order; serialized as a map by order id.
+    pub unplaced: Reasons,
 }
 
 /// A lease the market knows: which GPUs it holds and whether it may be preempted.
@@ -405,8 +407,9 @@ struct Queued {
 struct Filters {
     /// Number by VRAM floor, then model list.
     numbers: BTreeMap<u32, BTreeMap<Vec<GpuModel>, u32>>,
-    /// `(VRAM floor, model list)` by number.
-    list: Vec<(u32, Vec<GpuModel>)>,
+    /// `(VRAM floor, model list)` by number; the list is shared by the
+    /// reasons of the orders that have it.
+    list: Vec<(u32, Arc<[GpuModel]>)>,
 }
 
 impl Filters {
@@ -417,7 +420,7 @@ impl Filters {
             return n;
         }
         let n = self.list.len() as u32;
-        self.list.push((order.min_vram_mib, order.models.clone()));
+        self.list.push((order.min_vram_mib, Arc::from(order.models.as_slice())));
         by_models.insert(order.models.clone(), n);
         n
     }
