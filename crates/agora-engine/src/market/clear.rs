@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::sync::Arc;
 
 use agora_types::{
@@ -187,9 +187,11 @@ struct Round<'m> {
     current_ends: Option<UnixMs>,
     /// Watts this round added at sites with a budget.
     added_w: BTreeMap<SiteId, u64>,
-    /// GPU indices taken this round, by placements or kept for an order
-    /// waiting on preemption.
-    taken: BTreeMap<NodeId, BTreeSet<u32>>,
+    /// GPUs taken this round per node, by placements or kept for an order
+    /// waiting on preemption. Each take picks the lowest indices free in the
+    /// market and not yet taken, so the taken ones are always the node's
+    /// first `n` free indices: the count says which they are.
+    taken: BTreeMap<NodeId, u32>,
     /// Leases that an order of this round preempts or waits for: no other
     /// order may count on them again.
     claimed: BTreeSet<LeaseId>,
@@ -505,7 +507,7 @@ impl Round<'_> {
     }
 
     fn taken_on(&self, id: NodeId) -> u32 {
-        self.taken.get(&id).map_or(0, BTreeSet::len) as u32
+        self.taken.get(&id).copied().unwrap_or(0)
     }
 
     /// Free GPUs of a node in this round.
@@ -914,13 +916,16 @@ impl Round<'_> {
         if self.clock.is_some() {
             self.round_ends.entry(id).or_default().push((count, self.current_ends));
         }
-        let taken = self.taken.entry(id).or_default();
-        let picked: Vec<u32> = (0..node.spec.gpus)
-            .filter(|i| node.owners[*i as usize].is_none() && !taken.contains(i))
-            .take(count as usize)
-            .collect();
+        // The first `taken_before` free indices are taken already (see `taken`).
+        let mut picked = Vec::with_capacity(count as usize);
+        picked.extend(
+            (0..node.spec.gpus)
+                .filter(|i| node.owners[*i as usize].is_none())
+                .skip(taken_before as usize)
+                .take(count as usize),
+        );
         assert_eq!(picked.len(), count as usize, "node {id} has {count} GPUs to take");
-        taken.extend(&picked);
+        *self.taken.entry(id).or_insert(0) += count;
         if !hidden {
             self.free.update(id, &entry, free_before, free_before - count);
         }
@@ -987,31 +992,29 @@ impl Round<'_> {
     fn find_single_reclaim(&self, order: &OrderSpec, models: &[GpuModel]) -> Option<Reclaim> {
         let g = order.gpus_per_node;
         let last = (order.max_price, SiteId(u64::MAX), NodeId(u64::MAX));
-        // Every bucket is sorted by key: merge their heads instead of sorting them all.
+        // Every bucket is sorted by key: merge their heads (in a heap) instead
+        // of sorting them all. A node is in one bucket, so heads never tie.
         let mut runs = Vec::new();
         for model in models {
             let Some(buckets) = self.reclaim.by_model.get(model) else {
                 continue;
             };
-            runs.extend(
-                buckets
-                    .range(g..)
-                    .map(|(_, bucket)| bucket.nodes.range(..=last).peekable()),
-            );
+            runs.extend(buckets.range(g..).map(|(_, bucket)| bucket.nodes.range(..=last)));
         }
+        let mut heads: BinaryHeap<Reverse<(BucketKey, usize)>> = runs
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, run)| run.next().map(|&key| Reverse((key, i))))
+            .collect();
         let mut best: Option<(ReclaimScore, PricePerGpuHour, NodeId)> = None;
         let mut scored = 0;
         while scored < RECLAIM_CANDIDATES {
-            let Some(run) = runs
-                .iter_mut()
-                .enumerate()
-                .filter_map(|(i, r)| r.peek().map(|&&key| (i, key)))
-                .min_by_key(|&(_, key)| key)
-                .map(|(i, _)| i)
-            else {
+            let Some(Reverse(((ask, _, id), run))) = heads.pop() else {
                 break;
             };
-            let &(ask, _, id) = runs[run].next().expect("peeked");
+            if let Some(&next) = runs[run].next() {
+                heads.push(Reverse((next, run)));
+            }
             if self.filters(order.tier) {
                 let e = self.entry(id);
                 if !self.admits(order.tier, e.provider, e.model, u64::from(g)) {
