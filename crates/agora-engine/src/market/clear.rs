@@ -55,6 +55,7 @@ pub(super) fn clear(market: &Market, clock: Option<UnixMs>, eligible: impl Fn(&O
         round_ends: BTreeMap::new(),
         current_ends: None,
         added_w: BTreeMap::new(),
+        last_site: Cell::new(None),
         taken: BTreeMap::new(),
         claimed: BTreeSet::new(),
         claimed_gpus: BTreeMap::new(),
@@ -187,6 +188,8 @@ struct Round<'m> {
     current_ends: Option<UnixMs>,
     /// Watts this round added at sites with a budget.
     added_w: BTreeMap<SiteId, u64>,
+    /// See [`Round::site_state`].
+    last_site: Cell<Option<(SiteId, Option<&'m super::SiteState>)>>,
     /// GPUs taken this round per node, by placements or kept for an order
     /// waiting on preemption. Each take picks the lowest indices free in the
     /// market and not yet taken, so the taken ones are always the node's
@@ -337,7 +340,7 @@ struct DomainPick {
 /// A gang preemption's score, smallest wins: distinct victims, GPUs preempted, ask, provider, model.
 type GangReclaimScore = (usize, u64, PricePerGpuHour, ProviderId, GpuModel);
 
-impl Round<'_> {
+impl<'m> Round<'m> {
     /// Places the order, or plans preemptions for it (spot orders never
     /// preempt); None if it was placed, else why not.
     fn serve(
@@ -524,7 +527,7 @@ impl Round<'_> {
 
     /// Headroom of a site in this round, or None if it has no budget.
     fn headroom_w(&self, site: SiteId) -> Option<u64> {
-        let s = self.market.sites.get(&site)?;
+        let s = self.site_state(site)?;
         let budget = s.budget_w()?;
         let added = self.added_w.get(&site).copied().unwrap_or(0);
         Some(budget.saturating_sub(s.used_w() + added))
@@ -532,7 +535,21 @@ impl Round<'_> {
 
     /// The site's node overhead (0 for a site never upserted).
     fn overhead_w(&self, site: SiteId) -> u64 {
-        self.market.sites.get(&site).map_or(0, super::SiteState::overhead_w)
+        self.site_state(site).map_or(0, super::SiteState::overhead_w)
+    }
+
+    /// A site's state in the market, remembering the last one looked up:
+    /// consecutive candidates mostly share a site (a large provider's nodes
+    /// at one ask are one run of the buckets).
+    fn site_state(&self, site: SiteId) -> Option<&'m super::SiteState> {
+        if let Some((last, state)) = self.last_site.get()
+            && last == site
+        {
+            return state;
+        }
+        let state = self.market.sites.get(&site);
+        self.last_site.set(Some((site, state)));
+        state
     }
 
     /// What `g` more GPUs on a node add to its site: their TDP, plus the node's
@@ -604,9 +621,11 @@ impl Round<'_> {
             };
             let gpus_w = u64::from(model.spec().tdp_w) * u64::from(g);
             for (&free, bucket) in buckets.range(g..) {
-                // Nothing in this bucket can beat the best at a higher ask.
+                // Nothing in this bucket can beat the best at a higher ask,
+                // nor at its ask with more free GPUs (a placed order reports
+                // no power refusal, so skipping the search loses nothing).
                 let max_ask = best.map_or(order.max_price, |b| b.0.min(order.max_price));
-                if bucket.cheapest > max_ask {
+                if bucket.cheapest > max_ask || best.is_some_and(|b| bucket.cheapest == b.0 && free > b.1) {
                     continue;
                 }
                 let Some((ask, site, id)) = self.first_powered(order.tier, &bucket.nodes, max_ask, g, gpus_w, refused)

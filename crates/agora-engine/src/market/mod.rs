@@ -647,7 +647,8 @@ impl Market {
                 );
                 *owner = Some(lease);
             }
-            refresh_node(alloc.node, node, leases, indexes, sites, reservations);
+            started_on(alloc.node, node, tier, alloc.gpu_indices.len() as u32, indexes, sites, reservations);
+            debug_assert_eq!(node.indexed, entry_of(node, leases), "node {} indexed as it is", alloc.node);
         }
     }
 
@@ -805,6 +806,42 @@ fn refresh_node(
         move_draw(sites, node.drawn, drawn);
         node.drawn = drawn;
     }
+    if entry != node.indexed {
+        indexes.update(id, node.indexed.as_ref(), entry.as_ref());
+        reservation::free_changed(reservations, node.indexed.as_ref(), entry.as_ref());
+        node.indexed = entry;
+    }
+}
+
+/// [`refresh_node`] after a lease of `tier` took `gpus` more GPUs (below the
+/// node's count) of a node: its entry and draw follow from the old ones,
+/// without walking its GPUs or looking up its other leases.
+fn started_on(
+    id: NodeId,
+    node: &mut Node,
+    tier: Tier,
+    gpus: u32,
+    indexes: &mut Indexes,
+    sites: &mut BTreeMap<SiteId, SiteState>,
+    reservations: &mut BTreeMap<(ProviderId, GpuModel), ReservedPool>,
+) {
+    let old = node.drawn;
+    let gpus_w = u64::from(gpus) * u64::from(node.spec.model.spec().tdp_w);
+    let site = sites.get_mut(&old.site).expect("a node's site is known");
+    site.busy_nodes += u64::from(!old.busy);
+    site.gpus_w += gpus_w;
+    node.drawn = Draw {
+        site: old.site,
+        busy: true,
+        gpus_w: old.gpus_w + gpus_w,
+    };
+    // A new lease is not stopping: it counts as reclaimable if it is spot.
+    let entry = node.indexed.map(|e| IndexEntry {
+        free: e.free - gpus,
+        reclaimable: e.reclaimable + if tier == Tier::Spot { gpus } else { 0 },
+        busy: true,
+        ..e
+    });
     if entry != node.indexed {
         indexes.update(id, node.indexed.as_ref(), entry.as_ref());
         reservation::free_changed(reservations, node.indexed.as_ref(), entry.as_ref());
