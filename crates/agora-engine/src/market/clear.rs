@@ -18,9 +18,7 @@ use agora_types::{
 use super::index::{BucketKey, GangPoolKey, IndexEntry, PoolKey, WholeNodes};
 use super::policy::{CapMode, TenantUse, within_cap};
 use super::view::{BucketView, ModelView, WholeView};
-use super::{
-    Allocation, Demand, Market, OrderSpec, Placement, Preemption, Reasons, ReservedPool, RoundPlan, Unplaced,
-};
+use super::{Allocation, Demand, Market, OrderSpec, Placement, Preemption, Reasons, ReservedPool, RoundPlan, Unplaced};
 
 mod backfill;
 mod reserved;
@@ -415,9 +413,8 @@ impl<'m> Round<'m> {
     fn begin(&mut self, order: &OrderSpec) {
         let p = &self.market.policies;
         // Without policies (the common case) the tenant's holdings are not looked up.
-        let personal = order.tier != Tier::Reserved
-            && (p.provider_share_cap_bps.is_some() || p.small_tenant_floor_bps > 0)
-            && {
+        let personal =
+            order.tier != Tier::Reserved && (p.provider_share_cap_bps.is_some() || p.small_tenant_floor_bps > 0) && {
                 let total_after = self.held_total(order.tenant) + order.gpus_total();
                 let capped = p.provider_share_cap_bps.is_some() && total_after > p.provider_share_min_gpus;
                 let floored = p.small_tenant_floor_bps > 0 && total_after >= p.small_tenant_gpus;

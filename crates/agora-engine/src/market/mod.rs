@@ -81,9 +81,13 @@
 //! equal or higher price skips the search: GPUs only get scarcer within a
 //! round. An order's model filter (model list and VRAM floor) is numbered
 //! once, when the order is added; a round filters the models and gathers the
-//! reasons' per-model facts (largest node, cheapest ask) once per filter, and
-//! the reasons are gathered in service order and built into the plan's map
-//! once, sorted by id.
+//! reasons' per-model facts (largest node, cheapest ask) once per filter. The
+//! reasons are appended in service order ([`Reasons`]; only serializing sorts
+//! them by id), and the reasons of orders with one model list share it. A
+//! round counts the GPUs it takes per node (the taken ones are always a
+//! node's first free indices) and remembers the last site it looked up.
+//! Starting a lease derives its nodes' index entries and power from the old
+//! ones instead of walking their GPUs and other leases.
 
 mod clear;
 mod index;
@@ -647,8 +651,21 @@ impl Market {
                 );
                 *owner = Some(lease);
             }
-            started_on(alloc.node, node, tier, alloc.gpu_indices.len() as u32, indexes, sites, reservations);
-            debug_assert_eq!(node.indexed, entry_of(node, leases), "node {} indexed as it is", alloc.node);
+            started_on(
+                alloc.node,
+                node,
+                tier,
+                alloc.gpu_indices.len() as u32,
+                indexes,
+                sites,
+                reservations,
+            );
+            debug_assert_eq!(
+                node.indexed,
+                entry_of(node, leases),
+                "node {} indexed as it is",
+                alloc.node
+            );
         }
     }
 

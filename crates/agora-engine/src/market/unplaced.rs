@@ -49,8 +49,19 @@ impl Demand {
 /// [`Reasons::get`] and indexing scan the list: meant for tests and single
 /// look-ups. A caller that looks up many ids builds a map with
 /// [`Reasons::by_id`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// Two lists are equal when they give the same orders the same reasons, in
+/// any order, as the map they serialize to would be.
+#[derive(Debug, Clone, Default)]
 pub struct Reasons(Vec<(OrderId, Unplaced)>);
+
+impl PartialEq for Reasons {
+    fn eq(&self, other: &Reasons) -> bool {
+        self.len() == other.len() && self.by_id() == other.by_id()
+    }
+}
+
+impl Eq for Reasons {}
 
 impl Reasons {
     pub(crate) fn with_capacity(n: usize) -> Reasons {
@@ -64,6 +75,11 @@ impl Reasons {
     /// In service order.
     pub fn iter(&self) -> std::slice::Iter<'_, (OrderId, Unplaced)> {
         self.0.iter()
+    }
+
+    /// The reasons alone, in service order.
+    pub fn values(&self) -> impl Iterator<Item = &Unplaced> {
+        self.0.iter().map(|(_, r)| r)
     }
 
     pub fn len(&self) -> usize {
@@ -409,5 +425,61 @@ impl fmt::Display for Unplaced {
                 write!(f, "waiting for {noun} {} to stop", ids.join(", "))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use agora_types::Micros;
+
+    use super::*;
+
+    fn demand(models: &[GpuModel]) -> Demand {
+        Demand {
+            nodes: 2,
+            gpus_per_node: 8,
+            models: Arc::from(models),
+            min_vram_mib: 0,
+            max_price: PricePerGpuHour(Micros(2_500_000)),
+        }
+    }
+
+    /// Reasons in service order serialize as the map by order id that the
+    /// plan used to hold, and read back in id order.
+    #[test]
+    fn reasons_serialize_as_a_map_by_id() {
+        let h100 = GpuModel::resolve("H100-80GB-SXM").expect("in the catalog");
+        let service_order = [
+            (
+                OrderId(30),
+                Unplaced::NoReservation {
+                    demand: demand(&[h100]),
+                },
+            ),
+            (
+                OrderId(4),
+                Unplaced::WaitingForPreemption {
+                    leases: vec![LeaseId(7)],
+                },
+            ),
+            (
+                OrderId(12),
+                Unplaced::TooFewNodes {
+                    demand: demand(&[]),
+                    nodes_with_room: 1,
+                },
+            ),
+        ];
+        let reasons: Reasons = service_order.iter().cloned().collect();
+        let map: BTreeMap<OrderId, Unplaced> = service_order.iter().cloned().collect();
+        let json = serde_json::to_string(&reasons).expect("serializes");
+        assert_eq!(json, serde_json::to_string(&map).expect("serializes"));
+        let back: Reasons = serde_json::from_str(&json).expect("reads back");
+        let ids: Vec<OrderId> = back.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, [OrderId(4), OrderId(12), OrderId(30)]);
+        assert_eq!(back, reasons, "equal as maps, whatever the order");
+        assert_eq!(reasons[&OrderId(4)], map[&OrderId(4)]);
+        assert!(!reasons.contains_key(&OrderId(5)));
+        assert_eq!(reasons.values().count(), 3);
     }
 }
