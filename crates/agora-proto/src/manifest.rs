@@ -140,7 +140,8 @@ pub struct Manifest {
     pub workdir: Option<String>,
     /// The job saves its progress and resumes after a stop: orbital sites,
     /// which stop work before each availability window closes, take only such work.
-    #[serde(default)]
+    /// Left out of the canonical form when false, so older manifests keep theirs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub checkpointable: bool,
 }
 

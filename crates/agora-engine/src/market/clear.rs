@@ -8,17 +8,19 @@
 use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::sync::Arc;
 
 use agora_types::{
-    DomainId, GpuModel, LeaseId, Micros, NodeId, OrderId, PricePerGpuHour, ProviderId, SiteId, TenantId, Tier, UnixMs,
+    DomainId, GpuModel, LeaseId, Micros, NodeId, PricePerGpuHour, ProviderId, SiteId, TenantId, Tier, UnixMs,
 };
 
 use super::index::{BucketKey, GangPoolKey, IndexEntry, PoolKey, WholeNodes};
 use super::policy::{CapMode, TenantUse, within_cap};
 use super::view::{BucketView, ModelView, WholeView};
 use super::{
-    Allocation, Demand, Market, OrderSpec, Placement, Preemption, ReservedPool, RoundInputs, RoundPlan, Unplaced,
+    Allocation, Demand, Market, OrderSpec, Placement, Preemption, Reasons, ReservedPool, RoundInputs, RoundPlan,
+    Unplaced,
 };
 
 mod backfill;
@@ -55,6 +57,7 @@ pub(super) fn clear(market: &Market, inputs: RoundInputs<'_>, eligible: impl Fn(
         round_ends: BTreeMap::new(),
         current_ends: None,
         added_w: BTreeMap::new(),
+        last_site: Cell::new(None),
         taken: BTreeMap::new(),
         claimed: BTreeSet::new(),
         claimed_gpus: BTreeMap::new(),
@@ -63,18 +66,17 @@ pub(super) fn clear(market: &Market, inputs: RoundInputs<'_>, eligible: impl Fn(
         scratch: RefCell::default(),
         reclaim_scores: RefCell::default(),
     };
-    let mut plan = RoundPlan::default();
-    // Reasons come in service order; the map is built once, from sorted ids.
     // Most pending orders stay pending: size the reasons once rather than regrow them.
-    let pending = market.orders.len();
-    let (mut unplaced_ids, mut unplaced): (Vec<OrderId>, Vec<Option<Unplaced>>) =
-        (Vec::with_capacity(pending), Vec::with_capacity(pending));
+    let mut plan = RoundPlan {
+        unplaced: Reasons::with_capacity(market.orders.len()),
+        ..RoundPlan::default()
+    };
     // Per filter number, once per round rather than once per order.
     let accepted: Vec<Accepted> = market
         .filters
         .list
         .iter()
-        .map(|(min_vram_mib, models)| Accepted::of(market, models, *min_vram_mib))
+        .map(|(min_vram_mib, models)| Accepted::of(market, models.clone(), *min_vram_mib))
         .collect();
     for queued in market.queue.values().filter(|q| eligible(&q.spec)) {
         let order = &queued.spec;
@@ -92,11 +94,9 @@ pub(super) fn clear(market: &Market, inputs: RoundInputs<'_>, eligible: impl Fn(
             round.serve(order, shape, accepted, &mut plan)
         };
         if let Some(reason) = reason {
-            unplaced_ids.push(order.id);
-            unplaced.push(Some(reason));
+            plan.unplaced.push(order.id, reason);
         }
     }
-    plan.unplaced = by_id(unplaced_ids, unplaced);
     plan
 }
 
@@ -110,10 +110,12 @@ struct Accepted {
     largest_node_gpus: u32,
     /// Over those models (0 when there are none).
     cheapest_ask: PricePerGpuHour,
+    /// The filter's model list as the orders give it, which their reasons share.
+    listed: Arc<[GpuModel]>,
 }
 
 impl Accepted {
-    fn of(market: &Market, filter: &[GpuModel], min_vram_mib: u32) -> Accepted {
+    fn of(market: &Market, filter: Arc<[GpuModel]>, min_vram_mib: u32) -> Accepted {
         let indexed = &market.indexes.models;
         let models: Vec<GpuModel> = indexed
             .keys()
@@ -131,20 +133,14 @@ impl Accepted {
                 .min()
                 .unwrap_or(PricePerGpuHour(Micros(0))),
             models,
+            listed: filter,
         }
     }
-}
 
-/// The reasons as a map. Sorting the small `(id, position)` pairs and handing
-/// `collect` a sorted sequence (which it builds in one pass) beats both one
-/// descent per order and sorting the reasons themselves.
-fn by_id(ids: Vec<OrderId>, mut reasons: Vec<Option<Unplaced>>) -> BTreeMap<OrderId, Unplaced> {
-    let mut order: Vec<(OrderId, usize)> = ids.into_iter().enumerate().map(|(i, id)| (id, i)).collect();
-    order.sort_unstable();
-    order
-        .into_iter()
-        .map(|(id, i)| (id, reasons[i].take().expect("each position once")))
-        .collect()
+    /// An order's [`Demand`], sharing the model list.
+    fn demand(&self, order: &OrderSpec) -> Demand {
+        Demand::sharing(order, self.listed.clone())
+    }
 }
 
 /// What a search depends on besides the price: orders of one shape that
@@ -202,9 +198,13 @@ struct Round<'m> {
     current_ends: Option<UnixMs>,
     /// Watts this round added at sites with a budget.
     added_w: BTreeMap<SiteId, u64>,
-    /// GPU indices taken this round, by placements or kept for an order
-    /// waiting on preemption.
-    taken: BTreeMap<NodeId, BTreeSet<u32>>,
+    /// See [`Round::site_state`].
+    last_site: Cell<Option<(SiteId, Option<&'m super::SiteState>)>>,
+    /// GPUs taken this round per node, by placements or kept for an order
+    /// waiting on preemption. Each take picks the lowest indices free in the
+    /// market and not yet taken, so the taken ones are always the node's
+    /// first `n` free indices: the count says which they are.
+    taken: BTreeMap<NodeId, u32>,
     /// Leases that an order of this round preempts or waits for: no other
     /// order may count on them again.
     claimed: BTreeSet<LeaseId>,
@@ -354,7 +354,7 @@ struct DomainPick {
 /// A gang preemption's score, smallest wins: distinct victims, GPUs preempted, ask, provider, model.
 type GangReclaimScore = (usize, u64, PricePerGpuHour, ProviderId, GpuModel);
 
-impl Round<'_> {
+impl<'m> Round<'m> {
     /// Places the order, or plans preemptions for it (spot orders never
     /// preempt); None if it was placed, else why not.
     fn serve(
@@ -403,7 +403,7 @@ impl Round<'_> {
         let reason = self.explain(order, accepted, refused);
         match self.plan_reservation(order, models) {
             Some((start, nodes)) => Some(Unplaced::ReservedAhead {
-                demand: Demand::of(order),
+                demand: accepted.demand(order),
                 start_ms: start.0,
                 starts_in_s: self.clock.map_or(0, |now| start.seconds_since(now) as u64),
                 nodes,
@@ -428,15 +428,20 @@ impl Round<'_> {
     /// Starts serving an order: the policies look at its tenant from here on.
     fn begin(&mut self, order: &OrderSpec) {
         let p = &self.market.policies;
-        let total_after = self.held_total(order.tenant) + order.gpus_total();
-        let capped = p.provider_share_cap_bps.is_some() && total_after > p.provider_share_min_gpus;
-        let floored = p.small_tenant_floor_bps > 0 && total_after >= p.small_tenant_gpus;
+        // Without policies (the common case) the tenant's holdings are not looked up.
+        let personal =
+            order.tier != Tier::Reserved && (p.provider_share_cap_bps.is_some() || p.small_tenant_floor_bps > 0) && {
+                let total_after = self.held_total(order.tenant) + order.gpus_total();
+                let capped = p.provider_share_cap_bps.is_some() && total_after > p.provider_share_min_gpus;
+                let floored = p.small_tenant_floor_bps > 0 && total_after >= p.small_tenant_gpus;
+                capped || floored
+            };
         self.current = Some(Current {
             tenant: order.tenant,
             tier: order.tier,
             bid: order.max_price,
             checkpointable: order.checkpointable,
-            personal: order.tier != Tier::Reserved && (capped || floored),
+            personal,
         });
         self.policy_refusal.set(None);
     }
@@ -539,7 +544,7 @@ impl Round<'_> {
     }
 
     fn taken_on(&self, id: NodeId) -> u32 {
-        self.taken.get(&id).map_or(0, BTreeSet::len) as u32
+        self.taken.get(&id).copied().unwrap_or(0)
     }
 
     /// Free GPUs of a node in this round.
@@ -556,7 +561,7 @@ impl Round<'_> {
 
     /// Headroom of a site in this round, or None if it has no budget.
     fn headroom_w(&self, site: SiteId) -> Option<u64> {
-        let s = self.market.sites.get(&site)?;
+        let s = self.site_state(site)?;
         let budget = s.budget_w()?;
         let added = self.added_w.get(&site).copied().unwrap_or(0);
         Some(budget.saturating_sub(s.used_w() + added))
@@ -564,7 +569,21 @@ impl Round<'_> {
 
     /// The site's node overhead (0 for a site never upserted).
     fn overhead_w(&self, site: SiteId) -> u64 {
-        self.market.sites.get(&site).map_or(0, super::SiteState::overhead_w)
+        self.site_state(site).map_or(0, super::SiteState::overhead_w)
+    }
+
+    /// A site's state in the market, remembering the last one looked up:
+    /// consecutive candidates mostly share a site (a large provider's nodes
+    /// at one ask are one run of the buckets).
+    fn site_state(&self, site: SiteId) -> Option<&'m super::SiteState> {
+        if let Some((last, state)) = self.last_site.get()
+            && last == site
+        {
+            return state;
+        }
+        let state = self.market.sites.get(&site);
+        self.last_site.set(Some((site, state)));
+        state
     }
 
     /// What `g` more GPUs on a node add to its site: their TDP, plus the node's
@@ -636,9 +655,11 @@ impl Round<'_> {
             };
             let gpus_w = u64::from(model.spec().tdp_w) * u64::from(g);
             for (&free, bucket) in buckets.range(g..) {
-                // Nothing in this bucket can beat the best at a higher ask.
+                // Nothing in this bucket can beat the best at a higher ask,
+                // nor at its ask with more free GPUs (a placed order reports
+                // no power refusal, so skipping the search loses nothing).
                 let max_ask = best.map_or(order.max_price, |b| b.0.min(order.max_price));
-                if bucket.cheapest > max_ask {
+                if bucket.cheapest > max_ask || best.is_some_and(|b| bucket.cheapest == b.0 && free > b.1) {
                     continue;
                 }
                 let Some((ask, site, id)) = self.first_powered(model, &bucket.nodes, max_ask, g, gpus_w, refused)
@@ -964,13 +985,16 @@ impl Round<'_> {
         if self.clock.is_some() {
             self.round_ends.entry(id).or_default().push((count, self.current_ends));
         }
-        let taken = self.taken.entry(id).or_default();
-        let picked: Vec<u32> = (0..node.spec.gpus)
-            .filter(|i| node.owners[*i as usize].is_none() && !taken.contains(i))
-            .take(count as usize)
-            .collect();
+        // The first `taken_before` free indices are taken already (see `taken`).
+        let mut picked = Vec::with_capacity(count as usize);
+        picked.extend(
+            (0..node.spec.gpus)
+                .filter(|i| node.owners[*i as usize].is_none())
+                .skip(taken_before as usize)
+                .take(count as usize),
+        );
         assert_eq!(picked.len(), count as usize, "node {id} has {count} GPUs to take");
-        taken.extend(&picked);
+        *self.taken.entry(id).or_insert(0) += count;
         if !hidden {
             self.free.update(id, &entry, free_before, free_before - count);
         }
@@ -1037,31 +1061,29 @@ impl Round<'_> {
     fn find_single_reclaim(&self, order: &OrderSpec, models: &[GpuModel]) -> Option<Reclaim> {
         let g = order.gpus_per_node;
         let last = (order.max_price, SiteId(u64::MAX), NodeId(u64::MAX));
-        // Every bucket is sorted by key: merge their heads instead of sorting them all.
+        // Every bucket is sorted by key: merge their heads (in a heap) instead
+        // of sorting them all. A node is in one bucket, so heads never tie.
         let mut runs = Vec::new();
         for model in models {
             let Some(buckets) = self.reclaim.by_model.get(model) else {
                 continue;
             };
-            runs.extend(
-                buckets
-                    .range(g..)
-                    .map(|(_, bucket)| bucket.nodes.range(..=last).peekable()),
-            );
+            runs.extend(buckets.range(g..).map(|(_, bucket)| bucket.nodes.range(..=last)));
         }
+        let mut heads: BinaryHeap<Reverse<(BucketKey, usize)>> = runs
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, run)| run.next().map(|&key| Reverse((key, i))))
+            .collect();
         let mut best: Option<(ReclaimScore, PricePerGpuHour, NodeId)> = None;
         let mut scored = 0;
         while scored < RECLAIM_CANDIDATES {
-            let Some(run) = runs
-                .iter_mut()
-                .enumerate()
-                .filter_map(|(i, r)| r.peek().map(|&&key| (i, key)))
-                .min_by_key(|&(_, key)| key)
-                .map(|(i, _)| i)
-            else {
+            let Some(Reverse(((ask, site, id), run))) = heads.pop() else {
                 break;
             };
-            let &(ask, site, id) = runs[run].next().expect("peeked");
+            if let Some(&next) = runs[run].next() {
+                heads.push(Reverse((next, run)));
+            }
             if !self.site_ok(site) {
                 continue;
             }
@@ -1260,7 +1282,7 @@ impl Round<'_> {
                 min_vram_mib: order.min_vram_mib,
             };
         }
-        let demand = Demand::of(order);
+        let demand = accepted.demand(order);
         let g = order.gpus_per_node;
         let largest_node_gpus = accepted.largest_node_gpus;
         if largest_node_gpus < g {

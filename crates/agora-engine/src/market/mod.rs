@@ -81,9 +81,13 @@
 //! equal or higher price skips the search: GPUs only get scarcer within a
 //! round. An order's model filter (model list and VRAM floor) is numbered
 //! once, when the order is added; a round filters the models and gathers the
-//! reasons' per-model facts (largest node, cheapest ask) once per filter, and
-//! the reasons are gathered in service order and built into the plan's map
-//! once, sorted by id.
+//! reasons' per-model facts (largest node, cheapest ask) once per filter. The
+//! reasons are appended in service order ([`Reasons`]; only serializing sorts
+//! them by id), and the reasons of orders with one model list share it. A
+//! round counts the GPUs it takes per node (the taken ones are always a
+//! node's first free indices) and remembers the last site it looked up.
+//! Starting a lease derives its nodes' index entries and power from the old
+//! ones instead of walking their GPUs and other leases.
 
 mod clear;
 mod index;
@@ -94,6 +98,7 @@ mod view;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use agora_types::{
     AgentId, DomainId, GpuModel, JobId, LeaseId, NodeId, OrderId, PricePerGpuHour, ProviderId, SiteId, TenantId, Tier,
@@ -105,7 +110,7 @@ pub use clear::{BACKFILL_RESERVATIONS, RECLAIM_CANDIDATES};
 use index::{IndexEntry, Indexes};
 pub use policy::{CapMode, Policies, TenantUse};
 pub use reservation::{Holding, ReservedPool};
-pub use unplaced::{Demand, Unplaced};
+pub use unplaced::{Demand, Reasons, Unplaced};
 
 /// A node as its agent reports it, with the provider's ask.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -250,8 +255,9 @@ pub struct RoundPlan {
     pub placements: Vec<Placement>,
     /// In service order; no lease appears twice.
     pub preemptions: Vec<Preemption>,
-    /// Every pending order that was not placed, with the reason.
-    pub unplaced: BTreeMap<OrderId, Unplaced>,
+    /// Every pending order that was not placed, with the reason, in service
+    /// order; serialized as a map by order id.
+    pub unplaced: Reasons,
 }
 
 /// What a round takes from outside the market besides which orders are eligible.
@@ -424,8 +430,9 @@ struct Queued {
 struct Filters {
     /// Number by VRAM floor, then model list.
     numbers: BTreeMap<u32, BTreeMap<Vec<GpuModel>, u32>>,
-    /// `(VRAM floor, model list)` by number.
-    list: Vec<(u32, Vec<GpuModel>)>,
+    /// `(VRAM floor, model list)` by number; the list is shared by the
+    /// reasons of the orders that have it.
+    list: Vec<(u32, Arc<[GpuModel]>)>,
 }
 
 impl Filters {
@@ -436,7 +443,7 @@ impl Filters {
             return n;
         }
         let n = self.list.len() as u32;
-        self.list.push((order.min_vram_mib, order.models.clone()));
+        self.list.push((order.min_vram_mib, Arc::from(order.models.as_slice())));
         by_models.insert(order.models.clone(), n);
         n
     }
@@ -670,7 +677,21 @@ impl Market {
                 );
                 *owner = Some(lease);
             }
-            refresh_node(alloc.node, node, leases, indexes, sites, reservations);
+            started_on(
+                alloc.node,
+                node,
+                tier,
+                alloc.gpu_indices.len() as u32,
+                indexes,
+                sites,
+                reservations,
+            );
+            debug_assert_eq!(
+                node.indexed,
+                entry_of(node, leases),
+                "node {} indexed as it is",
+                alloc.node
+            );
         }
     }
 
@@ -837,6 +858,42 @@ fn refresh_node(
         move_draw(sites, node.drawn, drawn);
         node.drawn = drawn;
     }
+    if entry != node.indexed {
+        indexes.update(id, node.indexed.as_ref(), entry.as_ref());
+        reservation::free_changed(reservations, node.indexed.as_ref(), entry.as_ref());
+        node.indexed = entry;
+    }
+}
+
+/// [`refresh_node`] after a lease of `tier` took `gpus` more GPUs (below the
+/// node's count) of a node: its entry and draw follow from the old ones,
+/// without walking its GPUs or looking up its other leases.
+fn started_on(
+    id: NodeId,
+    node: &mut Node,
+    tier: Tier,
+    gpus: u32,
+    indexes: &mut Indexes,
+    sites: &mut BTreeMap<SiteId, SiteState>,
+    reservations: &mut BTreeMap<(ProviderId, GpuModel), ReservedPool>,
+) {
+    let old = node.drawn;
+    let gpus_w = u64::from(gpus) * u64::from(node.spec.model.spec().tdp_w);
+    let site = sites.get_mut(&old.site).expect("a node's site is known");
+    site.busy_nodes += u64::from(!old.busy);
+    site.gpus_w += gpus_w;
+    node.drawn = Draw {
+        site: old.site,
+        busy: true,
+        gpus_w: old.gpus_w + gpus_w,
+    };
+    // A new lease is not stopping: it counts as reclaimable if it is spot.
+    let entry = node.indexed.map(|e| IndexEntry {
+        free: e.free - gpus,
+        reclaimable: e.reclaimable + if tier == Tier::Spot { gpus } else { 0 },
+        busy: true,
+        ..e
+    });
     if entry != node.indexed {
         indexes.update(id, node.indexed.as_ref(), entry.as_ref());
         reservation::free_changed(reservations, node.indexed.as_ref(), entry.as_ref());

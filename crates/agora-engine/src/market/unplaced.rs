@@ -1,10 +1,12 @@
 //! Why an order stayed pending: typed reasons that the API returns as data and
 //! the CLI prints as one sentence.
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
-use agora_types::{GpuModel, LeaseId, PricePerGpuHour, ProviderId, SiteId};
-use serde::{Deserialize, Serialize};
+use agora_types::{GpuModel, LeaseId, OrderId, PricePerGpuHour, ProviderId, SiteId};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::OrderSpec;
 
@@ -13,21 +15,132 @@ use super::OrderSpec;
 pub struct Demand {
     pub nodes: u32,
     pub gpus_per_node: u32,
-    /// Empty: any model.
-    pub models: Vec<GpuModel>,
+    /// Empty: any model. Shared: a round's reasons for orders with one model
+    /// list point at one copy of it (it serializes as a plain list).
+    pub models: Arc<[GpuModel]>,
     pub min_vram_mib: u32,
     pub max_price: PricePerGpuHour,
 }
 
 impl Demand {
     pub fn of(order: &OrderSpec) -> Demand {
+        Demand::sharing(order, Arc::from(order.models.as_slice()))
+    }
+
+    /// [`Demand::of`] with `models` (equal to the order's) shared rather than copied.
+    pub(crate) fn sharing(order: &OrderSpec, models: Arc<[GpuModel]>) -> Demand {
+        debug_assert_eq!(*models, *order.models, "a shared model list is the order's");
         Demand {
             nodes: order.nodes,
             gpus_per_node: order.gpus_per_node,
-            models: order.models.clone(),
+            models,
             min_vram_mib: order.min_vram_mib,
             max_price: order.max_price,
         }
+    }
+}
+
+/// The reasons of a round's unplaced orders, in service order (the order the
+/// round met them), at most one per order. A round only appends to it, which
+/// costs far less than sorting 50,000 reasons into a map; it serializes as a
+/// map by ascending order id, the same bytes a `BTreeMap<OrderId, Unplaced>`
+/// gives, so the wire format and the decision hashes do not depend on it.
+///
+/// [`Reasons::get`] and indexing scan the list: meant for tests and single
+/// look-ups. A caller that looks up many ids builds a map with
+/// [`Reasons::by_id`].
+///
+/// Two lists are equal when they give the same orders the same reasons, in
+/// any order, as the map they serialize to would be.
+#[derive(Debug, Clone, Default)]
+pub struct Reasons(Vec<(OrderId, Unplaced)>);
+
+impl PartialEq for Reasons {
+    fn eq(&self, other: &Reasons) -> bool {
+        self.len() == other.len() && self.by_id() == other.by_id()
+    }
+}
+
+impl Eq for Reasons {}
+
+impl Reasons {
+    pub(crate) fn with_capacity(n: usize) -> Reasons {
+        Reasons(Vec::with_capacity(n))
+    }
+
+    pub(crate) fn push(&mut self, order: OrderId, reason: Unplaced) {
+        self.0.push((order, reason));
+    }
+
+    /// In service order.
+    pub fn iter(&self) -> std::slice::Iter<'_, (OrderId, Unplaced)> {
+        self.0.iter()
+    }
+
+    /// The reasons alone, in service order.
+    pub fn values(&self) -> impl Iterator<Item = &Unplaced> {
+        self.0.iter().map(|(_, r)| r)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The reason of one order (a linear scan).
+    pub fn get(&self, order: &OrderId) -> Option<&Unplaced> {
+        self.0.iter().find(|(id, _)| id == order).map(|(_, r)| r)
+    }
+
+    pub fn contains_key(&self, order: &OrderId) -> bool {
+        self.get(order).is_some()
+    }
+
+    /// The reasons by ascending order id.
+    pub fn by_id(&self) -> BTreeMap<OrderId, &Unplaced> {
+        self.0.iter().map(|(id, r)| (*id, r)).collect()
+    }
+}
+
+impl std::ops::Index<&OrderId> for Reasons {
+    type Output = Unplaced;
+
+    fn index(&self, order: &OrderId) -> &Unplaced {
+        self.get(order)
+            .unwrap_or_else(|| panic!("order {order} has no reason in this plan"))
+    }
+}
+
+impl<'a> IntoIterator for &'a Reasons {
+    type Item = &'a (OrderId, Unplaced);
+    type IntoIter = std::slice::Iter<'a, (OrderId, Unplaced)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl FromIterator<(OrderId, Unplaced)> for Reasons {
+    fn from_iter<I: IntoIterator<Item = (OrderId, Unplaced)>>(iter: I) -> Reasons {
+        Reasons(iter.into_iter().collect())
+    }
+}
+
+impl Serialize for Reasons {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut sorted: Vec<&(OrderId, Unplaced)> = self.0.iter().collect();
+        sorted.sort_unstable_by_key(|(id, _)| *id);
+        serializer.collect_map(sorted.into_iter().map(|(id, r)| (id, r)))
+    }
+}
+
+impl<'de> Deserialize<'de> for Reasons {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Reasons, D::Error> {
+        let map = BTreeMap::<OrderId, Unplaced>::deserialize(deserializer)?;
+        Ok(Reasons(map.into_iter().collect()))
     }
 }
 
@@ -312,5 +425,61 @@ impl fmt::Display for Unplaced {
                 write!(f, "waiting for {noun} {} to stop", ids.join(", "))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use agora_types::Micros;
+
+    use super::*;
+
+    fn demand(models: &[GpuModel]) -> Demand {
+        Demand {
+            nodes: 2,
+            gpus_per_node: 8,
+            models: Arc::from(models),
+            min_vram_mib: 0,
+            max_price: PricePerGpuHour(Micros(2_500_000)),
+        }
+    }
+
+    /// Reasons in service order serialize as the map by order id that the
+    /// plan used to hold, and read back in id order.
+    #[test]
+    fn reasons_serialize_as_a_map_by_id() {
+        let h100 = GpuModel::resolve("H100-80GB-SXM").expect("in the catalog");
+        let service_order = [
+            (
+                OrderId(30),
+                Unplaced::NoReservation {
+                    demand: demand(&[h100]),
+                },
+            ),
+            (
+                OrderId(4),
+                Unplaced::WaitingForPreemption {
+                    leases: vec![LeaseId(7)],
+                },
+            ),
+            (
+                OrderId(12),
+                Unplaced::TooFewNodes {
+                    demand: demand(&[]),
+                    nodes_with_room: 1,
+                },
+            ),
+        ];
+        let reasons: Reasons = service_order.iter().cloned().collect();
+        let map: BTreeMap<OrderId, Unplaced> = service_order.iter().cloned().collect();
+        let json = serde_json::to_string(&reasons).expect("serializes");
+        assert_eq!(json, serde_json::to_string(&map).expect("serializes"));
+        let back: Reasons = serde_json::from_str(&json).expect("reads back");
+        let ids: Vec<OrderId> = back.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, [OrderId(4), OrderId(12), OrderId(30)]);
+        assert_eq!(back, reasons, "equal as maps, whatever the order");
+        assert_eq!(reasons[&OrderId(4)], map[&OrderId(4)]);
+        assert!(!reasons.contains_key(&OrderId(5)));
+        assert_eq!(reasons.values().count(), 3);
     }
 }
