@@ -35,6 +35,11 @@ pub(crate) struct EngineBench {
     /// Clearing rounds to run.
     #[arg(long, default_value_t = 20)]
     rounds: usize,
+    /// Clear with the exchange's default market-health policies (provider
+    /// share cap, small-tenant floor), as `agora serve` does; off by default so
+    /// the figures compare with earlier runs.
+    #[arg(long)]
+    policies: bool,
     /// Share of running leases (per mille) that end between rounds.
     #[arg(long, default_value_t = 50)]
     churn_per_mille: u64,
@@ -48,6 +53,8 @@ pub(crate) struct EngineBench {
 #[derive(Serialize)]
 struct Report {
     fleet: String,
+    /// Whether the exchange's default market-health policies were on.
+    policies: bool,
     nodes: usize,
     gpus: u64,
     orders: usize,
@@ -142,6 +149,9 @@ pub(crate) fn run(args: EngineBench) -> anyhow::Result<u8> {
 
     let setup = Instant::now();
     let mut market = fleet.market();
+    if args.policies {
+        market.set_policies(agora_server::events::MarketRules::default().policies);
+    }
     let mut next_order = 1;
     for o in workload::orders(&mut rng, &mix, args.orders, next_order) {
         market.add_order(o);
@@ -249,6 +259,7 @@ pub(crate) fn run(args: EngineBench) -> anyhow::Result<u8> {
     round_ms.sort_by(f64::total_cmp);
     clear_ms.sort_by(f64::total_cmp);
     let report = Report {
+        policies: args.policies,
         fleet: args.fleet,
         nodes: fleet.nodes.len(),
         gpus: gpus_total,
