@@ -15,6 +15,7 @@ use agora_types::{
     DomainId, GpuModel, LeaseId, Micros, NodeId, PricePerGpuHour, ProviderId, SiteId, TenantId, Tier, UnixMs,
 };
 
+use super::idmap::{IdMap, IdSet};
 use super::index::{BucketKey, GangPoolKey, IndexEntry, PoolKey, WholeNodes};
 use super::policy::{CapMode, TenantUse, within_cap};
 use super::view::{BucketView, ModelView, WholeView};
@@ -58,9 +59,9 @@ pub(super) fn clear(market: &Market, inputs: RoundInputs<'_>, eligible: impl Fn(
         current_ends: None,
         added_w: BTreeMap::new(),
         last_site: Cell::new(None),
-        taken: BTreeMap::new(),
-        claimed: BTreeSet::new(),
-        claimed_gpus: BTreeMap::new(),
+        taken: IdMap::default(),
+        claimed: IdSet::default(),
+        claimed_gpus: IdMap::default(),
         no_room: BTreeMap::new(),
         no_reclaim: BTreeMap::new(),
         scratch: RefCell::default(),
@@ -204,12 +205,12 @@ struct Round<'m> {
     /// waiting on preemption. Each take picks the lowest indices free in the
     /// market and not yet taken, so the taken ones are always the node's
     /// first `n` free indices: the count says which they are.
-    taken: BTreeMap<NodeId, u32>,
+    taken: IdMap<NodeId, u32>,
     /// Leases that an order of this round preempts or waits for: no other
     /// order may count on them again.
-    claimed: BTreeSet<LeaseId>,
+    claimed: IdSet<LeaseId>,
     /// GPUs of claimed leases per node, which the reclaim index no longer offers.
-    claimed_gpus: BTreeMap<NodeId, u32>,
+    claimed_gpus: IdMap<NodeId, u32>,
     /// The highest price at which a shape found no room on free GPUs, with
     /// the power refusal that search met. Free GPUs and power headroom only
     /// shrink during a round, so a later order of that shape at a price no
@@ -222,7 +223,7 @@ struct Round<'m> {
     scratch: RefCell<Scratch>,
     /// [`Round::reclaim_score`] by node and GPU count; a node's entry is
     /// dropped whenever the round takes its GPUs or claims a lease on it.
-    reclaim_scores: RefCell<BTreeMap<NodeId, NodeScores>>,
+    reclaim_scores: RefCell<IdMap<NodeId, NodeScores>>,
 }
 
 /// The order a round is serving, as the policies see it.

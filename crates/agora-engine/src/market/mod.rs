@@ -90,6 +90,7 @@
 //! ones instead of walking their GPUs and other leases.
 
 mod clear;
+mod idmap;
 mod index;
 mod policy;
 mod reservation;
@@ -107,6 +108,7 @@ use agora_types::{
 use serde::{Deserialize, Serialize};
 
 pub use clear::{BACKFILL_RESERVATIONS, RECLAIM_CANDIDATES};
+use idmap::IdMap;
 use index::{IndexEntry, Indexes};
 pub use policy::{CapMode, Policies, TenantUse};
 pub use reservation::{Holding, ReservedPool};
@@ -452,7 +454,10 @@ impl Filters {
 /// The market state. See the module documentation for the rules.
 #[derive(Debug, Clone, Default)]
 pub struct Market {
-    nodes: BTreeMap<NodeId, Node>,
+    /// By id, for lookups; `node_ids` keeps the id order that listings use.
+    nodes: IdMap<NodeId, Node>,
+    /// Every node's id, ascending (nodes are never removed).
+    node_ids: BTreeSet<NodeId>,
     /// Where each pending order sits in `queue`.
     orders: BTreeMap<OrderId, QueueKey>,
     /// Pending orders in service order, so a round never sorts, and walks them
@@ -502,6 +507,7 @@ impl Market {
                     gpus_w: 0,
                 };
                 self.sites.entry(spec.site).or_default().nodes += 1;
+                self.node_ids.insert(id);
                 self.nodes.insert(
                     id,
                     Node {
@@ -741,7 +747,7 @@ impl Market {
     }
 
     pub fn nodes(&self) -> impl Iterator<Item = &Node> {
-        self.nodes.values()
+        self.node_ids.iter().map(|id| &self.nodes[id])
     }
 
     /// Free GPUs of a node (`0..gpus` held by no lease), or None for an unknown node.
