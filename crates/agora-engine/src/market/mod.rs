@@ -108,7 +108,7 @@ use agora_types::{
 use serde::{Deserialize, Serialize};
 
 pub use clear::{BACKFILL_RESERVATIONS, RECLAIM_CANDIDATES};
-use idmap::IdMap;
+use idmap::{IdMap, IdSet};
 use index::{IndexEntry, Indexes};
 pub use policy::{CapMode, Policies, TenantUse};
 pub use reservation::{Holding, ReservedPool};
@@ -459,7 +459,7 @@ pub struct Market {
     /// Every node's id, ascending (nodes are never removed).
     node_ids: BTreeSet<NodeId>,
     /// Where each pending order sits in `queue`.
-    orders: BTreeMap<OrderId, QueueKey>,
+    orders: IdMap<OrderId, QueueKey>,
     /// Pending orders in service order, so a round never sorts, and walks them
     /// without a lookup per order.
     queue: BTreeMap<QueueKey, Queued>,
@@ -470,8 +470,12 @@ pub struct Market {
     /// Fair-share rank per tenant (absent: 0, the front); see [`Market::set_share_rank`].
     share_rank: BTreeMap<TenantId, u32>,
     /// Pending orders per tenant, to re-rank them when the tenant's rank changes.
-    pending_by_tenant: BTreeMap<TenantId, BTreeSet<OrderId>>,
-    leases: BTreeMap<LeaseId, Lease>,
+    /// Hashed: only looked up, and re-keying does not depend on the order.
+    pending_by_tenant: IdMap<TenantId, IdSet<OrderId>>,
+    /// By id, for lookups; `lease_ids` keeps the id order that listings use.
+    leases: IdMap<LeaseId, Lease>,
+    /// Every running lease's id, ascending.
+    lease_ids: BTreeSet<LeaseId>,
     indexes: Indexes,
     sites: BTreeMap<SiteId, SiteState>,
     /// Reserved capacity by (provider, model); see [`reservation`].
@@ -656,6 +660,7 @@ impl Market {
         self.reserved_lease_changed(&started, 1);
         self.count_tenant_use(&started, 1);
         self.leases.insert(lease, started);
+        self.lease_ids.insert(lease);
         let Market {
             nodes,
             leases,
@@ -720,6 +725,7 @@ impl Market {
     /// (ending twice is harmless).
     pub fn end_lease(&mut self, lease: LeaseId) -> Option<Lease> {
         let l = self.leases.remove(&lease)?;
+        self.lease_ids.remove(&lease);
         self.reserved_lease_changed(&l, -1);
         self.count_tenant_use(&l, -1);
         for alloc in &l.allocations {
@@ -770,7 +776,7 @@ impl Market {
 
     /// Leases in id order.
     pub fn leases(&self) -> impl Iterator<Item = &Lease> {
-        self.leases.values()
+        self.lease_ids.iter().map(|id| &self.leases[id])
     }
 
     /// Asks and capacity of online nodes, per model.
@@ -848,7 +854,7 @@ impl Market {
 fn refresh_node(
     id: NodeId,
     node: &mut Node,
-    leases: &BTreeMap<LeaseId, Lease>,
+    leases: &IdMap<LeaseId, Lease>,
     indexes: &mut Indexes,
     sites: &mut BTreeMap<SiteId, SiteState>,
     reservations: &mut BTreeMap<(ProviderId, GpuModel), ReservedPool>,
@@ -925,7 +931,7 @@ fn move_draw(sites: &mut BTreeMap<SiteId, SiteState>, old: Draw, new: Draw) {
 }
 
 /// What a node contributes to the indexes: nothing while offline.
-fn entry_of(node: &Node, leases: &BTreeMap<LeaseId, Lease>) -> Option<IndexEntry> {
+fn entry_of(node: &Node, leases: &IdMap<LeaseId, Lease>) -> Option<IndexEntry> {
     if !node.online {
         return None;
     }
