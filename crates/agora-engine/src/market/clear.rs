@@ -66,6 +66,7 @@ pub(super) fn clear(market: &Market, inputs: RoundInputs<'_>, eligible: impl Fn(
         no_reclaim: BTreeMap::new(),
         scratch: RefCell::default(),
         reclaim_scores: RefCell::default(),
+        most_free: RefCell::default(),
     };
     // Most pending orders stay pending: size the reasons once rather than regrow them.
     let mut plan = RoundPlan {
@@ -77,7 +78,8 @@ pub(super) fn clear(market: &Market, inputs: RoundInputs<'_>, eligible: impl Fn(
         .filters
         .list
         .iter()
-        .map(|(min_vram_mib, models)| Accepted::of(market, models.clone(), *min_vram_mib))
+        .enumerate()
+        .map(|(number, (min_vram_mib, models))| Accepted::of(market, number as u32, models.clone(), *min_vram_mib))
         .collect();
     for queued in market.queue.values().filter(|q| eligible(&q.spec)) {
         let order = &queued.spec;
@@ -113,10 +115,12 @@ struct Accepted {
     cheapest_ask: PricePerGpuHour,
     /// The filter's model list as the orders give it, which their reasons share.
     listed: Arc<[GpuModel]>,
+    /// The market's number for the filter.
+    number: u32,
 }
 
 impl Accepted {
-    fn of(market: &Market, filter: Arc<[GpuModel]>, min_vram_mib: u32) -> Accepted {
+    fn of(market: &Market, number: u32, filter: Arc<[GpuModel]>, min_vram_mib: u32) -> Accepted {
         let indexed = &market.indexes.models;
         let models: Vec<GpuModel> = indexed
             .keys()
@@ -135,6 +139,7 @@ impl Accepted {
                 .unwrap_or(PricePerGpuHour(Micros(0))),
             models,
             listed: filter,
+            number,
         }
     }
 
@@ -224,6 +229,10 @@ struct Round<'m> {
     /// [`Round::reclaim_score`] by node and GPU count; a node's entry is
     /// dropped whenever the round takes its GPUs or claims a lease on it.
     reclaim_scores: RefCell<IdMap<NodeId, NodeScores>>,
+    /// `most_free_on_one_node` of the unplaced reasons by (filter number,
+    /// price), forgotten whenever the round changes its free-GPU view: the
+    /// orders left once GPUs run out share a few filters and prices.
+    most_free: RefCell<BTreeMap<(u32, PricePerGpuHour), u32>>,
 }
 
 /// The order a round is serving, as the policies see it.
@@ -998,6 +1007,7 @@ impl<'m> Round<'m> {
         *self.taken.entry(id).or_insert(0) += count;
         if !hidden {
             self.free.update(id, &entry, free_before, free_before - count);
+            self.most_free.get_mut().clear();
         }
         *self.taken_by_model.entry(entry.model).or_insert(0) += u64::from(count);
         if let Some(pool) = self.reserved.get(&(entry.provider, entry.model)) {
@@ -1345,6 +1355,13 @@ impl<'m> Round<'m> {
             };
         }
         if order.nodes == 1 {
+            let key = (accepted.number, order.max_price);
+            if let Some(&most_free_on_one_node) = self.most_free.borrow().get(&key) {
+                return Unplaced::NotEnoughFree {
+                    demand,
+                    most_free_on_one_node,
+                };
+            }
             let most_free_on_one_node = models
                 .iter()
                 .filter_map(|m| self.free.get(m))
@@ -1358,6 +1375,7 @@ impl<'m> Round<'m> {
                 .map(|(free, _)| *free)
                 .max()
                 .unwrap_or(0);
+            self.most_free.borrow_mut().insert(key, most_free_on_one_node);
             return Unplaced::NotEnoughFree {
                 demand,
                 most_free_on_one_node,

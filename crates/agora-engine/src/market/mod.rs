@@ -87,7 +87,14 @@
 //! round counts the GPUs it takes per node (the taken ones are always a
 //! node's first free indices) and remembers the last site it looked up.
 //! Starting a lease derives its nodes' index entries and power from the old
-//! ones instead of walking their GPUs and other leases.
+//! ones instead of walking their GPUs and other leases. Lookups by id that
+//! no output iterates (nodes, leases, pending orders' keys, a tenant's
+//! pending orders, a round's per-node and per-lease bookkeeping) go through
+//! hash maps with a fixed id hasher (`idmap.rs`), about one cache miss each
+//! where a B-tree over 30,000 entries costs four or five; listings in id
+//! order walk B-tree sets of the ids. A round remembers the most free GPUs
+//! on one node per model filter and price for the unplaced reasons until it
+//! next changes its free-GPU view.
 
 mod clear;
 mod idmap;
@@ -752,6 +759,7 @@ impl Market {
         self.nodes.get(&node)
     }
 
+    /// Nodes in id order.
     pub fn nodes(&self) -> impl Iterator<Item = &Node> {
         self.node_ids.iter().map(|id| &self.nodes[id])
     }
