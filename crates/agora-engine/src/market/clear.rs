@@ -15,6 +15,7 @@ use agora_types::{
     DomainId, GpuModel, LeaseId, Micros, NodeId, PricePerGpuHour, ProviderId, SiteId, TenantId, Tier, UnixMs,
 };
 
+use super::idmap::{IdMap, IdSet};
 use super::index::{BucketKey, GangPoolKey, IndexEntry, PoolKey, WholeNodes};
 use super::policy::{CapMode, TenantUse, within_cap};
 use super::view::{BucketView, ModelView, WholeView};
@@ -58,13 +59,14 @@ pub(super) fn clear(market: &Market, inputs: RoundInputs<'_>, eligible: impl Fn(
         current_ends: None,
         added_w: BTreeMap::new(),
         last_site: Cell::new(None),
-        taken: BTreeMap::new(),
-        claimed: BTreeSet::new(),
-        claimed_gpus: BTreeMap::new(),
+        taken: IdMap::default(),
+        claimed: IdSet::default(),
+        claimed_gpus: IdMap::default(),
         no_room: BTreeMap::new(),
         no_reclaim: BTreeMap::new(),
         scratch: RefCell::default(),
         reclaim_scores: RefCell::default(),
+        most_free: RefCell::default(),
     };
     // Most pending orders stay pending: size the reasons once rather than regrow them.
     let mut plan = RoundPlan {
@@ -76,7 +78,8 @@ pub(super) fn clear(market: &Market, inputs: RoundInputs<'_>, eligible: impl Fn(
         .filters
         .list
         .iter()
-        .map(|(min_vram_mib, models)| Accepted::of(market, models.clone(), *min_vram_mib))
+        .enumerate()
+        .map(|(number, (min_vram_mib, models))| Accepted::of(market, number as u32, models.clone(), *min_vram_mib))
         .collect();
     for queued in market.queue.values().filter(|q| eligible(&q.spec)) {
         let order = &queued.spec;
@@ -112,10 +115,12 @@ struct Accepted {
     cheapest_ask: PricePerGpuHour,
     /// The filter's model list as the orders give it, which their reasons share.
     listed: Arc<[GpuModel]>,
+    /// The market's number for the filter.
+    number: u32,
 }
 
 impl Accepted {
-    fn of(market: &Market, filter: Arc<[GpuModel]>, min_vram_mib: u32) -> Accepted {
+    fn of(market: &Market, number: u32, filter: Arc<[GpuModel]>, min_vram_mib: u32) -> Accepted {
         let indexed = &market.indexes.models;
         let models: Vec<GpuModel> = indexed
             .keys()
@@ -134,6 +139,7 @@ impl Accepted {
                 .unwrap_or(PricePerGpuHour(Micros(0))),
             models,
             listed: filter,
+            number,
         }
     }
 
@@ -204,12 +210,12 @@ struct Round<'m> {
     /// waiting on preemption. Each take picks the lowest indices free in the
     /// market and not yet taken, so the taken ones are always the node's
     /// first `n` free indices: the count says which they are.
-    taken: BTreeMap<NodeId, u32>,
+    taken: IdMap<NodeId, u32>,
     /// Leases that an order of this round preempts or waits for: no other
     /// order may count on them again.
-    claimed: BTreeSet<LeaseId>,
+    claimed: IdSet<LeaseId>,
     /// GPUs of claimed leases per node, which the reclaim index no longer offers.
-    claimed_gpus: BTreeMap<NodeId, u32>,
+    claimed_gpus: IdMap<NodeId, u32>,
     /// The highest price at which a shape found no room on free GPUs, with
     /// the power refusal that search met. Free GPUs and power headroom only
     /// shrink during a round, so a later order of that shape at a price no
@@ -222,7 +228,11 @@ struct Round<'m> {
     scratch: RefCell<Scratch>,
     /// [`Round::reclaim_score`] by node and GPU count; a node's entry is
     /// dropped whenever the round takes its GPUs or claims a lease on it.
-    reclaim_scores: RefCell<BTreeMap<NodeId, NodeScores>>,
+    reclaim_scores: RefCell<IdMap<NodeId, NodeScores>>,
+    /// `most_free_on_one_node` of the unplaced reasons by (filter number,
+    /// price), forgotten whenever the round changes its free-GPU view: the
+    /// orders left once GPUs run out share a few filters and prices.
+    most_free: RefCell<BTreeMap<(u32, PricePerGpuHour), u32>>,
 }
 
 /// The order a round is serving, as the policies see it.
@@ -997,6 +1007,7 @@ impl<'m> Round<'m> {
         *self.taken.entry(id).or_insert(0) += count;
         if !hidden {
             self.free.update(id, &entry, free_before, free_before - count);
+            self.most_free.get_mut().clear();
         }
         *self.taken_by_model.entry(entry.model).or_insert(0) += u64::from(count);
         if let Some(pool) = self.reserved.get(&(entry.provider, entry.model)) {
@@ -1344,6 +1355,13 @@ impl<'m> Round<'m> {
             };
         }
         if order.nodes == 1 {
+            let key = (accepted.number, order.max_price);
+            if let Some(&most_free_on_one_node) = self.most_free.borrow().get(&key) {
+                return Unplaced::NotEnoughFree {
+                    demand,
+                    most_free_on_one_node,
+                };
+            }
             let most_free_on_one_node = models
                 .iter()
                 .filter_map(|m| self.free.get(m))
@@ -1357,6 +1375,7 @@ impl<'m> Round<'m> {
                 .map(|(free, _)| *free)
                 .max()
                 .unwrap_or(0);
+            self.most_free.borrow_mut().insert(key, most_free_on_one_node);
             return Unplaced::NotEnoughFree {
                 demand,
                 most_free_on_one_node,

@@ -126,6 +126,7 @@ impl Round<'_> {
         let free = entry.free - taken;
         if free > 0 {
             self.free.update(id, &entry, free, 0);
+            self.most_free.get_mut().clear();
         }
         if entry.whole() && taken == 0 {
             self.whole.remove(id, &entry);
