@@ -37,6 +37,10 @@ pub use backfill::BACKFILL_RESERVATIONS;
 /// exhaustively.
 pub const RECLAIM_CANDIDATES: usize = 32;
 
+/// How many feasible nodes a single-node preemption search looks at in all,
+/// scored or refused (by an orbital site, a policy or a reservation).
+pub const RECLAIM_EXAMINED: usize = 16 * RECLAIM_CANDIDATES;
+
 pub(super) fn clear(market: &Market, inputs: RoundInputs<'_>, eligible: impl Fn(&OrderSpec) -> bool) -> RoundPlan {
     let mut round = Round {
         market,
@@ -378,7 +382,8 @@ impl<'m> Round<'m> {
         let models = accepted.models.as_slice();
         // A soft provider share cap: a placement within it first, at any ask within the bid.
         let p = self.market.policies;
-        if self.personal() && p.provider_share_cap_bps.is_some() && p.provider_share_mode == CapMode::Soft {
+        let no_room = self.no_room.get(&shape).is_some_and(|(price, _)| order.max_price <= *price);
+        if self.personal() && !no_room && p.provider_share_cap_bps.is_some() && p.provider_share_mode == CapMode::Soft {
             self.strict_share = true;
             let mut refused = None;
             let found = if order.nodes == 1 {
@@ -491,18 +496,32 @@ impl<'m> Round<'m> {
             return true;
         };
         let p = &self.market.policies;
-        let total_after = self.held_total(current.tenant) + gpus;
         if let Some(cap_bps) = p.provider_share_cap_bps
             && (p.provider_share_mode == CapMode::Hard || self.strict_share)
-            && !within_cap(p, self.held_on(current.tenant, provider) + gpus, total_after)
+            && !within_cap(
+                p,
+                self.held_on(current.tenant, provider) + gpus,
+                self.held_total(current.tenant) + gpus,
+            )
         {
             if p.provider_share_mode == CapMode::Hard {
                 self.refuse(PolicyRefusal::ShareCap { provider, cap_bps });
             }
             return false;
         }
+        self.model_ok(model, gpus)
+    }
+
+    /// The small-tenant floor for the current order: whether it may take
+    /// `gpus` more of `model`. It depends on the model alone, so a search
+    /// checks it once per model rather than once per node.
+    fn model_ok(&self, model: GpuModel, gpus: u64) -> bool {
+        let Some(current) = self.current.filter(|c| c.personal) else {
+            return true;
+        };
+        let p = &self.market.policies;
         if p.small_tenant_floor_bps > 0
-            && total_after >= p.small_tenant_gpus
+            && self.held_total(current.tenant) + gpus >= p.small_tenant_gpus
             && let Some(m) = self.market.indexes.models.get(&model)
         {
             let kept_gpus = m.gpus_total * u64::from(p.small_tenant_floor_bps) / 10_000;
@@ -621,9 +640,10 @@ impl<'m> Round<'m> {
         shape: Shape,
         models: &[GpuModel],
     ) -> Result<(PoolKey, Vec<NodeId>), Option<PowerRefusal>> {
+        // The policies only take candidates away: a shape that found no room at
+        // a price, for anyone, finds none for a personal order either.
         let personal = self.personal();
-        if !personal
-            && let Some((price, refused)) = self.no_room.get(&shape)
+        if let Some((price, refused)) = self.no_room.get(&shape)
             && order.max_price <= *price
         {
             return Err(refused.filter(|r| r.ask <= order.max_price));
@@ -663,6 +683,9 @@ impl<'m> Round<'m> {
             let Some(buckets) = self.free.get(&model) else {
                 continue;
             };
+            if !self.model_ok(model, u64::from(g)) {
+                continue;
+            }
             let gpus_w = u64::from(model.spec().tdp_w) * u64::from(g);
             for (&free, bucket) in buckets.range(g..) {
                 // Nothing in this bucket can beat the best at a higher ask,
@@ -765,6 +788,9 @@ impl<'m> Round<'m> {
         let g = order.gpus_per_node;
         let mut best: Option<(GangScore, Vec<NodeId>)> = None;
         for &model in models {
+            if !self.model_ok(model, u64::from(need) * u64::from(g)) {
+                continue;
+            }
             for key in self.whole.gang_pools.range(gang_pools_of(model, g, order.max_price)) {
                 // A single-domain placement at a lower ask beats anything later in this model.
                 if best.as_ref().is_some_and(|(b, _)| !b.0 && key.ask > b.1) {
@@ -1051,7 +1077,7 @@ impl<'m> Round<'m> {
     /// or None if even reclaiming every eligible lease would not do.
     fn find_reclaim(&mut self, order: &OrderSpec, shape: Shape, models: &[GpuModel]) -> Option<Reclaim> {
         let personal = self.personal();
-        if !personal && self.no_reclaim.get(&shape).is_some_and(|p| order.max_price <= *p) {
+        if self.no_reclaim.get(&shape).is_some_and(|p| order.max_price <= *p) {
             return None;
         }
         let found = if order.nodes == 1 {
@@ -1079,6 +1105,9 @@ impl<'m> Round<'m> {
             let Some(buckets) = self.reclaim.by_model.get(model) else {
                 continue;
             };
+            if !self.model_ok(*model, u64::from(g)) {
+                continue;
+            }
             runs.extend(buckets.range(g..).map(|(_, bucket)| bucket.nodes.range(..=last)));
         }
         let mut heads: BinaryHeap<Reverse<(BucketKey, usize)>> = runs
@@ -1088,10 +1117,15 @@ impl<'m> Round<'m> {
             .collect();
         let mut best: Option<(ReclaimScore, PricePerGpuHour, NodeId)> = None;
         let mut scored = 0;
-        while scored < RECLAIM_CANDIDATES {
+        // Nodes refused by a site or provider rule do not count as scored; a
+        // bound on all nodes looked at keeps such a search short, except for a
+        // reserved order, which must reach its one provider's nodes.
+        let mut examined = 0;
+        while scored < RECLAIM_CANDIDATES && (self.only_provider.is_some() || examined < RECLAIM_EXAMINED) {
             let Some(Reverse(((ask, site, id), run))) = heads.pop() else {
                 break;
             };
+            examined += 1;
             if let Some(&next) = runs[run].next() {
                 heads.push(Reverse((next, run)));
             }

@@ -114,7 +114,7 @@ use agora_types::{
 };
 use serde::{Deserialize, Serialize};
 
-pub use clear::{BACKFILL_RESERVATIONS, RECLAIM_CANDIDATES};
+pub use clear::{BACKFILL_RESERVATIONS, RECLAIM_CANDIDATES, RECLAIM_EXAMINED};
 use idmap::{IdMap, IdSet};
 use index::{IndexEntry, Indexes};
 pub use policy::{CapMode, Policies, TenantUse};
