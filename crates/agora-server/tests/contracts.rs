@@ -66,21 +66,50 @@ fn spec(tier: &str, nodes: u32) -> String {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reservation_is_used_resold_reclaimed_charged_and_restored() {
+/// A bootstrapped server with two 8-GPU nodes at 2.00/GPU-h (agents `a` and
+/// `b` of provider 1), the demo tenant, and a tenant `lab` with 10,000.
+struct Setup {
+    dir: tempfile::TempDir,
+    server: Server,
+    core: agora_server::CoreHandle,
+    a: common::FakeAgent,
+    b: common::FakeAgent,
+    lab: TenantId,
+}
+
+async fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(config(dir.path())).await.unwrap();
     server.bootstrap(Micros::from_units(1000)).await.unwrap().unwrap();
     let core = server.core.clone();
-    // Two 8-GPU nodes at 2.00/GPU-h.
-    let mut a = common::register(&core, PROVIDER, "a", 8, Micros::from_units(2)).await;
-    let mut b = common::register(&core, PROVIDER, "b", 8, Micros::from_units(2)).await;
+    let a = common::register(&core, PROVIDER, "a", 8, Micros::from_units(2)).await;
+    let b = common::register(&core, PROVIDER, "b", 8, Micros::from_units(2)).await;
     let lab = core
         .call(|t| ops::create_tenant(t, "lab", Micros::from_units(10_000)))
         .await
         .unwrap()
         .unwrap()
         .0;
+    Setup {
+        dir,
+        server,
+        core,
+        a,
+        b,
+        lab,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reservation_is_used_resold_reclaimed_charged_and_restored() {
+    let Setup {
+        dir,
+        server,
+        core,
+        mut a,
+        mut b,
+        lab,
+    } = setup().await;
     let as_lab = Principal::Tenant(lab);
 
     // Admission: the provider's capacity, and the cap on one tenant's share of a model (80 % of 16).
@@ -225,18 +254,14 @@ async fn a_reservation_is_used_resold_reclaimed_charged_and_restored() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resale_credit_stops_when_the_contract_ends() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(config(dir.path())).await.unwrap();
-    server.bootstrap(Micros::from_units(1000)).await.unwrap().unwrap();
-    let core = server.core.clone();
-    let mut a = common::register(&core, PROVIDER, "a", 8, Micros::from_units(2)).await;
-    let mut b = common::register(&core, PROVIDER, "b", 8, Micros::from_units(2)).await;
-    let lab = core
-        .call(|t| ops::create_tenant(t, "lab", Micros::from_units(10_000)))
-        .await
-        .unwrap()
-        .unwrap()
-        .0;
+    let Setup {
+        dir: _dir,
+        server,
+        core,
+        mut a,
+        mut b,
+        lab,
+    } = setup().await;
     let c = create(&server, Principal::Tenant(lab), request(8)).await.unwrap();
     // A spot gang resells the lab's idle reservation.
     let spot = submit(&core, DEMO, &spec("spot", 2)).await;

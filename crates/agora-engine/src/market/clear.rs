@@ -382,7 +382,10 @@ impl<'m> Round<'m> {
         let models = accepted.models.as_slice();
         // A soft provider share cap: a placement within it first, at any ask within the bid.
         let p = self.market.policies;
-        let no_room = self.no_room.get(&shape).is_some_and(|(price, _)| order.max_price <= *price);
+        let no_room = self
+            .no_room
+            .get(&shape)
+            .is_some_and(|(price, _)| order.max_price <= *price);
         if self.personal() && !no_room && p.provider_share_cap_bps.is_some() && p.provider_share_mode == CapMode::Soft {
             self.strict_share = true;
             let mut refused = None;
