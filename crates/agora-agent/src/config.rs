@@ -416,6 +416,35 @@ nodes:
     }
 
     #[test]
+    fn orbital_sites_declare_their_windows() {
+        let text = "server: http://h:1\nsites:\n  - name: leo\n    region: leo\n    kind: orbital\n    windows:\n      - {start_ms: 1000, end_ms: 2000}\n      - {start_ms: 3000, end_ms: 4000}\nnodes:\n  - name: a\n    gpu_model: h100\n    gpus: 8\n    price_per_gpu_hour: 2\n    site: leo\n";
+        let c = AgentConfig::from_yaml_str(text).unwrap();
+        assert_eq!(c.sites[0].kind, agora_proto::agent::SiteKind::Orbital);
+        assert_eq!(c.sites[0].windows.len(), 2);
+        let overlapping = text.replace("start_ms: 3000", "start_ms: 1500");
+        assert!(
+            parse_err(&overlapping).contains("window 1 overlaps"),
+            "{}",
+            parse_err(&overlapping)
+        );
+        let backwards = text.replace("end_ms: 2000", "end_ms: 500");
+        assert!(parse_err(&backwards).contains("window 0 ends before it starts"));
+        let out_of_range = text.replace("start_ms: 1000", "start_ms: -5");
+        assert!(
+            parse_err(&out_of_range).contains("outside"),
+            "{}",
+            parse_err(&out_of_range)
+        );
+        let none = text.replace(
+            "    windows:\n      - {start_ms: 1000, end_ms: 2000}\n      - {start_ms: 3000, end_ms: 4000}\n",
+            "",
+        );
+        assert!(parse_err(&none).contains("needs at least one availability window"));
+        let terrestrial = text.replace("kind: orbital", "kind: terrestrial");
+        assert!(parse_err(&terrestrial).contains("windows are for orbital sites"));
+    }
+
+    #[test]
     fn sites_and_fabric_domains_are_declared_and_checked() {
         let text = "server: http://h:1\nsites:\n  - name: dc1\n    region: us-east\n    power_budget_kw: 500\n    node_overhead_w: 1200\nnodes:\n  - name: a\n    gpu_model: h100\n    gpus: 8\n    price_per_gpu_hour: 2\n    site: dc1\n    fabric_domain: su-1\n";
         let c = AgentConfig::from_yaml_str(text).unwrap();
