@@ -433,15 +433,19 @@ fn visible<'a>(txn: &'a Txn<'_>, who: Principal, id: ContractId) -> Result<&'a C
         .contracts
         .get(&id)
         .ok_or_else(|| ApiError::not_found(format!("contract {id}")))?;
-    let mine = match who {
-        Principal::Admin => true,
-        Principal::Tenant(t) => c.tenant == t,
-        Principal::Provider(p) => c.provider == p,
-    };
-    if !mine {
+    if !sees(who, c) {
         return Err(ApiError::not_found(format!("contract {id}")));
     }
     Ok(c)
+}
+
+/// Who sees a contract: its tenant, its provider, an admin.
+fn sees(who: Principal, c: &Contract) -> bool {
+    match who {
+        Principal::Admin => true,
+        Principal::Tenant(t) => c.tenant == t,
+        Principal::Provider(p) => c.provider == p,
+    }
 }
 
 pub fn get(txn: &Txn<'_>, who: Principal, id: ContractId) -> Result<ContractView, ApiError> {
@@ -455,11 +459,7 @@ pub fn list(txn: &Txn<'_>, who: Principal) -> Vec<ContractView> {
         .contracts
         .values()
         .rev()
-        .filter(|c| match who {
-            Principal::Admin => true,
-            Principal::Tenant(t) => c.tenant == t,
-            Principal::Provider(p) => c.provider == p,
-        })
+        .filter(|c| sees(who, c))
         .map(|c| view(txn, c.id))
         .collect()
 }

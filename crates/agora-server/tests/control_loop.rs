@@ -56,17 +56,6 @@ async fn job_output(core: &agora_server::CoreHandle, job: JobId) -> String {
     logs.lines.into_iter().map(|l| l.data).collect()
 }
 
-async fn job_state(server: &Server, job: JobId) -> (String, Option<String>) {
-    server
-        .core
-        .call(move |t| {
-            let v = agora_server::ops::job_view(t, job);
-            (v.state, v.reason)
-        })
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unfunded_order_neither_starts_nor_preempts() {
     let (_dir, server) = server(60).await;
@@ -78,7 +67,7 @@ async fn an_unfunded_order_neither_starts_nor_preempts() {
     rounds().await;
     big.beat(&core).await;
     big.beat(&core).await;
-    assert_eq!(job_state(&server, spot).await.0, "running");
+    assert_eq!(common::job_state(&server.core, spot).await.0, "running");
     // Another tenant can pay one minute of an 8-GPU on-demand job (8 × 2.00/h × 60 s = 0.266666) …
     let tenant = core
         .call(|t| agora_server::ops::create_tenant(t, "lab", Micros::parse_decimal("0.30").unwrap()))
@@ -89,29 +78,21 @@ async fn an_unfunded_order_neither_starts_nor_preempts() {
     // … but its higher-bid one-GPU job, placed first in the same round, escrows all of it.
     // (Both are submitted in one step of the control loop: a round between them would
     // place the first and leave too little to submit the second.)
-    let (m1, m2) = (
-        common::manifest(
+    let [drain, urgent] = common::submit_together(
+        &core,
+        tenant,
+        [
             "name: drain\nkind: training\nresources:\n  gpus_per_node: 1\nmax_price_per_gpu_hour: 2.5\ncommand: 'true'\n",
-        ),
-        common::manifest(
             "name: urgent\nkind: training\nresources:\n  gpus_per_node: 8\nmax_price_per_gpu_hour: 2\ncommand: 'true'\n",
-        ),
-    );
-    let (drain, urgent) = core
-        .call(move |t| {
-            (
-                agora_server::ops::submit(t, tenant, m1).unwrap(),
-                agora_server::ops::submit(t, tenant, m2).unwrap(),
-            )
-        })
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
     rounds().await;
     rounds().await;
     small.beat(&core).await;
     big.beat(&core).await;
-    assert_eq!(job_state(&server, drain).await.0, "running");
-    let (state, reason) = job_state(&server, urgent).await;
+    assert_eq!(common::job_state(&server.core, drain).await.0, "running");
+    let (state, reason) = common::job_state(&server.core, urgent).await;
     assert_eq!(state, "pending");
     assert!(
         reason.as_deref().is_some_and(|r| r.starts_with("waiting for funds")),
@@ -142,23 +123,12 @@ async fn a_tenant_whose_funds_are_all_held_waits_instead_of_escrowing_nothing() 
     // Each job's hold (1 GPU × 2.00/h × 1 h = 2.00) exceeds the balance: the first takes all of it.
     let spec = "kind: training\nresources:\n  gpus_per_node: 1\nmax_price_per_gpu_hour: 2\ncommand: 'true'\n";
     // Both in one step of the control loop: a round between them would place the first and leave nothing to submit with.
-    let (m1, m2) = (
-        common::manifest(&format!("name: first\n{spec}")),
-        common::manifest(&format!("name: second\n{spec}")),
-    );
-    let (first, second) = core
-        .call(move |t| {
-            (
-                agora_server::ops::submit(t, tenant, m1).unwrap(),
-                agora_server::ops::submit(t, tenant, m2).unwrap(),
-            )
-        })
-        .await
-        .unwrap();
+    let (first, second) = (format!("name: first\n{spec}"), format!("name: second\n{spec}"));
+    let [first, second] = common::submit_together(&core, tenant, [first.as_str(), second.as_str()]).await;
     rounds().await;
     rounds().await;
-    assert_eq!(job_state(&server, first).await.0, "running");
-    let (state, reason) = job_state(&server, second).await;
+    assert_eq!(common::job_state(&server.core, first).await.0, "running");
+    let (state, reason) = common::job_state(&server.core, second).await;
     assert_eq!(state, "pending");
     assert!(
         reason.as_deref().is_some_and(|r| r.starts_with("waiting for funds")),
@@ -170,8 +140,8 @@ async fn a_tenant_whose_funds_are_all_held_waits_instead_of_escrowing_nothing() 
     agent.beat(&core).await;
     rounds().await;
     rounds().await;
-    assert_eq!(job_state(&server, first).await.0, "succeeded");
-    assert_eq!(job_state(&server, second).await.0, "running");
+    assert_eq!(common::job_state(&server.core, first).await.0, "succeeded");
+    assert_eq!(common::job_state(&server.core, second).await.0, "running");
     let verify = core.call(|t| t.ex.ledger.verify().is_ok()).await.unwrap();
     assert!(verify);
     server.stop().await;
@@ -245,10 +215,10 @@ async fn fair_share_serves_the_tenant_with_less_recent_use_first() {
     agent.beat(&core).await;
     rounds().await;
     rounds().await;
-    assert_eq!(job_state(&server, first).await.0, "succeeded");
+    assert_eq!(common::job_state(&server.core, first).await.0, "succeeded");
     // Same tier, same bid: the tenant with less recent use goes first although it came later.
-    assert_eq!(job_state(&server, theirs).await.0, "running");
-    assert_eq!(job_state(&server, again).await.0, "pending");
+    assert_eq!(common::job_state(&server.core, theirs).await.0, "running");
+    assert_eq!(common::job_state(&server.core, again).await.0, "pending");
     let rank = core
         .call(|t| t.ex.share_ranks.get(&TenantId(1)).copied())
         .await
@@ -278,7 +248,7 @@ async fn an_idle_exchange_skips_its_clearing_rounds() {
     .await;
     rounds().await;
     agent.beat(&core).await;
-    assert_eq!(job_state(&server, job).await.0, "running");
+    assert_eq!(common::job_state(&server.core, job).await.0, "running");
     assert!(core.call(|t| t.vol.clears).await.unwrap() > clears_later);
     server.stop().await;
 }

@@ -9,19 +9,8 @@ use std::time::Duration;
 
 use agora_proto::agent::{InventorySource, NodeReport, RegisterAgent, SiteKind, SiteReport, Window};
 use agora_server::{Server, ServerConfig, ops};
-use agora_types::{GpuModel, JobId, Micros, ProviderId, TenantId};
+use agora_types::{GpuModel, Micros, ProviderId, TenantId};
 use common::{FakeAgent, rounds, submit};
-
-async fn state(server: &Server, job: JobId) -> (String, Option<String>) {
-    server
-        .core
-        .call(move |t| {
-            let v = ops::job_view(t, job);
-            (v.state, v.reason)
-        })
-        .await
-        .unwrap()
-}
 
 fn job(name: &str, checkpointable: bool) -> String {
     format!(
@@ -85,9 +74,9 @@ async fn an_orbital_site_runs_checkpointable_work_inside_its_window_only() {
     rounds().await;
     agent.beat(&core).await;
     agent.beat(&core).await;
-    assert_eq!(state(&server, resumable).await.0, "running");
+    assert_eq!(common::job_state(&server.core, resumable).await.0, "running");
     assert_eq!(
-        state(&server, plain).await.0,
+        common::job_state(&server.core, plain).await.0,
         "pending",
         "orbit takes only checkpointable work"
     );
@@ -98,7 +87,7 @@ async fn an_orbital_site_runs_checkpointable_work_inside_its_window_only() {
         agent.beat(&core).await;
         rounds().await;
     }
-    let (s, _) = state(&server, resumable).await;
+    let (s, _) = common::job_state(&server.core, resumable).await;
     assert_eq!(s, "pending", "stopped before the window closed, and requeued");
     let lease = core
         .call(move |t| ops::job_view(t, resumable).tasks[0].leases[0].clone())

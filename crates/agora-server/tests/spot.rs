@@ -6,24 +6,13 @@
 mod common;
 
 use agora_server::{Server, ServerConfig, ops, spot};
-use agora_types::{GpuModel, JobId, Micros, PricePerGpuHour, ProviderId, TenantId};
+use agora_types::{GpuModel, Micros, PricePerGpuHour, ProviderId, TenantId};
 use common::{rounds, submit};
 
 fn spot_job(bid: &str) -> String {
     format!(
         "name: spot\nkind: training\nresources:\n  gpus_per_node: 8\ntier: spot\nmax_price_per_gpu_hour: {bid}\ncommand: 'true'\n"
     )
-}
-
-async fn state(server: &Server, job: JobId) -> (String, Option<String>) {
-    server
-        .core
-        .call(move |t| {
-            let v = ops::job_view(t, job);
-            (v.state, v.reason)
-        })
-        .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -50,7 +39,7 @@ async fn a_higher_spot_bid_raises_the_price_and_outbids_the_running_lease() {
     rounds().await;
     agent.beat(&core).await;
     agent.beat(&core).await;
-    assert_eq!(state(&server, low).await.0, "running");
+    assert_eq!(common::job_state(&server.core, low).await.0, "running");
     rounds().await;
     let q = quotes().await;
     assert_eq!(q.len(), 1, "{q:?}");
@@ -75,8 +64,8 @@ async fn a_higher_spot_bid_raises_the_price_and_outbids_the_running_lease() {
         agent.beat(&core).await;
         rounds().await;
     }
-    assert_eq!(state(&server, high).await.0, "running");
-    let (low_state, reason) = state(&server, low).await;
+    assert_eq!(common::job_state(&server.core, high).await.0, "running");
+    let (low_state, reason) = common::job_state(&server.core, low).await;
     assert_eq!(low_state, "pending");
     assert!(
         reason

@@ -112,11 +112,11 @@ pub(crate) enum LedgerCommand {
     },
 }
 
-fn client(conn: &Conn) -> anyhow::Result<Client> {
+pub(crate) fn client(conn: &Conn) -> anyhow::Result<Client> {
     Client::new(&conn.url, conn.token.clone())
 }
 
-fn print_json<T: Serialize>(value: &T) -> anyhow::Result<u8> {
+pub(crate) fn print_json<T: Serialize>(value: &T) -> anyhow::Result<u8> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(0)
 }

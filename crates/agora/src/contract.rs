@@ -6,7 +6,7 @@ use agora_proto::api::{ContractView, CreateContract};
 use anyhow::anyhow;
 use clap::Subcommand;
 
-use crate::client::Client;
+use crate::commands::{client, print_json};
 use crate::{Conn, Output, table};
 
 #[derive(Subcommand, Debug)]
@@ -112,20 +112,14 @@ pub(crate) async fn run(command: ContractCommand) -> anyhow::Result<u8> {
     }
 }
 
-fn client(conn: &Conn) -> anyhow::Result<Client> {
-    Client::new(&conn.url, conn.token.clone())
-}
-
 /// `--output json` prints the API's document: one contract, or the list.
 fn print(conn: &Conn, contracts: &[ContractView], list: bool) -> anyhow::Result<u8> {
     if conn.output == Output::Json {
-        let text = if list {
-            serde_json::to_string_pretty(contracts)?
+        return if list {
+            print_json(&contracts)
         } else {
-            serde_json::to_string_pretty(&contracts[0])?
+            print_json(&contracts[0])
         };
-        println!("{text}");
-        return Ok(0);
     }
     let mut t = table::new(&[
         "id", "tenant", "provider", "model", "gpus", "price", "term", "state", "charged", "used", "resold", "idle",

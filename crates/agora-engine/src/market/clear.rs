@@ -443,6 +443,15 @@ impl<'m> Round<'m> {
         Unplaced::WaitingForPreemption { leases: waiting }
     }
 
+    /// The round's copy of a reserved pool, copied on the round's first change
+    /// to the reservations; None (and no copy) for a pool nobody reserved.
+    fn reserved_mut(&mut self, key: (ProviderId, GpuModel)) -> Option<&mut ReservedPool> {
+        if !self.reserved.contains_key(&key) {
+            return None;
+        }
+        self.reserved.to_mut().get_mut(&key)
+    }
+
     /// Starts serving an order: the policies look at its tenant from here on.
     fn begin(&mut self, order: &OrderSpec) {
         let p = &self.market.policies;
@@ -969,15 +978,11 @@ impl<'m> Round<'m> {
         let placed = self.placed.entry(order.tenant).or_default();
         placed.total += gpus;
         *placed.by_provider.entry(pool.provider).or_insert(0) += gpus;
-        let reserved = match self.reserved.get(&(pool.provider, pool.model)) {
+        let reserved = match self.reserved_mut((pool.provider, pool.model)) {
             // `take` already counted the GPUs out of the pool's free ones.
             Some(r) => {
                 let open_before = (r.free + gpus).saturating_sub(r.idle());
-                self.reserved
-                    .to_mut()
-                    .get_mut(&(pool.provider, pool.model))
-                    .expect("looked up above")
-                    .place(order.tier, order.tenant, gpus, open_before)
+                r.place(order.tier, order.tenant, gpus, open_before)
             }
             None => Vec::new(),
         };
@@ -1039,13 +1044,8 @@ impl<'m> Round<'m> {
             self.most_free.get_mut().clear();
         }
         *self.taken_by_model.entry(entry.model).or_insert(0) += u64::from(count);
-        if let Some(pool) = self.reserved.get(&(entry.provider, entry.model)) {
-            let free = pool.free - u64::from(count);
-            self.reserved
-                .to_mut()
-                .get_mut(&(entry.provider, entry.model))
-                .expect("looked up above")
-                .free = free;
+        if let Some(pool) = self.reserved_mut((entry.provider, entry.model)) {
+            pool.free -= u64::from(count);
         }
         if let Some(capacity) = capacity_before
             && !hidden

@@ -493,6 +493,8 @@ pub struct Market {
     tenant_use: BTreeMap<TenantId, TenantUse>,
     /// Sites that take only checkpointable orders.
     orbital_sites: BTreeSet<SiteId>,
+    /// Leases with an estimated end: without any, backfill can promise no start.
+    estimated_leases: u64,
 }
 
 impl Market {
@@ -666,6 +668,7 @@ impl Market {
         };
         self.reserved_lease_changed(&started, 1);
         self.count_tenant_use(&started, 1);
+        self.estimated_leases += u64::from(started.ends_at.is_some());
         self.leases.insert(lease, started);
         self.lease_ids.insert(lease);
         let Market {
@@ -735,6 +738,7 @@ impl Market {
         self.lease_ids.remove(&lease);
         self.reserved_lease_changed(&l, -1);
         self.count_tenant_use(&l, -1);
+        self.estimated_leases -= u64::from(l.ends_at.is_some());
         for alloc in &l.allocations {
             let node = self.nodes.get_mut(&alloc.node).expect("a lease's nodes exist");
             for &gpu in &alloc.gpu_indices {

@@ -74,6 +74,25 @@ pub async fn submit(core: &CoreHandle, tenant: TenantId, yaml: &str) -> JobId {
     core.call(move |t| ops::submit(t, tenant, m)).await.unwrap().unwrap()
 }
 
+/// A job's state and pending reason, as the API shows them.
+pub async fn job_state(core: &CoreHandle, job: JobId) -> (String, Option<String>) {
+    core.call(move |t| {
+        let v = ops::job_view(t, job);
+        (v.state, v.reason)
+    })
+    .await
+    .unwrap()
+}
+
+/// Submits several manifests in one step of the control loop, so no clearing
+/// round runs between them.
+pub async fn submit_together<const N: usize>(core: &CoreHandle, tenant: TenantId, yamls: [&str; N]) -> [JobId; N] {
+    let manifests = yamls.map(manifest);
+    core.call(move |t| manifests.map(|m| ops::submit(t, tenant, m).unwrap()))
+        .await
+        .unwrap()
+}
+
 pub async fn rounds() {
     tokio::time::sleep(Duration::from_millis(150)).await;
 }

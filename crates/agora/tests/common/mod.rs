@@ -216,6 +216,7 @@ impl Exchange {
         path: &str,
         body: Option<(&str, Vec<u8>)>,
     ) -> (u16, Value) {
+        let what = format!("{method} {path}");
         let mut r = self
             .http
             .request(method, format!("{}{path}", self.url))
@@ -223,7 +224,10 @@ impl Exchange {
         if let Some((ct, bytes)) = body {
             r = r.header("content-type", ct).body(bytes);
         }
-        let resp = r.send().await.expect("request reaches the server");
+        let resp = r
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{what}: the request did not reach the server: {e:?}"));
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
         let value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("non-JSON answer ({status}): {text}"));

@@ -37,9 +37,9 @@ impl Round<'_> {
             return Some(now);
         }
         let mut ends: Vec<(UnixMs, u32)> = Vec::new();
-        let mut by_lease = Vec::new();
-        node.gpus_by_lease(&mut by_lease);
-        for (lease, count) in by_lease {
+        let by_lease = &mut self.scratch.borrow_mut().by_lease;
+        node.gpus_by_lease(by_lease);
+        for &(lease, count) in by_lease.iter() {
             if let Some(end) = self.market.leases[&lease].ends_at {
                 ends.push((end.max(now), count));
             }
@@ -67,6 +67,12 @@ impl Round<'_> {
     pub(super) fn plan_reservation(&mut self, order: &OrderSpec, models: &[GpuModel]) -> Option<(UnixMs, u32)> {
         let now = self.clock?;
         if self.reservations_made >= BACKFILL_RESERVATIONS {
+            return None;
+        }
+        // Nothing running has an estimated end: no node frees at a known time, so
+        // no start can be promised (and the scan below would find none).
+        let estimated_now = self.round_ends.values().flatten().any(|(_, end)| end.is_some());
+        if self.market.estimated_leases == 0 && !estimated_now {
             return None;
         }
         let (g, need) = (order.gpus_per_node, order.nodes as usize);

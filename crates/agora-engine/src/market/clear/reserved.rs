@@ -76,9 +76,7 @@ impl Round<'_> {
             if let Some(reclaim) = reclaim {
                 // The reservation is spoken for: a later order of the round must not preempt for it again.
                 if let Some(h) = self
-                    .reserved
-                    .to_mut()
-                    .get_mut(&(provider, model))
+                    .reserved_mut((provider, model))
                     .and_then(|p| p.holders.get_mut(&order.tenant))
                 {
                     h.used += gpus;
