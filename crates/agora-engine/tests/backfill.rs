@@ -38,6 +38,7 @@ fn order(id: u64, nodes: u32, gpus_per_node: u32, duration_s: Option<u64>) -> Or
         gpus_per_node,
         duration_estimate_s: duration_s,
         checkpointable: false,
+        max_latency_ms: None,
     }
 }
 

@@ -72,6 +72,7 @@ fn market(setup: &str) -> Market {
                     power_budget_w: Some(value(3, "budget")),
                     node_overhead_w: value(4, "overhead") as u32,
                     orbital: false,
+                    region: None,
                 });
             }
             "order" => {
@@ -88,6 +89,7 @@ fn market(setup: &str) -> Market {
                     gpus_per_node: gpus_per_node.parse().unwrap(),
                     duration_estimate_s: None,
                     checkpointable: false,
+                    max_latency_ms: None,
                 };
                 for option in &words[5..] {
                     match option.split_once('=').unwrap() {
@@ -123,6 +125,7 @@ fn market(setup: &str) -> Market {
                     allocations,
                     reserved: Vec::new(),
                     ends_at: None,
+                    gang: None,
                 };
                 m.start_lease(LeaseId(id), tier(words[2]), &placement);
             }

@@ -37,6 +37,7 @@ fn order(id: u64, tier: Tier, max: &str, nodes: u32, gpus_per_node: u32) -> Orde
         gpus_per_node,
         duration_estimate_s: None,
         checkpointable: false,
+        max_latency_ms: None,
     }
 }
 

@@ -39,6 +39,7 @@ fn order(id: u64, nodes: u32, checkpointable: bool) -> OrderSpec {
         gpus_per_node: 8,
         duration_estimate_s: None,
         checkpointable,
+        max_latency_ms: None,
     }
 }
 
@@ -52,6 +53,7 @@ fn market() -> Market {
             power_budget_w: None,
             node_overhead_w: 0,
             orbital,
+            region: None,
         });
     }
     m.upsert_node(node(1, GROUND, "2.00"));

@@ -42,6 +42,7 @@ fn order(id: u64, tenant: TenantId, nodes: u32) -> OrderSpec {
         gpus_per_node: 8,
         duration_estimate_s: None,
         checkpointable: false,
+        max_latency_ms: None,
     }
 }
 

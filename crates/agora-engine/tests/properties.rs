@@ -93,6 +93,7 @@ fn site_spec(id: u64, g: &SiteGen) -> SiteSpec {
         power_budget_w: BUDGETS_W[g.budget],
         node_overhead_w: OVERHEADS_W[g.overhead],
         orbital: false,
+        region: None,
     }
 }
 
@@ -189,6 +190,7 @@ fn order_spec(id: u64, g: &OrderGen) -> OrderSpec {
         gpus_per_node: g.gpus_per_node,
         duration_estimate_s: None,
         checkpointable: false,
+        max_latency_ms: None,
     }
 }
 

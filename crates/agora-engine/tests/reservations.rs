@@ -49,6 +49,7 @@ fn order(id: u64, tenant: TenantId, tier: Tier, max: &str, nodes: u32, gpus_per_
         gpus_per_node,
         duration_estimate_s: None,
         checkpointable: false,
+        max_latency_ms: None,
     }
 }
 

@@ -56,6 +56,7 @@ fn order(id: u64, tier: Tier, bid: &str, gpus: u32) -> OrderSpec {
         gpus_per_node: gpus,
         duration_estimate_s: None,
         checkpointable: false,
+        max_latency_ms: None,
     }
 }
 
@@ -86,6 +87,7 @@ fn run(m: &mut Market, id: u64, tier: Tier, bid: &str, on: &[(u64, u32)]) {
         allocations,
         reserved: Vec::new(),
         ends_at: None,
+        gang: None,
     };
     m.start_lease(LeaseId(id), tier, &placement);
 }
@@ -434,6 +436,7 @@ fn order_spec(id: u64, g: &OrderGen) -> OrderSpec {
         gpus_per_node: g.gpus_per_node,
         duration_estimate_s: None,
         checkpointable: false,
+        max_latency_ms: None,
     }
 }
 
@@ -642,6 +645,7 @@ fn quotes_a_fleet_sized_market_in_one_pass() {
                 }],
                 reserved: Vec::new(),
                 ends_at: None,
+                gang: None,
             };
             m.start_lease(LeaseId(lease), tier, &placement);
         }

@@ -89,6 +89,20 @@ pub struct LeaseView {
     pub stop_reason: Option<String>,
     pub charged: Micros,
     pub funds_short_since: Option<UnixMs>,
+    /// Set when the lease is one provider's part of a gang spanning providers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gang: Option<GangView>,
+}
+
+/// A gang spanning providers, as one of its leases sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GangView {
+    /// Every lease of the gang in rank order, this one included.
+    pub leases: Vec<LeaseId>,
+    /// The gang-wide node rank of this lease's first part.
+    pub first_rank: u32,
+    /// Nodes of the whole gang.
+    pub nodes: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -15,6 +15,8 @@
 //!   # tasks: 10                 # batch only; default 1; 1..=10000
 //!   gpu_models: [h100, H200]    # optional; names or aliases of the GPU catalog; absent or [] = any
 //!   min_vram_gb: 40             # optional; GiB per GPU; 0..=4096; default 0 (no minimum)
+//!   cross_provider:             # optional; training gangs (nodes > 1) only, not reserved: the gang may
+//!     max_latency_ms: 20        #   span providers whose regions are pairwise ≤ this apart (1..=1000)
 //! tier: on-demand               # reserved | on-demand | spot; default on-demand
 //! max_price_per_gpu_hour: 3.00  # required except for reserved; decimal (number or string); > 0, ≤ 1000000, ≤ 6 decimals
 //! duration: 1h30m               # optional estimate: seconds (5400) or "90s", "30m", "2h", "1h30m", "1d"
@@ -105,6 +107,7 @@ const GPUS_PER_NODE: (u32, u32) = (1, 64);
 const NODES: (u32, u32) = (1, 4096);
 const TASKS: (u32, u32) = (1, 10_000);
 const MIN_VRAM_GIB_MAX: u32 = 4096;
+const MAX_LATENCY_MS: (u32, u32) = (1, 1000);
 const MIB_PER_GIB: u32 = 1024;
 const PRICE_MAX_UNITS: i64 = 1_000_000;
 const DURATION_MAX_S: u64 = 365 * 86_400;
@@ -162,6 +165,11 @@ pub struct Resources {
     /// Minimum memory per GPU; 0 means no minimum.
     #[serde(default)]
     pub min_vram_mib: u32,
+    /// A gang that may span providers when no single one holds it, across
+    /// regions pairwise at most this far apart (the exchange's latency
+    /// matrix). None: one provider (YAML: `cross_provider.max_latency_ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cross_provider_max_latency_ms: Option<u32>,
 }
 
 fn default_tier() -> Tier {
@@ -313,7 +321,22 @@ impl Manifest {
                 ));
             }
         }
-        check_min_vram_mib(r.min_vram_mib, &r.gpu_models).map_err(|m| ManifestError::new("resources.min_vram_mib", m))
+        check_min_vram_mib(r.min_vram_mib, &r.gpu_models)
+            .map_err(|m| ManifestError::new("resources.min_vram_mib", m))?;
+        if let Some(ms) = r.cross_provider_max_latency_ms {
+            let err = |m: &str| Err(ManifestError::new("resources.cross_provider_max_latency_ms", m));
+            if self.kind != JobKind::Training || r.nodes < 2 {
+                return err("only applies to training gangs (nodes > 1): a single node never spans providers");
+            }
+            if self.tier == Tier::Reserved {
+                return err(
+                    "reserved work runs on its reservation's provider; use on-demand or spot to span providers",
+                );
+            }
+            check_range(ms, MAX_LATENCY_MS)
+                .map_err(|m| ManifestError::new("resources.cross_provider_max_latency_ms", m))?;
+        }
+        Ok(())
     }
 
     /// GPUs the whole job holds when fully placed: `gpus_per_node` × `nodes` for

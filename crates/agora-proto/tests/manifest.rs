@@ -47,6 +47,7 @@ fn training_manifest_with_aliases() {
             tasks: 1,
             gpu_models: vec![model("H100-80GB-SXM"), model("H200-141GB")],
             min_vram_mib: 80 * 1024,
+            cross_provider_max_latency_ms: Some(25),
         },
         tier: Tier::OnDemand,
         max_price_per_gpu_hour: price("3"),
@@ -110,7 +111,8 @@ fn minimal_manifest_gets_the_defaults() {
             nodes: 1,
             tasks: 1,
             gpu_models: vec![],
-            min_vram_mib: 0
+            min_vram_mib: 0,
+            cross_provider_max_latency_ms: None,
         }
     );
     assert_eq!(m.tier, Tier::OnDemand);
@@ -543,6 +545,40 @@ fn cases() -> Vec<Case> {
             f("resources.min_vram_gb"),
             l(5),
             "must be between 0 and 4096",
+        ),
+        // Gangs spanning providers.
+        (
+            gpus("2\n  cross_provider: {max_latency_ms: 20}"),
+            f("resources.cross_provider.max_latency_ms"),
+            l(5),
+            "only applies to training gangs (nodes > 1)",
+        ),
+        (
+            gpus("2\n  nodes: 2\n  cross_provider:\n    max_latency_ms: 0"),
+            f("resources.cross_provider.max_latency_ms"),
+            l(7),
+            "must be between 1 and 1000",
+        ),
+        (
+            gpus("2\n  nodes: 2\n  cross_provider:\n    max_latency: 20"),
+            f("resources.cross_provider.max_latency"),
+            l(7),
+            "did you mean `max_latency_ms`",
+        ),
+        (
+            gpus("2\n  nodes: 2\n  cross_provider: 20"),
+            f("resources.cross_provider"),
+            l(6),
+            "must be a mapping",
+        ),
+        (
+            format!("{BASE}tier: reserved\n").replace(
+                "gpus_per_node: 2",
+                "gpus_per_node: 2\n  nodes: 2\n  cross_provider: {max_latency_ms: 5}",
+            ),
+            f("resources.cross_provider.max_latency_ms"),
+            l(6),
+            "reserved work runs on its reservation's provider",
         ),
         // Price.
         (

@@ -163,24 +163,29 @@ fn manifest() -> impl Strategy<Value = Manifest> {
         prop::sample::subsequence(all, 0..=4),
         // Every model of the catalog has at least 15 GiB, so any minimum up to that is satisfiable.
         0u32..=15,
+        prop::option::of(1u32..=1000),
     )
-        .prop_map(|(kind, gpus_per_node, nodes, tasks, gpu_models, min_vram_gib)| {
-            let (nodes, tasks) = if kind == JobKind::Training {
-                (nodes, 1)
-            } else {
-                (1, tasks)
-            };
-            (
-                kind,
-                Resources {
-                    gpus_per_node,
-                    nodes,
-                    tasks,
-                    gpu_models,
-                    min_vram_mib: min_vram_gib * 1024,
-                },
-            )
-        });
+        .prop_map(
+            |(kind, gpus_per_node, nodes, tasks, gpu_models, min_vram_gib, latency)| {
+                let (nodes, tasks) = if kind == JobKind::Training {
+                    (nodes, 1)
+                } else {
+                    (1, tasks)
+                };
+                (
+                    kind,
+                    Resources {
+                        gpus_per_node,
+                        nodes,
+                        tasks,
+                        gpu_models,
+                        min_vram_mib: min_vram_gib * 1024,
+                        // Only gangs may span providers.
+                        cross_provider_max_latency_ms: latency.filter(|_| nodes > 1),
+                    },
+                )
+            },
+        );
     (
         "[A-Za-z0-9._-]{1,64}",
         resources,
@@ -246,6 +251,9 @@ fn to_yaml(m: &Manifest, style: u8) -> String {
     }
     if r.min_vram_mib != 0 || style & 4 == 0 {
         y.push_str(&format!("  min_vram_gb: {}\n", r.min_vram_mib / 1024));
+    }
+    if let Some(ms) = r.cross_provider_max_latency_ms {
+        y.push_str(&format!("  cross_provider: {{max_latency_ms: {ms}}}\n"));
     }
     if m.tier == Tier::Spot || style & 8 == 0 {
         y.push_str(&format!("tier: {}\n", m.tier));

@@ -63,6 +63,18 @@ pub struct MarketRules {
     /// Market health, in the clearing round (see `agora_engine::market::Policies`).
     #[serde(default = "default_policies")]
     pub policies: Policies,
+    /// Round-trip latency between regions, which bounds gangs spanning
+    /// providers (see [`crate::latency`]). Empty: no such gang is placed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub latency: Vec<RegionLatency>,
+}
+
+/// The latency between two regions (as sites name them), either way round.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionLatency {
+    pub a: String,
+    pub b: String,
+    pub ms: u32,
 }
 
 fn default_max_reserved_share_bps() -> u32 {
@@ -89,6 +101,7 @@ impl Default for MarketRules {
                 small_tenant_floor_bps: 500,
                 small_tenant_gpus: 64,
             },
+            latency: Vec::new(),
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod contracts;
 pub mod core;
 pub mod error;
 pub mod events;
+pub mod latency;
 pub mod ops;
 pub mod spot;
 pub mod state;

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use agora_engine::health::{Alert, Concentration, Health, Holdings, Measure};
 use agora_engine::lifecycle::{LeaseState, OrderState};
-use agora_engine::market::{OrderSpec, RoundInputs};
+use agora_engine::market::{OrderSpec, Placement, RoundInputs};
 use agora_ledger::Account;
 use agora_proto::Manifest;
 use agora_proto::agent::SiteKind;
@@ -13,11 +13,13 @@ use agora_proto::agent::{
     Heartbeat, HeartbeatResponse, LaunchSpec, PartEvent, PartRef, RegisterAgent, RegisterResponse, StopOrder,
 };
 use agora_proto::api::{
-    BalanceView, ConcentrationView, DependencyView, HealthView, JobView, LeaseView, LedgerVerifyView, LogLine,
-    LogsResponse, MarketView, ModelMarket, NodeView, PartView, ProviderView, SiteView, TaskView, TenantView,
+    BalanceView, ConcentrationView, DependencyView, GangView, HealthView, JobView, LeaseView, LedgerVerifyView,
+    LogLine, LogsResponse, MarketView, ModelMarket, NodeView, PartView, ProviderView, SiteView, TaskView, TenantView,
 };
 use agora_store::{LogRecord, LogStream};
-use agora_types::{AgentId, JobId, JobKind, LeaseId, Micros, PricePerGpuHour, ProviderId, SiteId, TenantId, UnixMs};
+use agora_types::{
+    AgentId, JobId, JobKind, LeaseId, Micros, OrderId, PricePerGpuHour, ProviderId, SiteId, TenantId, UnixMs,
+};
 
 use crate::auth::{Principal, new_token, token_sha256};
 use crate::core::Txn;
@@ -276,7 +278,12 @@ pub fn job_view(txn: &Txn<'_>, id: JobId) -> JobView {
             TaskView {
                 order: *oid,
                 state: o.state.as_str().to_string(),
-                attempts: o.leases.len() as u32,
+                // The parts of a gang spanning providers are one attempt.
+                attempts: o
+                    .leases
+                    .iter()
+                    .filter(|l| txn.ex.leases[l].gang.is_none_or(|g| g.index == 0))
+                    .count() as u32,
                 pending_reason,
                 leases,
             }
@@ -328,6 +335,11 @@ pub fn lease_view(txn: &Txn<'_>, l: &Lease) -> LeaseView {
         stop_reason: l.stop_reason.map(|r| r.as_str().to_string()),
         charged: txn.ex.lease_charged(l.id),
         funds_short_since: l.funds_short_since,
+        gang: l.gang.map(|g| GangView {
+            leases: l.gang_leases().collect(),
+            first_rank: g.first_rank,
+            nodes: g.nodes,
+        }),
     }
 }
 
@@ -1003,17 +1015,26 @@ fn launch_spec(txn: &Txn<'_>, l: &Lease, rank: u32) -> LaunchSpec {
         "AGORA_TASK_INDEX".into(),
         txn.ex.orders[&l.order].task_index.to_string(),
     );
-    if l.parts.len() > 1 {
-        // torchrun's conventions: one launcher per node, `LOCAL_WORLD_SIZE` workers each.
+    let nodes = l.gang_nodes();
+    if nodes > 1 {
+        // torchrun's conventions: one launcher per node, `LOCAL_WORLD_SIZE` workers
+        // each. A gang spanning providers counts ranks across its leases, in
+        // part order; rank 0 is the first part of its first lease.
         let per_node = part.gpu_indices.len() as u32;
-        let master = &txn.ex.nodes[&l.parts[0].node];
+        let first = txn
+            .ex
+            .leases
+            .get(&l.gang_leases().next().expect("a gang has a lease"))
+            .unwrap_or(l);
+        let master = &txn.ex.nodes[&first.parts[0].node];
+        let node_rank = l.node_rank(rank);
         env.insert("MASTER_ADDR".into(), master.address.clone());
-        env.insert("MASTER_PORT".into(), (MASTER_PORT_BASE + l.id.0 % 1000).to_string());
-        env.insert("WORLD_SIZE".into(), (per_node * l.parts.len() as u32).to_string());
-        env.insert("RANK".into(), (rank * per_node).to_string());
-        env.insert("NODE_RANK".into(), rank.to_string());
+        env.insert("MASTER_PORT".into(), (MASTER_PORT_BASE + first.id.0 % 1000).to_string());
+        env.insert("WORLD_SIZE".into(), (per_node * nodes).to_string());
+        env.insert("RANK".into(), (node_rank * per_node).to_string());
+        env.insert("NODE_RANK".into(), node_rank.to_string());
         env.insert("LOCAL_WORLD_SIZE".into(), per_node.to_string());
-        env.insert("AGORA_NNODES".into(), l.parts.len().to_string());
+        env.insert("AGORA_NNODES".into(), nodes.to_string());
     }
     LaunchSpec {
         part: PartRef { lease: l.id, rank },
@@ -1121,32 +1142,14 @@ fn clearing_round(txn: &mut Txn<'_>) {
             reasons.insert(o.id, why);
         }
     }
-    for p in plan.placements {
-        let o = &txn.ex.orders[&p.order];
-        let job = &txn.ex.jobs[&o.spec.job];
-        let gpus: u32 = p.allocations.iter().map(|a| a.gpu_indices.len() as u32).sum();
-        // Earlier placements of this round may have used the tenant's funds.
-        let (available, _) = txn.ex.tenant_funds(o.spec.tenant);
-        let minimum = minimum_funds(txn, p.price, gpus).max(Micros(1));
-        if available < minimum {
-            reasons.insert(
-                p.order,
-                format!("waiting for funds: starting it needs at least {minimum}, available {available}"),
-            );
-            continue;
+    // The parts of a gang spanning providers come one after the other: they start all or none.
+    let mut placements = plan.placements.into_iter().peekable();
+    while let Some(first) = placements.next() {
+        let mut group = vec![first];
+        while let Some(next) = placements.next_if(|p| p.order == group[0].order && p.gang.is_some()) {
+            group.push(next);
         }
-        // At least one micro, so every lease has an escrow to settle against.
-        let hold = hold_for(txn, &job.manifest, p.price, gpus)
-            .max(Micros(1))
-            .min(available);
-        let lease = txn.ex.next_lease_id();
-        tracing::info!(%lease, order = %p.order, provider = %p.provider, price = %p.price, gpus, "placed");
-        txn.emit(Event::LeaseStarted {
-            lease,
-            placement: p,
-            hold,
-            at: txn.now,
-        });
+        start_leases(txn, group, &mut reasons);
     }
     for pre in plan.preemptions {
         // This round's placements may have used the funds that made the order eligible.
@@ -1173,6 +1176,49 @@ fn clearing_round(txn: &mut Txn<'_>) {
     // other orders could use, so the next round runs again.
     txn.vol.cleared_at_event = (txn.ex.applied == before).then_some(before);
     txn.vol.clears += 1;
+}
+
+/// Starts the leases of one order's placement — one, or one per part of a
+/// gang spanning providers — if the tenant's funds cover the minimum of each
+/// (earlier placements of the round may have used them); else none.
+fn start_leases(txn: &mut Txn<'_>, group: Vec<Placement>, reasons: &mut BTreeMap<OrderId, String>) {
+    let order = group[0].order;
+    let o = &txn.ex.orders[&order];
+    let tenant = o.spec.tenant;
+    let manifest = &txn.ex.jobs[&o.spec.job].manifest;
+    let gpus = |p: &Placement| p.allocations.iter().map(|a| a.gpu_indices.len() as u32).sum::<u32>();
+    // At least one micro each, so every lease has an escrow to settle against.
+    let minimums: Vec<Micros> = group
+        .iter()
+        .map(|p| minimum_funds(txn, p.price, gpus(p)).max(Micros(1)))
+        .collect();
+    let holds: Vec<Micros> = group
+        .iter()
+        .map(|p| hold_for(txn, manifest, p.price, gpus(p)))
+        .collect();
+    let (available, _) = txn.ex.tenant_funds(tenant);
+    let minimum = Micros(minimums.iter().map(|m| m.0).sum());
+    if available < minimum {
+        reasons.insert(
+            order,
+            format!("waiting for funds: starting it needs at least {minimum}, available {available}"),
+        );
+        return;
+    }
+    for (i, p) in group.into_iter().enumerate() {
+        // Each part holds up to its estimate, leaving the later parts their minimum.
+        let (available, _) = txn.ex.tenant_funds(tenant);
+        let later = Micros(minimums[i + 1..].iter().map(|m| m.0).sum());
+        let hold = holds[i].max(Micros(1)).min(Micros(available.0 - later.0));
+        let lease = txn.ex.next_lease_id();
+        tracing::info!(%lease, order = %p.order, provider = %p.provider, price = %p.price, gpus = gpus(&p), "placed");
+        txn.emit(Event::LeaseStarted {
+            lease,
+            placement: p,
+            hold,
+            at: txn.now,
+        });
+    }
 }
 
 /// Concentration of capacity (online GPUs) and of allocated GPUs (live leases).

@@ -9,13 +9,13 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use agora_engine::lifecycle::{JobState, LeaseState, OrderState};
-use agora_engine::market::{Allocation, Market, NodeSpec, OrderSpec, Placement, ReservedUse, SiteSpec};
+use agora_engine::market::{Allocation, GangPart, Market, NodeSpec, OrderSpec, Placement, ReservedUse, SiteSpec};
 use agora_ledger::{Account, Ledger, TransferId};
 use agora_proto::Manifest;
 use agora_proto::agent::{InventorySource, SiteKind, Window};
 use agora_types::{
     AgentId, ContractId, DomainId, GpuModel, JobId, JobKind, LeaseId, Micros, NodeId, OrderId, PricePerGpuHour,
-    ProviderId, SiteId, TenantId, Tier, UnixMs,
+    ProviderId, RegionId, SiteId, TenantId, Tier, UnixMs,
 };
 
 use serde::{Deserialize, Serialize};
@@ -86,6 +86,10 @@ pub struct Site {
     /// an orbital one, inside a window (until a grace period before its end).
     #[serde(default = "available")]
     pub window_open: bool,
+    /// The exchange's number for `region` (None when the region is empty),
+    /// which the latency matrix of cross-provider gangs is keyed by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region_id: Option<RegionId>,
 }
 
 fn available() -> bool {
@@ -100,6 +104,7 @@ impl Site {
             power_budget_w: self.power_budget_w,
             node_overhead_w: self.node_overhead_w,
             orbital: self.kind == SiteKind::Orbital,
+            region: self.region_id,
         }
     }
 }
@@ -167,6 +172,10 @@ pub struct Lease {
     /// and no longer backs it), and when: they are credited only up to then.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub resale_ended: BTreeMap<TenantId, UnixMs>,
+    /// Set when the lease is one provider's part of a gang spanning providers
+    /// (see [`Lease::gang_leases`]); its parts' ranks start at `first_rank`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gang: Option<GangPart>,
     pub gpus: u32,
     pub parts: Vec<Part>,
     pub state: LeaseState,
@@ -185,6 +194,27 @@ pub struct Lease {
 impl Lease {
     pub fn is_terminal(&self) -> bool {
         self.state.is_terminal()
+    }
+
+    /// Every lease of this lease's gang, itself included, in part order: the
+    /// parts of a gang spanning providers start in one round, so their ids
+    /// are consecutive. Just this lease otherwise.
+    pub fn gang_leases(&self) -> impl Iterator<Item = LeaseId> + use<> {
+        let (first, parts) = match self.gang {
+            Some(g) => (self.id.0 - u64::from(g.index), u64::from(g.parts)),
+            None => (self.id.0, 1),
+        };
+        (first..first + parts).map(LeaseId)
+    }
+
+    /// The gang-wide node rank of one of this lease's parts.
+    pub fn node_rank(&self, rank: u32) -> u32 {
+        self.gang.map_or(0, |g| g.first_rank) + rank
+    }
+
+    /// Nodes of the whole gang: this lease's, or all its sibling leases'.
+    pub fn gang_nodes(&self) -> u32 {
+        self.gang.map_or(self.parts.len() as u32, |g| g.nodes)
     }
 
     /// What the tenant owes for this lease from its start until `at`.
@@ -214,6 +244,9 @@ pub struct Exchange {
     pub sites: BTreeMap<SiteId, Site>,
     #[serde(skip)]
     site_by_name: BTreeMap<(ProviderId, String), SiteId>,
+    /// Every region name a site ever reported, numbered in the order first seen.
+    #[serde(default)]
+    pub regions: BTreeMap<String, RegionId>,
     pub nodes: BTreeMap<NodeId, Node>,
     #[serde(skip)]
     node_by_name: BTreeMap<(AgentId, String), NodeId>,
@@ -280,6 +313,7 @@ impl Exchange {
             ex.market.set_node_online(n.id, n.online && ex.site_open(n.site));
         }
         ex.market.set_policies(ex.rules.policies);
+        ex.sync_latency();
         for (tenant, rank) in &ex.share_ranks {
             ex.market.set_share_rank(*tenant, *rank);
         }
@@ -310,6 +344,7 @@ impl Exchange {
                     allocations,
                     reserved: l.reserved.clone(),
                     ends_at: l.ends_at,
+                    gang: l.gang,
                 },
             );
             if l.state == LeaseState::Stopping {
@@ -399,6 +434,7 @@ impl Exchange {
             Event::RulesSet { rules, .. } => {
                 self.rules = rules.clone();
                 self.market.set_policies(rules.policies);
+                self.sync_latency();
             }
             Event::TenantCreated { tenant, name, .. } => {
                 assert_eq!(*tenant, self.next_tenant_id(), "tenant ids are sequential");
@@ -485,6 +521,7 @@ impl Exchange {
                     Some(old) if *kind == SiteKind::Orbital => old.window_open,
                     _ => *kind == SiteKind::Terrestrial,
                 };
+                let region_id = self.region_id(region);
                 let s = Site {
                     id: *site,
                     provider: *provider,
@@ -495,6 +532,7 @@ impl Exchange {
                     kind: *kind,
                     windows: windows.clone(),
                     window_open,
+                    region_id,
                 };
                 self.market.upsert_site(s.spec());
                 self.site_by_name.insert((*provider, name.clone()), *site);
@@ -640,6 +678,32 @@ impl Exchange {
         }
     }
 
+    /// The number of a region, numbering a new name (and telling the market
+    /// the latencies that name completes); None for the empty region.
+    fn region_id(&mut self, region: &str) -> Option<RegionId> {
+        if region.is_empty() {
+            return None;
+        }
+        if let Some(id) = self.regions.get(region) {
+            return Some(*id);
+        }
+        let id = RegionId(self.regions.len() as u64 + 1);
+        self.regions.insert(region.to_string(), id);
+        self.sync_latency();
+        Some(id)
+    }
+
+    /// Gives the market the rules' latency matrix between the regions sites reported.
+    fn sync_latency(&mut self) {
+        let regions = &self.regions;
+        self.market.set_latency(
+            self.rules
+                .latency
+                .iter()
+                .filter_map(|l| Some((*regions.get(&l.a)?, *regions.get(&l.b)?, l.ms))),
+        );
+    }
+
     /// Marks a node online or offline; the market offers it only while its site is available too.
     fn set_node_online(&mut self, node: NodeId, online: bool) {
         if let Some(n) = self.nodes.get_mut(&node) {
@@ -693,6 +757,7 @@ impl Exchange {
                 gpus_per_node: r.gpus_per_node,
                 duration_estimate_s: manifest.duration_estimate_s,
                 checkpointable: manifest.checkpointable,
+                max_latency_ms: r.cross_provider_max_latency_ms,
             };
             self.market.add_order(spec.clone());
             self.orders.insert(
@@ -735,8 +800,11 @@ impl Exchange {
                     self.market.remove_order(order);
                 }
                 OrderState::Leased => {
-                    let lease = *o.leases.last().expect("a leased order has a lease");
-                    self.request_stop(lease, StopReason::Cancelled, at);
+                    // The last lease, and its siblings when it is part of a gang spanning providers.
+                    let last = &self.leases[o.leases.last().expect("a leased order has a lease")];
+                    for lease in last.gang_leases().collect::<Vec<_>>() {
+                        self.request_stop(lease, StopReason::Cancelled, at);
+                    }
                 }
                 _ => {}
             }
@@ -747,7 +815,15 @@ impl Exchange {
     fn apply_lease_started(&mut self, lease: LeaseId, placement: &Placement, hold: Micros, at: UnixMs) {
         assert_eq!(lease, self.next_lease_id(), "lease ids are sequential");
         let order = self.orders.get_mut(&placement.order).expect("placed order exists");
-        transition_order(order, OrderState::Leased);
+        match placement.gang {
+            // The other parts of a gang spanning providers follow its first one.
+            Some(g) if g.index > 0 => assert_eq!(
+                order.leases.last(),
+                Some(&LeaseId(lease.0 - 1)),
+                "parts of a gang start consecutively"
+            ),
+            _ => transition_order(order, OrderState::Leased),
+        }
         order.leases.push(lease);
         let spec = order.spec.clone();
         let parts: Vec<Part> = placement
@@ -791,6 +867,7 @@ impl Exchange {
                 reserved: placement.reserved.clone(),
                 ends_at: placement.ends_at,
                 resale_ended: BTreeMap::new(),
+                gang: placement.gang,
                 gpus,
                 parts,
                 state: LeaseState::Assigned,
@@ -817,6 +894,30 @@ impl Exchange {
         l.stop_reason = Some(reason);
         l.stop_requested_at = Some(at);
         self.market.mark_stopping(lease);
+        self.stop_siblings(lease, Some(reason), at);
+    }
+
+    /// A gang spanning providers goes on only whole: when one of its leases
+    /// is stopped or ends without success, the others are stopped too —
+    /// for the same reason when it concerns the whole gang (cancel,
+    /// preemption), else because a peer failed.
+    fn stop_siblings(&mut self, lease: LeaseId, reason: Option<StopReason>, at: UnixMs) {
+        let l = &self.leases[&lease];
+        if l.gang.is_none() {
+            return;
+        }
+        let mirrored = match reason {
+            Some(
+                r @ (StopReason::Cancelled
+                | StopReason::Preempted
+                | StopReason::ReservationEnded
+                | StopReason::WindowClosing),
+            ) => r,
+            Some(StopReason::InsufficientFunds | StopReason::PeerFailed) | None => StopReason::PeerFailed,
+        };
+        for sibling in l.gang_leases().filter(|s| *s != lease).collect::<Vec<_>>() {
+            self.request_stop(sibling, mirrored, at);
+        }
     }
 
     /// Marks one part ended; when it was the last, ends the lease.
@@ -873,6 +974,19 @@ impl Exchange {
         self.credit_resales(lease, at);
         self.ledger.release(lease, at).expect("releasing a known hold");
 
+        if final_state != LeaseState::Succeeded {
+            let reason = self.leases[&lease].stop_reason;
+            self.stop_siblings(lease, reason, at);
+        }
+        // A gang spanning providers settles its order once its last lease ends.
+        let (final_state, lease) = match self.gang_outcome(lease) {
+            Some(outcome) => outcome,
+            None => {
+                self.refresh_job(job, at);
+                return;
+            }
+        };
+
         let max_retries = self.rules.max_retries;
         let cancel_requested = self.jobs[&job].cancel_requested;
         let o = self.orders.get_mut(&order).expect("known order");
@@ -911,6 +1025,39 @@ impl Exchange {
             self.market.add_order(o.spec.clone());
         }
         self.refresh_job(job, at);
+    }
+
+    /// What the order of an ended lease became, as one lease's final state and
+    /// the lease that explains it; None while another lease of its gang runs.
+    /// For a gang spanning providers: succeeded if every lease did; else
+    /// cancelled, lost, preempted, failed — the first that any lease was.
+    fn gang_outcome(&self, lease: LeaseId) -> Option<(LeaseState, LeaseId)> {
+        let l = &self.leases[&lease];
+        if l.gang.is_none() {
+            return Some((l.state, lease));
+        }
+        let gang: Vec<&Lease> = l.gang_leases().map(|id| &self.leases[&id]).collect();
+        if !gang.iter().all(|s| s.is_terminal()) {
+            return None;
+        }
+        let first = |state: LeaseState| gang.iter().find(|s| s.state == state).map(|s| (state, s.id));
+        let failed = || {
+            // The lease whose failure names the cause: an exit code, then a shortfall, then a part's error.
+            let cause = gang.iter().filter(|s| s.state == LeaseState::Failed).min_by_key(|s| {
+                (
+                    s.exit_code.is_none(),
+                    s.stop_reason != Some(StopReason::InsufficientFunds),
+                    !s.parts.iter().any(|p| p.error.is_some()),
+                    s.id,
+                )
+            })?;
+            Some((LeaseState::Failed, cause.id))
+        };
+        first(LeaseState::Cancelled)
+            .or_else(|| first(LeaseState::Lost))
+            .or_else(|| first(LeaseState::Preempted))
+            .or_else(failed)
+            .or(Some((LeaseState::Succeeded, lease)))
     }
 
     fn apply_settle(&mut self, lease: LeaseId, at: UnixMs) {

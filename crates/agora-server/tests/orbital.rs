@@ -67,6 +67,7 @@ async fn an_orbital_site_runs_checkpointable_work_inside_its_window_only() {
         provider: ProviderId(1),
         running: BTreeSet::new(),
         events: vec![],
+        launched: vec![],
     };
 
     let plain = submit(&core, TenantId(1), &job("plain", false)).await;

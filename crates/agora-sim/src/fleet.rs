@@ -55,6 +55,7 @@ impl Fleet {
                 power_budget_w: s.power_budget_w,
                 node_overhead_w: s.node_overhead_w,
                 orbital: false,
+                region: None,
             });
         }
         for n in &self.nodes {

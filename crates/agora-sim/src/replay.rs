@@ -79,6 +79,7 @@ pub fn replay(jobs: &[TraceJob], nodes: u32, gpus_per_node: u32, timing: Timing)
         power_budget_w: None,
         node_overhead_w: 0,
         orbital: false,
+        region: None,
     });
     for i in 0..nodes {
         market.upsert_node(NodeSpec {
@@ -110,6 +111,7 @@ pub fn replay(jobs: &[TraceJob], nodes: u32, gpus_per_node: u32, timing: Timing)
             gpus_per_node: per,
             duration_estimate_s: None,
             checkpointable: false,
+            max_latency_ms: None,
         }
     };
     let mut started_at: Vec<Option<u64>> = vec![None; jobs.len()];

@@ -91,6 +91,7 @@ pub fn orders(rng: &mut SplitMix64, mix: &Mix, count: usize, first: u64) -> Vec<
                 gpus_per_node,
                 duration_estimate_s: None,
                 checkpointable: false,
+                max_latency_ms: None,
             }
         })
         .collect()

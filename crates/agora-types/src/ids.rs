@@ -62,6 +62,12 @@ id_type!(
     DomainId
 );
 id_type!(
+    /// A region (a metro or cloud region such as `eu-west`), numbered by the
+    /// exchange in the order it first sees its name; the latency matrix is
+    /// given between regions.
+    RegionId
+);
+id_type!(
     /// A reservation contract: a tenant holds GPUs of one model at one provider for a term.
     ContractId
 );

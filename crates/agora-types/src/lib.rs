@@ -7,7 +7,7 @@ pub mod ids;
 pub mod money;
 
 pub use gpu::{GpuModel, GpuSpec, Interface, UnknownGpuModel, edit_distance};
-pub use ids::{AgentId, ContractId, DomainId, JobId, LeaseId, NodeId, OrderId, ProviderId, SiteId, TenantId};
+pub use ids::{AgentId, ContractId, DomainId, JobId, LeaseId, NodeId, OrderId, ProviderId, RegionId, SiteId, TenantId};
 pub use money::{Micros, ParseMoneyError, PricePerGpuHour};
 
 use serde::{Deserialize, Serialize};

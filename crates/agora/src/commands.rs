@@ -129,7 +129,7 @@ fn now() -> UnixMs {
     )
 }
 
-pub(crate) fn server_config(args: &ServerArgs) -> agora_server::ServerConfig {
+pub(crate) fn server_config(args: &ServerArgs) -> anyhow::Result<agora_server::ServerConfig> {
     let mut cfg = agora_server::ServerConfig::new(args.listen, args.data_dir.clone());
     cfg.round_interval_ms = args.round_interval_ms;
     cfg.heartbeat_interval_ms = args.heartbeat_interval_ms;
@@ -153,7 +153,11 @@ pub(crate) fn server_config(args: &ServerArgs) -> agora_server::ServerConfig {
         small_tenant_floor_bps: args.small_tenant_floor_bps.min(10_000),
         small_tenant_gpus: args.small_tenant_gpus,
     };
-    cfg
+    if let Some(path) = &args.latency_matrix {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        cfg.rules.latency = agora_server::latency::parse(&text).with_context(|| path.display().to_string())?;
+    }
+    Ok(cfg)
 }
 
 pub(crate) async fn shutdown_signal() {
@@ -170,7 +174,7 @@ pub(crate) async fn serve(args: ServerArgs) -> anyhow::Result<u8> {
     if args.fee_bps > 10_000 {
         return Err(anyhow!("--fee-bps must be at most 10000"));
     }
-    let server = agora_server::Server::start(server_config(&args)).await?;
+    let server = agora_server::Server::start(server_config(&args)?).await?;
     if let Some(token) = server.bootstrap_admin().await? {
         let path = args.data_dir.join("admin.token");
         crate::up::write_private(&path, &format!("{token}\n"))?;

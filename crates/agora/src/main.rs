@@ -102,6 +102,10 @@ pub(crate) struct ServerArgs {
     /// A tenant with fewer GPUs than this is small.
     #[arg(long, default_value_t = 64)]
     pub(crate) small_tenant_gpus: u64,
+    /// Region latencies for gangs that may span providers: a file of
+    /// `region_a,region_b,milliseconds` lines (without it, no gang spans providers).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) latency_matrix: Option<PathBuf>,
     /// Market health: the most of a GPU model one tenant may reserve under contracts (basis points).
     #[arg(long, default_value_t = 8000)]
     pub(crate) max_reserved_share_bps: u32,

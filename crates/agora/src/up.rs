@@ -58,7 +58,7 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<u8> {
         anyhow::bail!("--price: must be greater than zero");
     }
     let data_dir: PathBuf = args.server.data_dir.clone();
-    let server = Server::start(server_config(&args.server)).await?;
+    let server = Server::start(server_config(&args.server)?).await?;
     let tokens_path = data_dir.join(TOKENS_FILE);
     let tokens: Bootstrap = match server.bootstrap(balance).await? {
         Some(b) => {

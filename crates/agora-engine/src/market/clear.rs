@@ -26,6 +26,7 @@ use super::{
 
 mod backfill;
 mod reserved;
+mod split;
 
 pub use backfill::BACKFILL_RESERVATIONS;
 
@@ -68,6 +69,7 @@ pub(super) fn clear(market: &Market, inputs: RoundInputs<'_>, eligible: impl Fn(
         claimed_gpus: IdMap::default(),
         no_room: BTreeMap::new(),
         no_reclaim: BTreeMap::new(),
+        no_split: BTreeMap::new(),
         scratch: RefCell::default(),
         reclaim_scores: RefCell::default(),
         most_free: RefCell::default(),
@@ -227,6 +229,9 @@ struct Round<'m> {
     no_room: BTreeMap<Shape, (PricePerGpuHour, Option<PowerRefusal>)>,
     /// The same for preemption: reclaimable GPUs only shrink too.
     no_reclaim: BTreeMap<Shape, PricePerGpuHour>,
+    /// The same for gangs spanning pools, by shape and latency bound, with
+    /// the most nodes one set of regions offered.
+    no_split: BTreeMap<(Shape, u32), (PricePerGpuHour, u32)>,
     /// Buffers the preemption search reuses from node to node, so that scoring
     /// a candidate node allocates nothing but its victim list.
     scratch: RefCell<Scratch>,
@@ -328,7 +333,7 @@ impl Reclaim {
     /// Fewest distinct victims, then fewest GPUs preempted (each victim counted once).
     fn cost(&self, market: &Market) -> (usize, u64) {
         let victims = self.victims();
-        let gpus = victims.iter().map(|l| market.leases[l].gpus_total()).sum();
+        let gpus = victims.iter().map(|l| market.leases[l].lost_gpus()).sum();
         (victims.len(), gpus)
     }
 }
@@ -407,6 +412,19 @@ impl<'m> Round<'m> {
             }
             Err(refused) => refused,
         };
+        // A gang that may span providers, when no single pool holds it.
+        let mut split_most = None;
+        if order.nodes > 1
+            && let Some(bound_ms) = order.max_latency_ms
+        {
+            match self.split(order, shape, models, bound_ms) {
+                Ok(parts) => {
+                    self.reserve_split(order, parts, &mut plan.placements);
+                    return None;
+                }
+                Err(most) => split_most = Some((bound_ms, most)),
+            }
+        }
         if !self.hidden.is_empty()
             && let Some((pool, nodes)) = self.find_backfill(order, models)
         {
@@ -418,7 +436,17 @@ impl<'m> Round<'m> {
         {
             return Some(self.wait_for(order, &reclaim, plan));
         }
-        let reason = self.explain(order, accepted, refused);
+        let mut reason = self.explain(order, accepted, refused);
+        if let (Some((max_latency_ms, most_within_bound)), Unplaced::GangSplit { nodes_with_room, .. }) =
+            (split_most, &reason)
+        {
+            reason = Unplaced::LatencyBound {
+                demand: accepted.demand(order),
+                max_latency_ms,
+                nodes_with_room: *nodes_with_room,
+                most_within_bound,
+            };
+        }
         match self.plan_reservation(order, models) {
             Some((start, nodes)) => Some(Unplaced::ReservedAhead {
                 demand: accepted.demand(order),
@@ -428,6 +456,36 @@ impl<'m> Round<'m> {
             }),
             None => Some(reason),
         }
+    }
+
+    /// [`Round::find_split`], unless this shape and bound already failed at
+    /// this price or higher in this round (for anyone: the policies only
+    /// take candidates away).
+    fn split(
+        &mut self,
+        order: &OrderSpec,
+        shape: Shape,
+        models: &[GpuModel],
+        bound_ms: u32,
+    ) -> Result<Vec<(PoolKey, Vec<NodeId>)>, u32> {
+        if let Some(&(price, most)) = self.no_split.get(&(shape, bound_ms))
+            && order.max_price <= price
+        {
+            return Err(most);
+        }
+        let found = self.find_split(order, models, bound_ms);
+        if let Err(most) = found
+            && !self.personal()
+        {
+            let failed = self
+                .no_split
+                .entry((shape, bound_ms))
+                .or_insert((order.max_price, most));
+            if order.max_price >= failed.0 {
+                *failed = (order.max_price, most);
+            }
+        }
+        found
     }
 
     /// Claims what a reclaim plan counts on and records its preemptions.
@@ -974,7 +1032,8 @@ impl<'m> Round<'m> {
                 gpu_indices: self.take(node, order.gpus_per_node),
             })
             .collect();
-        let gpus = u64::from(order.nodes) * u64::from(order.gpus_per_node);
+        // A part of a gang spanning pools holds fewer nodes than the order.
+        let gpus = nodes.len() as u64 * u64::from(order.gpus_per_node);
         let placed = self.placed.entry(order.tenant).or_default();
         placed.total += gpus;
         *placed.by_provider.entry(pool.provider).or_insert(0) += gpus;
@@ -1000,6 +1059,7 @@ impl<'m> Round<'m> {
             allocations,
             reserved,
             ends_at,
+            gang: None,
         }
     }
 
@@ -1278,7 +1338,7 @@ impl<'m> Round<'m> {
                 scratch.candidates.push(Candidate {
                     lease: lease_id,
                     on_node,
-                    gpus_total: lease.gpus_total(),
+                    gpus_total: lease.lost_gpus(),
                 });
             }
         }

@@ -109,8 +109,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use agora_types::{
-    AgentId, DomainId, GpuModel, JobId, LeaseId, NodeId, OrderId, PricePerGpuHour, ProviderId, SiteId, TenantId, Tier,
-    UnixMs,
+    AgentId, DomainId, GpuModel, JobId, LeaseId, NodeId, OrderId, PricePerGpuHour, ProviderId, RegionId, SiteId,
+    TenantId, Tier, UnixMs,
 };
 use serde::{Deserialize, Serialize};
 
@@ -150,6 +150,11 @@ pub struct SiteSpec {
     /// windows are the caller's: it takes the site's nodes offline outside them.)
     #[serde(default)]
     pub orbital: bool,
+    /// Where the site is, for the latency bound of cross-provider gangs
+    /// ([`OrderSpec::max_latency_ms`]). None: unknown, and the site's nodes
+    /// take no part in such a gang (its latency to the others is unknown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<RegionId>,
 }
 
 /// A site's power now, for the API.
@@ -188,6 +193,12 @@ pub struct OrderSpec {
     /// The work survives a stop and restart: only such work runs at orbital sites.
     #[serde(default)]
     pub checkpointable: bool,
+    /// A gang that may span providers (io.net-style clusters): when no single
+    /// pool holds it, it may take whole nodes of several providers whose
+    /// regions are pairwise at most this many milliseconds apart in the
+    /// market's latency matrix ([`Market::set_latency`]). None: one pool only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_latency_ms: Option<u32>,
 }
 
 impl OrderSpec {
@@ -234,6 +245,28 @@ pub struct Placement {
     /// duration estimate (None without either). Backfill plans with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ends_at: Option<UnixMs>,
+    /// Set when the order's gang spans pools: this placement is one part, and
+    /// the round emits the others right after it, in part order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gang: Option<GangPart>,
+}
+
+/// One pool's part of a gang that spans pools (see [`OrderSpec::max_latency_ms`]).
+/// Each part is its own lease, with its own provider and price; the caller
+/// runs the parts as one gang: they start together, and when one ends
+/// without success the others are stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GangPart {
+    /// This part's position, from 0, among `parts` parts.
+    pub index: u32,
+    pub parts: u32,
+    /// The gang-wide rank of this part's first node: its allocations are
+    /// ranks `first_rank..first_rank + allocations.len()`.
+    pub first_rank: u32,
+    /// Nodes of the whole gang.
+    pub nodes: u32,
+    /// GPUs of the whole gang: what preempting any part loses.
+    pub gpus_total: u64,
 }
 
 /// GPUs of one holder's reservation (at the placement's provider and model) that a placement occupies.
@@ -297,6 +330,8 @@ pub struct Lease {
     pub reserved: Vec<ReservedUse>,
     /// See [`Placement::ends_at`].
     pub ends_at: Option<UnixMs>,
+    /// See [`Placement::gang`].
+    pub gang: Option<GangPart>,
     /// A stop signal was sent: its GPUs are still used, but it is never chosen as a victim again.
     pub stopping: bool,
 }
@@ -304,6 +339,13 @@ pub struct Lease {
 impl Lease {
     pub fn gpus_total(&self) -> u64 {
         self.allocations.iter().map(|a| a.gpu_indices.len() as u64).sum()
+    }
+
+    /// The GPUs whose work is lost when this lease is preempted: its own, or
+    /// its whole gang's when it is one part of a gang spanning pools (the
+    /// caller stops the other parts with it).
+    pub fn lost_gpus(&self) -> u64 {
+        self.gang.map_or_else(|| self.gpus_total(), |g| g.gpus_total)
     }
 }
 
@@ -495,6 +537,9 @@ pub struct Market {
     orbital_sites: BTreeSet<SiteId>,
     /// Leases with an estimated end: without any, backfill can promise no start.
     estimated_leases: u64,
+    /// Round-trip latency between regions, each pair once as (lower, higher);
+    /// see [`Market::set_latency`].
+    latency_ms: BTreeMap<(RegionId, RegionId), u32>,
 }
 
 impl Market {
@@ -545,6 +590,21 @@ impl Market {
             self.orbital_sites.remove(&spec.id);
         }
         self.sites.entry(spec.id).or_default().spec = Some(spec);
+    }
+
+    /// Sets the latency matrix that bounds cross-provider gangs: milliseconds
+    /// between two regions, either way round. A region is 0 ms from itself
+    /// unless given; a pair not given is unknown, and no gang spans it.
+    pub fn set_latency(&mut self, pairs: impl IntoIterator<Item = (RegionId, RegionId, u32)>) {
+        self.latency_ms = pairs.into_iter().map(|(a, b, ms)| ((a.min(b), a.max(b)), ms)).collect();
+    }
+
+    /// The latency between two regions, if known (see [`Market::set_latency`]).
+    pub fn latency_ms(&self, a: RegionId, b: RegionId) -> Option<u32> {
+        match self.latency_ms.get(&(a.min(b), a.max(b))) {
+            Some(&ms) => Some(ms),
+            None => (a == b).then_some(0),
+        }
     }
 
     /// A site as upserted, or None if it never was.
@@ -664,6 +724,7 @@ impl Market {
             allocations: placement.allocations.clone(),
             reserved: placement.reserved.clone(),
             ends_at: placement.ends_at,
+            gang: placement.gang,
             stopping: false,
         };
         self.reserved_lease_changed(&started, 1);

@@ -181,6 +181,15 @@ pub enum Unplaced {
         nodes_with_room: u32,
         most_in_one_pool: u32,
     },
+    /// Gang that may span providers: enough free whole nodes within price,
+    /// but no set of regions pairwise within `max_latency_ms` holds them
+    /// (regions with no known latency between them never pair).
+    LatencyBound {
+        demand: Demand,
+        max_latency_ms: u32,
+        nodes_with_room: u32,
+        most_within_bound: u32,
+    },
     /// Preemption signals were sent (this round or earlier) and the order waits
     /// for these leases to end; it will be placed in a later round.
     WaitingForPreemption { leases: Vec<LeaseId> },
@@ -355,6 +364,16 @@ impl fmt::Display for Unplaced {
                 f,
                 "{demand}; {nodes_with_room} free at that price but at most {most_in_one_pool} in one pool \
                  (a gang needs one provider, model and ask)"
+            ),
+            Unplaced::LatencyBound {
+                demand,
+                max_latency_ms,
+                nodes_with_room,
+                most_within_bound,
+            } => write!(
+                f,
+                "{demand}; {nodes_with_room} free at that price across providers but at most \
+                 {most_within_bound} in regions within {max_latency_ms} ms of each other"
             ),
             Unplaced::HeldByReservations {
                 demand,

@@ -185,6 +185,18 @@ impl<'m> WholeView<'m> {
         }
     }
 
+    /// The pools in `range` with at least one free whole node, in key order.
+    /// (A round only takes nodes, so every pool it copied is in the market's index.)
+    pub(crate) fn pools_in(
+        &self,
+        range: std::ops::RangeInclusive<GangPoolKey>,
+    ) -> impl Iterator<Item = (&GangPoolKey, &WholeNodes)> {
+        self.base
+            .pools
+            .range(range)
+            .filter_map(|(key, _)| self.pool(key).map(|pool| (key, pool)))
+    }
+
     /// Takes a free whole node.
     pub(crate) fn remove(&mut self, id: NodeId, e: &IndexEntry) {
         let key = GangPoolKey::of(e);

@@ -9,8 +9,8 @@ use agora_types::{GpuModel, JobKind, Micros, ParseMoneyError, PricePerGpuHour, T
 
 use super::tree::{ScalarKind, Value, Yaml};
 use super::{
-    DURATION_MAX_S, GPUS_PER_NODE, MIB_PER_GIB, MIN_VRAM_GIB_MAX, Manifest, ManifestError, NODES, PRICE_MAX_UNITS,
-    Resources, TASKS, between, shown,
+    DURATION_MAX_S, GPUS_PER_NODE, MAX_LATENCY_MS, MIB_PER_GIB, MIN_VRAM_GIB_MAX, Manifest, ManifestError, NODES,
+    PRICE_MAX_UNITS, Resources, TASKS, between, shown,
 };
 
 const TOP_FIELDS: &[&str] = &[
@@ -26,7 +26,15 @@ const TOP_FIELDS: &[&str] = &[
     "workdir",
     "checkpointable",
 ];
-const RESOURCE_FIELDS: &[&str] = &["gpus_per_node", "nodes", "tasks", "gpu_models", "min_vram_gb"];
+const RESOURCE_FIELDS: &[&str] = &[
+    "gpus_per_node",
+    "nodes",
+    "tasks",
+    "gpu_models",
+    "min_vram_gb",
+    "cross_provider",
+];
+const CROSS_PROVIDER_FIELDS: &[&str] = &["max_latency_ms"];
 
 /// Where each field of the document is written, by dotted path.
 #[derive(Debug, Default)]
@@ -48,6 +56,7 @@ impl Lines {
         let field = match field {
             "duration_estimate_s" => "duration".to_string(),
             "resources.min_vram_mib" => "resources.min_vram_gb".to_string(),
+            "resources.cross_provider_max_latency_ms" => "resources.cross_provider.max_latency_ms".to_string(),
             other => other.to_string(),
         };
         let mut path = field.as_str();
@@ -180,12 +189,22 @@ fn resources(field: &Field<'_>, kind: JobKind, lines: &mut Lines) -> Result<Reso
         None => 0,
         Some(f) => f.count((0, MIN_VRAM_GIB_MAX))? * MIB_PER_GIB,
     };
+    // `validate` says where it applies.
+    let cross_provider_max_latency_ms = match r.optional("cross_provider") {
+        None => None,
+        Some(f) => Some(
+            Fields::of(&f, CROSS_PROVIDER_FIELDS, lines)?
+                .required("max_latency_ms")?
+                .count(MAX_LATENCY_MS)?,
+        ),
+    };
     Ok(Resources {
         gpus_per_node,
         nodes,
         tasks,
         gpu_models,
         min_vram_mib,
+        cross_provider_max_latency_ms,
     })
 }
 

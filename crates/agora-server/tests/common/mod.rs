@@ -7,7 +7,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use agora_proto::Manifest;
-use agora_proto::agent::{Heartbeat, InventorySource, NodeReport, PartEvent, PartRef, RegisterAgent};
+use agora_proto::agent::{
+    Heartbeat, InventorySource, LaunchSpec, NodeReport, PartEvent, PartRef, RegisterAgent, SiteReport,
+};
 use agora_server::core::CoreHandle;
 use agora_server::ops;
 use agora_types::{AgentId, GpuModel, JobId, Micros, ProviderId, TenantId};
@@ -18,6 +20,8 @@ pub struct FakeAgent {
     pub provider: ProviderId,
     pub running: BTreeSet<PartRef>,
     pub events: Vec<PartEvent>,
+    /// Every launch the exchange asked for, oldest first.
+    pub launched: Vec<LaunchSpec>,
 }
 
 impl FakeAgent {
@@ -41,6 +45,7 @@ impl FakeAgent {
         for s in resp.start {
             if self.running.insert(s.part) {
                 self.events.push(PartEvent::Started { part: s.part });
+                self.launched.push(s);
             }
         }
         for stop in resp.stop {
@@ -99,17 +104,40 @@ pub async fn rounds() {
 
 /// Registers a simulated agent with one node of `gpus` GPUs at `ask` per GPU-hour.
 pub async fn register(core: &CoreHandle, provider: ProviderId, name: &str, gpus: u32, ask: Micros) -> FakeAgent {
+    register_with(core, provider, name, gpus, ask, None).await
+}
+
+/// [`register`] with the node at a site of the agent in `region`, when given.
+pub async fn register_with(
+    core: &CoreHandle,
+    provider: ProviderId,
+    name: &str,
+    gpus: u32,
+    ask: Micros,
+    region: Option<&str>,
+) -> FakeAgent {
+    let sites = region
+        .map(|region| SiteReport {
+            name: format!("{name}-site"),
+            region: region.into(),
+            power_budget_kw: None,
+            node_overhead_w: 0,
+            kind: Default::default(),
+            windows: vec![],
+        })
+        .into_iter()
+        .collect();
     let reg = RegisterAgent {
         name: name.into(),
         inventory_source: InventorySource::Declared,
-        sites: vec![],
+        sites,
         nodes: vec![NodeReport {
             name: "n0".into(),
             gpu_model: GpuModel::resolve("h100").unwrap(),
             gpus,
-            address: "10.0.0.1".into(),
+            address: format!("{name}.example"),
             ask_micros_per_gpu_hour: ask,
-            site: None,
+            site: region.map(|_| format!("{name}-site")),
             fabric_domain: None,
         }],
     };
@@ -123,5 +151,6 @@ pub async fn register(core: &CoreHandle, provider: ProviderId, name: &str, gpus:
         provider,
         running: BTreeSet::new(),
         events: vec![],
+        launched: vec![],
     }
 }
