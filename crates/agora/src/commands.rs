@@ -366,10 +366,18 @@ fn lease_row(task: usize, task_state: &str, l: &LeaseView, now: UnixMs) -> Vec<S
         (None, Some(c)) => format!("{} (exit {c})", l.state),
         _ => l.state.clone(),
     };
+    // One provider's part of a gang spanning providers: which of how many.
+    let lease = match &l.gang {
+        Some(g) => {
+            let part = g.leases.iter().position(|id| *id == l.id).map_or(0, |i| i + 1);
+            format!("{} (part {part}/{})", l.id, g.leases.len())
+        }
+        None => l.id.to_string(),
+    };
     vec![
         task.to_string(),
         task_state.to_string(),
-        l.id.to_string(),
+        lease,
         l.provider.to_string(),
         placement.join(" "),
         table::money(l.price_per_gpu_hour),

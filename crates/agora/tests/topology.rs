@@ -94,3 +94,57 @@ async fn a_two_node_gang_gets_one_fabric_domain_and_power_caps_the_site() {
     let done = ex.wait_ended(&t, more).await;
     assert_eq!(done.state, "succeeded", "{done:#?}");
 }
+
+/// One provider's agent with one 8-GPU H100 node at a site in `region`.
+fn site_in(region: &str, address: &str, price: &str) -> String {
+    format!(
+        "sites:\n  - name: {region}-dc\n    region: {region}\nnodes:\n  - name: n0\n    gpu_model: H100-80GB-SXM\n    gpus: 8\n    address: {address}\n    price_per_gpu_hour: \"{price}\"\n    site: {region}-dc\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gang_spans_two_providers_within_the_latency_bound() {
+    let matrix_dir = tempfile::tempdir().unwrap();
+    let matrix = matrix_dir.path().join("latency.csv");
+    std::fs::write(
+        &matrix,
+        "# region, region, ms\neu-west,eu-central,12\neu-west,us-east,80\n",
+    )
+    .unwrap();
+    let mut args = common::fast_args();
+    args.extend(["--latency-matrix".to_string(), matrix.display().to_string()]);
+    let mut ex = Exchange::start_with(args).await;
+    let (west, w) = ex.create_provider("west").await;
+    let (central, c) = ex.create_provider("central").await;
+    ex.start_agent_with(&w, "west", &site_in("eu-west", "127.0.0.1", "1.00"));
+    ex.start_agent_with(&c, "central", &site_in("eu-central", "127.0.0.2", "2.00"));
+    ex.wait_nodes(2).await;
+    let (_, t) = ex.create_tenant("lab", "1000").await;
+
+    let yaml = manifest(
+        "spread",
+        "training",
+        "  gpus_per_node: 8\n  nodes: 2\n  cross_provider: {max_latency_ms: 20}",
+        "on-demand",
+        "3.00",
+        "echo rank=$RANK/$WORLD_SIZE node=$NODE_RANK master=$MASTER_ADDR",
+    );
+    let id = ex.submit(&t, &yaml).await.unwrap();
+    let done = ex.wait_ended(&t, id).await;
+    assert_eq!(done.state, "succeeded", "{done:#?}");
+    let leases = &done.tasks[0].leases;
+    let by_provider: Vec<(u64, String, i128)> = leases
+        .iter()
+        .map(|l| (l.provider.0, l.state.clone(), l.price_per_gpu_hour.0))
+        .collect();
+    assert_eq!(
+        by_provider,
+        [
+            (west, "succeeded".to_string(), 1_000_000),
+            (central, "succeeded".to_string(), 2_000_000)
+        ]
+    );
+    let logs = ex.wait_logs(&t, id, "rank=8/16").await;
+    assert!(logs.contains("rank=0/16 node=0 master=127.0.0.1"), "{logs}");
+    assert!(logs.contains("rank=8/16 node=1 master=127.0.0.1"), "{logs}");
+}
