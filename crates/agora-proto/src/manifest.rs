@@ -76,6 +76,8 @@
 mod lower;
 mod tree;
 
+pub use lower::parse_duration;
+
 use std::collections::BTreeMap;
 
 use agora_types::{GpuModel, JobKind, Micros, PricePerGpuHour, Tier};

@@ -251,3 +251,71 @@ pub fn spawn(
         .expect("spawn the control loop thread");
     (CoreHandle { tx, stop }, handle)
 }
+
+/// The control loop without threads or a wall clock, for the simulator: it
+/// steps the same state, operations and commits in virtual time. Each
+/// [`Offline::step`] is one batch of the threaded loop: it runs the closure at
+/// the given time and then commits the events it emitted to the store in one
+/// append.
+pub struct Offline {
+    pub ex: Exchange,
+    pub store: Box<dyn Store>,
+    pub cfg: ServerConfig,
+    pub vol: Volatile,
+    events: Vec<Vec<u8>>,
+    snapshot_at: u64,
+}
+
+impl Offline {
+    /// Recovers the state from `store` (empty: a new exchange); every known
+    /// agent gets a full timeout from `now`, as after a restart.
+    pub fn open(store: Box<dyn Store>, cfg: ServerConfig, now: UnixMs) -> anyhow::Result<Offline> {
+        let ex = recover(store.as_ref())?;
+        let mut vol = Volatile::default();
+        for id in ex.agents.keys() {
+            vol.agent_last_seen.insert(*id, now);
+        }
+        let snapshot_at = ex.applied;
+        Ok(Offline {
+            ex,
+            store,
+            cfg,
+            vol,
+            events: Vec::new(),
+            snapshot_at,
+        })
+    }
+
+    /// Runs `f` at `now`, then commits what it emitted.
+    pub fn step<R>(&mut self, now: UnixMs, f: impl FnOnce(&mut Txn<'_>) -> R) -> anyhow::Result<R> {
+        let mut txn = Txn {
+            ex: &mut self.ex,
+            store: self.store.as_mut(),
+            cfg: &self.cfg,
+            vol: &mut self.vol,
+            now,
+            events: &mut self.events,
+        };
+        let r = f(&mut txn);
+        if !self.events.is_empty() {
+            self.store.append(&self.events)?;
+            self.events.clear();
+            if self.ex.applied - self.snapshot_at >= self.cfg.snapshot_every_events {
+                snapshot(&self.ex, self.store.as_mut());
+                self.snapshot_at = self.ex.applied;
+            }
+        }
+        Ok(r)
+    }
+
+    /// The periodic work of one round at `now` (see [`crate::ops::tick`]).
+    pub fn tick(&mut self, now: UnixMs) -> anyhow::Result<()> {
+        self.step(now, crate::ops::tick)
+    }
+
+    /// A crash and restart at `now`: everything in memory is dropped and
+    /// rebuilt from the store (its latest snapshot and the events after it).
+    pub fn restart(self, now: UnixMs) -> anyhow::Result<Offline> {
+        Offline::open(self.store, self.cfg, now)
+    }
+}

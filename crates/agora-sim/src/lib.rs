@@ -7,7 +7,9 @@
 //! takes its seed (see [`rng::SplitMix64`]).
 
 pub mod fleet;
+pub mod market;
 pub mod replay;
 pub mod rng;
+pub mod scenario;
 pub mod traces;
 pub mod workload;

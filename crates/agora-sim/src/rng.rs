@@ -39,6 +39,23 @@ impl SplitMix64 {
         self.below(1000) < per_mille
     }
 
+    /// Uniform in `[0, 1)`, with 53 bits.
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Exponentially distributed with the given mean (at least 1).
+    pub fn exponential(&mut self, mean: u64) -> u64 {
+        let u = 1.0 - self.unit();
+        ((-u.ln()) * mean as f64).round().max(1.0) as u64
+    }
+
+    /// Log-uniform in `lo..=hi` (both at least 1).
+    pub fn log_uniform(&mut self, lo: u64, hi: u64) -> u64 {
+        let (a, b) = ((lo.max(1) as f64).ln(), (hi.max(1) as f64).ln());
+        ((a + (b - a) * self.unit()).exp().round() as u64).clamp(lo, hi)
+    }
+
     /// One element of a non-empty slice.
     pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
         &items[self.below(items.len() as u64) as usize]

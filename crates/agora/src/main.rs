@@ -229,13 +229,11 @@ enum Command {
     ///
     /// Example: agora bench --fleet colossus --orders 50000 --seed 1 --output json
     Bench(bench::BenchArgs),
-    /// Simulate: replay a real GPU trace on the engine in virtual time.
+    /// Simulate a market scenario in virtual time through the exchange's own
+    /// control loop, or replay a real GPU trace (`agora sim replay`).
     ///
-    /// Example: agora sim replay --trace data/traces/ms-itp/cluster04.csv --nodes 80 --output json
-    Sim {
-        #[command(subcommand)]
-        command: sim::SimCommand,
-    },
+    /// Example: agora sim scenarios/small-market.yaml --seed 2 --out runs/small
+    Sim(sim::SimArgs),
     /// Operator commands (admin token).
     Admin {
         #[command(subcommand)]
@@ -287,7 +285,7 @@ fn main() -> ExitCode {
             Command::Provider { command } => commands::provider(command).await,
             Command::Contract { command } => contract::run(command).await,
             Command::Admin { command } => commands::admin(command).await,
-            Command::Sim { command } => tokio::task::spawn_blocking(move || sim::run(command)).await?,
+            Command::Sim(args) => tokio::task::spawn_blocking(move || sim::run(args)).await?,
             Command::Bench(args) => {
                 init_logs("warn");
                 bench::run(args).await

@@ -1,13 +1,33 @@
-//! `agora sim`: the simulator's commands. For now, trace replay; scenarios come next.
+//! `agora sim`: market scenarios (`agora sim SCENARIO.yaml`) and trace replay
+//! (`agora sim replay`).
 
 use std::path::PathBuf;
 
 use agora_sim::replay::{self, ELASTICFLOW};
-use agora_sim::traces;
-use anyhow::anyhow;
-use clap::{Subcommand, ValueEnum};
+use agora_sim::scenario::Scenario;
+use agora_sim::{market, traces};
+use anyhow::{Context, anyhow};
+use clap::{Args, Subcommand, ValueEnum};
 
 use crate::Output;
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub(crate) struct SimArgs {
+    #[command(subcommand)]
+    command: Option<SimCommand>,
+    /// The scenario (YAML; see `crates/agora-sim/src/scenario.rs` and `scenarios/`).
+    scenario: Option<PathBuf>,
+    /// Overrides the scenario's seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Writes summary.json, timeseries.csv, spot.csv and jobs.csv here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// `json` prints the summary as JSON.
+    #[arg(long, short = 'o', value_enum, default_value = "table")]
+    output: Output,
+}
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub(crate) enum TraceFormat {
@@ -34,7 +54,114 @@ pub(crate) enum SimCommand {
     },
 }
 
-pub(crate) fn run(cmd: SimCommand) -> anyhow::Result<u8> {
+pub(crate) fn run(args: SimArgs) -> anyhow::Result<u8> {
+    match (args.command, args.scenario) {
+        (Some(cmd), _) => replay_trace(cmd),
+        (None, Some(path)) => scenario(&path, args.seed, args.out, args.output),
+        (None, None) => Err(anyhow!("give a scenario file, or `agora sim replay`")),
+    }
+}
+
+fn scenario(path: &std::path::Path, seed: Option<u64>, out: Option<PathBuf>, output: Output) -> anyhow::Result<u8> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let sc = Scenario::from_yaml(&text).with_context(|| path.display().to_string())?;
+    let seed = seed.unwrap_or(sc.seed);
+    let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+        let b = indicatif::ProgressBar::new(sc.duration.0);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {percent:>3}% of simulated time · {elapsed} ")
+                .expect("a valid template"),
+        );
+        b
+    });
+    let started = std::time::Instant::now();
+    let outputs = market::run(&sc, seed, &mut |done_s| {
+        if let Some(b) = &bar {
+            b.set_position(done_s);
+        }
+    })?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let wall_s = started.elapsed().as_secs_f64();
+    if let Some(dir) = &out {
+        outputs
+            .write(dir)
+            .with_context(|| format!("writing {}", dir.display()))?;
+    }
+    let s = &outputs.summary;
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(s)?),
+        Output::Table => {
+            println!(
+                "{}: {} days simulated in {wall_s:.1} s (seed {}); {} jobs: {} succeeded, {} failed, {} unfinished, {} refused",
+                s.scenario,
+                s.duration_s as f64 / 86_400.0,
+                s.seed,
+                s.jobs.submitted,
+                s.jobs.succeeded,
+                s.jobs.failed,
+                s.jobs.unfinished,
+                s.jobs.refused
+            );
+            let mut t = crate::table::new(&[
+                "tenants",
+                "count",
+                "jobs",
+                "done",
+                "avg wait s",
+                "p95 wait s",
+                "avg JCT s",
+                "spend",
+            ]);
+            for c in &s.tenant_classes {
+                t.add_row(vec![
+                    c.class.clone(),
+                    c.tenants.to_string(),
+                    c.jobs.to_string(),
+                    c.succeeded.to_string(),
+                    format!("{:.0}", c.avg_wait_s),
+                    c.p95_wait_s.to_string(),
+                    format!("{:.0}", c.avg_jct_s),
+                    crate::table::money(c.spend),
+                ]);
+            }
+            println!("{t}");
+            let mut t = crate::table::new(&[
+                "providers",
+                "count",
+                "GPUs",
+                "GPU-h delivered",
+                "utilization",
+                "revenue",
+            ]);
+            for c in &s.provider_classes {
+                t.add_row(vec![
+                    c.class.clone(),
+                    c.providers.to_string(),
+                    c.gpus.to_string(),
+                    format!("{:.0}", c.gpu_hours_delivered),
+                    format!("{:.1} %", c.utilization * 100.0),
+                    crate::table::money(c.revenue),
+                ]);
+            }
+            println!("{t}");
+            println!(
+                "concentration: HHI of capacity {}, of delivered GPU-hours {} (CR4 {:.1} %); ledger verified: {}",
+                s.concentration.hhi_capacity,
+                s.concentration.hhi_delivered_gpu_hours,
+                f64::from(s.concentration.cr4_delivered_bps) / 100.0,
+                s.ledger_verified
+            );
+        }
+    }
+    if let Some(dir) = out {
+        eprintln!("outputs in {}", dir.display());
+    }
+    Ok(if s.ledger_verified { 0 } else { 1 })
+}
+
+fn replay_trace(cmd: SimCommand) -> anyhow::Result<u8> {
     let SimCommand::Replay {
         trace,
         format,

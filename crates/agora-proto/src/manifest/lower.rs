@@ -286,7 +286,7 @@ const DURATION_FORMS: &str = "must be whole seconds or a duration such as 90s, 3
 
 /// Seconds of `5400`, `90s`, `30m`, `2h`, `1h30m`, `1d`...: units largest first,
 /// each at most once. The result is checked to be within (0, 365 days].
-pub(super) fn parse_duration(text: &str) -> Result<u64, String> {
+pub fn parse_duration(text: &str) -> Result<u64, String> {
     const UNITS: [(char, u64); 4] = [('d', 86_400), ('h', 3_600), ('m', 60), ('s', 1)];
     let bad = || format!("{DURATION_FORMS}, found `{}`", shown(text));
     let too_long = || "must be at most 365 days".to_string();
