@@ -310,6 +310,35 @@ fn rules_for(sc: &Scenario, policies: PolicyChoice) -> MarketRules {
 /// Runs a scenario with `seed`; `progress` is called after each round with
 /// the virtual seconds done.
 pub fn run(sc: &Scenario, seed: u64, progress: &mut dyn FnMut(u64)) -> anyhow::Result<Outputs> {
+    simulate(sc, seed, false, progress)
+}
+
+/// Runs a scenario once per seed in `seeds`, checking the invariants (see
+/// `Sim::check`) at every metrics time and at the end, and a restart's
+/// rebuilt state against the state before it; returns the seeds that
+/// failed, with what broke (a panic counts).
+pub fn check(sc: &Scenario, seeds: impl IntoIterator<Item = u64>) -> Vec<(u64, String)> {
+    let mut failed = Vec::new();
+    for seed in seeds {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| simulate(sc, seed, true, &mut |_| {})));
+        match outcome {
+            Ok(Ok(out)) if out.summary.ledger_verified => {}
+            Ok(Ok(_)) => failed.push((seed, "the ledger does not verify at the end".to_string())),
+            Ok(Err(e)) => failed.push((seed, format!("{e:#}"))),
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "a panic".to_string());
+                failed.push((seed, format!("panicked: {what}")));
+            }
+        }
+    }
+    failed
+}
+
+fn simulate(sc: &Scenario, seed: u64, checks: bool, progress: &mut dyn FnMut(u64)) -> anyhow::Result<Outputs> {
     let store = agora_store::open_store(":memory:")?;
     let mut cfg = ServerConfig::new(
         "127.0.0.1:0".parse().expect("an address"),
@@ -322,7 +351,7 @@ pub fn run(sc: &Scenario, seed: u64, progress: &mut dyn FnMut(u64)) -> anyhow::R
     cfg.agent_timeout_ms = 3 * round_ms;
     cfg.stop_grace_ms = 0;
     cfg.settle_interval_ms = 3_600_000;
-    cfg.snapshot_every_events = u64::MAX;
+    cfg.snapshot_every_events = sc.snapshot_every_events;
     cfg.rules = rules_for(sc, sc.policies);
     let off = Offline::open(store, cfg, EPOCH)?;
     let mut sim = Sim {
@@ -365,9 +394,15 @@ pub fn run(sc: &Scenario, seed: u64, progress: &mut dyn FnMut(u64)) -> anyhow::R
         sim.keep_alive(now);
         if now % metrics_ms == 0 {
             sim.metrics(now);
+            if checks {
+                sim.check(now)?;
+            }
         }
         progress(now / 1000);
         now += round_ms;
+    }
+    if checks {
+        sim.check(end_ms)?;
     }
     sim.outputs(end_ms)
 }
@@ -523,6 +558,9 @@ impl Sim<'_> {
     }
 
     fn timed_event(&mut self, e: &crate::scenario::TimedEvent, now: u64) -> anyhow::Result<()> {
+        if e.server_restart {
+            self.restart(now)?;
+        }
         if let Some(p) = e.policies {
             let rules = rules_for(self.sc, p);
             self.off.cfg.rules = rules.clone();
@@ -563,6 +601,104 @@ impl Sim<'_> {
         Ok(())
     }
 
+    /// The server crashes and restarts: its memory is rebuilt from the event
+    /// log alone, and must equal what it was: the same snapshot bytes, and a
+    /// market with the same nodes, leases, queue, policies and reservations
+    /// that clears the same way.
+    fn restart(&mut self, now: u64) -> anyhow::Result<()> {
+        let plan = |off: &Offline| {
+            let m = &off.ex.market;
+            let mut f = serde_json::to_string(&m.clear()).expect("a plan serializes");
+            // What the market holds, through its public views.
+            let _ = write!(f, "{:?}{:?}", m.policies(), m.reservations());
+            for o in m.pending_orders() {
+                let _ = write!(f, "{o:?}{}", m.share_rank(o.tenant));
+            }
+            for l in m.leases() {
+                let _ = write!(f, "{l:?}");
+            }
+            for n in m.nodes() {
+                let _ = write!(f, "{:?}{}{:?}", n.spec(), n.online(), n.gpu_owners());
+            }
+            f
+        };
+        let (before, plan_before) = (self.off.ex.snapshot(), plan(&self.off));
+        let placeholder = Offline::open(agora_store::open_store(":memory:")?, self.off.cfg.clone(), at(now))?;
+        let off = std::mem::replace(&mut self.off, placeholder);
+        self.off = off.restart(at(now))?;
+        anyhow::ensure!(
+            self.off.ex.snapshot() == before,
+            "invariant: the state rebuilt from the event log at {} s differs from the state before the restart",
+            now / 1000
+        );
+        anyhow::ensure!(
+            plan(&self.off) == plan_before,
+            "invariant: the market rebuilt from the event log at {} s differs (nodes, leases, queue, policies, reservations or its clearing plan)",
+            now / 1000
+        );
+        Ok(())
+    }
+
+    /// Checks what must always hold, or says which invariant broke: the
+    /// ledger balances and its chain verifies; every GPU a live lease holds
+    /// is held by it in the market and by nothing else; every job not ended
+    /// is pending in the market or running on a live lease.
+    fn check(&self, now: u64) -> anyhow::Result<()> {
+        let ex = &self.off.ex;
+        let t = now / 1000;
+        ex.ledger
+            .verify()
+            .map_err(|e| anyhow::anyhow!("invariant at {t} s: the ledger does not verify: {e}"))?;
+        let mut held = 0u64;
+        for id in &ex.live_leases {
+            let l = &ex.leases[id];
+            for p in &l.parts {
+                let node = ex
+                    .market
+                    .node(p.node)
+                    .ok_or_else(|| anyhow::anyhow!("invariant at {t} s: lease {id} is on unknown node {}", p.node))?;
+                for g in &p.gpu_indices {
+                    anyhow::ensure!(
+                        node.gpu_owners().get(*g as usize) == Some(&Some(*id)),
+                        "invariant at {t} s: GPU {g} of node {} is not held by its lease {id}",
+                        p.node
+                    );
+                    held += 1;
+                }
+            }
+        }
+        let owned: u64 = ex
+            .nodes
+            .keys()
+            .filter_map(|n| ex.market.node(*n))
+            .map(|n| n.gpu_owners().iter().flatten().count() as u64)
+            .sum();
+        anyhow::ensure!(
+            owned == held,
+            "invariant at {t} s: the market holds {owned} GPUs for leases, the live leases {held}"
+        );
+        for (id, j) in &ex.jobs {
+            if j.state.is_terminal() {
+                continue;
+            }
+            for o in &j.orders {
+                let order = &ex.orders[o];
+                let alive = match order.state {
+                    agora_engine::lifecycle::OrderState::Pending => ex.market.order(*o).is_some(),
+                    agora_engine::lifecycle::OrderState::Leased => {
+                        order.leases.last().is_some_and(|l| ex.live_leases.contains(l))
+                    }
+                    _ => true,
+                };
+                anyhow::ensure!(
+                    alive,
+                    "invariant at {t} s: job {id}'s order {o} is neither queued nor running"
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// Tenants submit the jobs that arrived by `now`.
     fn arrive(&mut self, now: u64) -> anyhow::Result<()> {
         while let Some(&Reverse((when, index))) = self.arrivals.peek() {
@@ -593,7 +729,7 @@ impl Sim<'_> {
                         .map(|m| GpuModel::resolve(m).expect("validated"))
                         .collect(),
                     min_vram_mib: 0,
-                    cross_provider_max_latency_ms: None,
+                    cross_provider_max_latency_ms: group.cross_provider_max_latency_ms.filter(|_| nodes > 1),
                 },
                 tier: group.tier,
                 max_price_per_gpu_hour: PricePerGpuHour(group.max_price.0),

@@ -9,6 +9,7 @@
 //! metrics_every: 1h            # one time-series row every … (default 1h)
 //! fee_bps: 500                 # the exchange's fee (default 500)
 //! policies: default            # default | off: the market-health policies
+//! snapshot_every_events: 100000   # the server's snapshots (a restart replays from the latest)
 //! latency:                     # optional, for gangs that span providers
 //!   - [eu-west, eu-central, 12]
 //! providers:                   # groups of providers alike
@@ -33,10 +34,12 @@
 //!     tier: on-demand          # on-demand | spot (default on-demand)
 //!     max_price: 3.00          # the bid per GPU-hour
 //!     gpu_models: [h100]       # optional; default any model
+//!     cross_provider_max_latency_ms: 10   # optional: gangs may span providers this close
 //! events:                      # optional, in time order
 //!   - {at: 1d, policies: off}
 //!   - {at: 1d12h, region_outage: {region: eu-west, for: 2h}}
 //!   - {at: 2d, price_change: {group: homelab, factor: 0.8}}
+//!   - {at: 2d6h, server_restart: true}   # crash; rebuild from the event log
 //! ```
 //!
 //! Durations are whole seconds or `90s`, `30m`, `2h`, `1h30m`, `1d` (times
@@ -204,6 +207,10 @@ pub struct TenantGroup {
     pub max_price: Money,
     #[serde(default)]
     pub gpu_models: Vec<String>,
+    /// Gangs may span providers whose regions are at most this far apart
+    /// (see the scenario's `latency`); absent: one provider per gang.
+    #[serde(default)]
+    pub cross_provider_max_latency_ms: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -233,6 +240,9 @@ pub struct TimedEvent {
     pub region_outage: Option<RegionOutage>,
     #[serde(default)]
     pub price_change: Option<PriceChange>,
+    /// `true`: the server crashes and restarts from its event log.
+    #[serde(default)]
+    pub server_restart: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -252,6 +262,10 @@ pub struct Scenario {
     pub fee_bps: u32,
     #[serde(default)]
     pub policies: PolicyChoice,
+    /// The server writes a snapshot after this many events, so a restart
+    /// replays the latest snapshot and the events after it.
+    #[serde(default = "snapshot_every")]
+    pub snapshot_every_events: u64,
     #[serde(default)]
     pub latency: Vec<(String, String, u32)>,
     pub providers: Vec<ProviderGroup>,
@@ -278,6 +292,9 @@ fn sixty() -> Secs {
 fn hour() -> Secs {
     Secs(3600)
 }
+fn snapshot_every() -> u64 {
+    100_000
+}
 fn fee() -> u32 {
     500
 }
@@ -303,6 +320,9 @@ impl Scenario {
         }
         if self.metrics_every.0 < self.round.0 {
             return Err(invalid("metrics_every", "must be at least one round"));
+        }
+        if self.snapshot_every_events == 0 {
+            return Err(invalid("snapshot_every_events", "must be at least 1"));
         }
         if self.fee_bps > 10_000 {
             return Err(invalid("fee_bps", "must be at most 10000"));
@@ -373,6 +393,9 @@ impl Scenario {
                     "max_price must be more than 0, budget at least 0",
                 ));
             }
+            if t.cross_provider_max_latency_ms.is_some_and(|ms| ms == 0 || ms > 1000) {
+                return Err(invalid(f("cross_provider_max_latency_ms"), "must be 1..=1000"));
+            }
             for (j, m) in t.gpu_models.iter().enumerate() {
                 GpuModel::resolve(m).map_err(|e| invalid(format!("tenants[{i}].gpu_models[{j}]"), e.to_string()))?;
             }
@@ -382,11 +405,12 @@ impl Scenario {
             let f = |name: &str| format!("events[{i}].{name}");
             let kinds = usize::from(e.policies.is_some())
                 + usize::from(e.region_outage.is_some())
-                + usize::from(e.price_change.is_some());
+                + usize::from(e.price_change.is_some())
+                + usize::from(e.server_restart);
             if kinds != 1 {
                 return Err(invalid(
                     format!("events[{i}]"),
-                    "must say exactly one of policies, region_outage, price_change",
+                    "must say exactly one of policies, region_outage, price_change, server_restart",
                 ));
             }
             if let Some(o) = &e.region_outage

@@ -64,3 +64,15 @@ fn the_same_seed_gives_byte_identical_outputs_and_the_money_adds_up() {
     assert!(online(25) < online(23), "{} vs {}", online(25), online(23));
     assert_eq!(online(35), online(23), "back after the outage");
 }
+
+#[test]
+fn invariants_hold_over_several_seeds_through_an_outage_and_a_restart() {
+    let mut sc = scenario();
+    sc.duration.0 = 32 * 3600;
+    assert!(
+        sc.events.iter().any(|e| e.server_restart),
+        "the scenario restarts the server"
+    );
+    let failed = market::check(&sc, 1..4);
+    assert!(failed.is_empty(), "{failed:?}");
+}

@@ -4,12 +4,18 @@
 use std::path::PathBuf;
 
 use agora_sim::replay::{self, ELASTICFLOW};
-use agora_sim::scenario::Scenario;
+use agora_sim::scenario::{PolicyChoice, Scenario};
 use agora_sim::{market, traces};
 use anyhow::{Context, anyhow};
 use clap::{Args, Subcommand, ValueEnum};
 
 use crate::Output;
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Policies {
+    Default,
+    Off,
+}
 
 #[derive(Args, Debug)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -21,6 +27,13 @@ pub(crate) struct SimArgs {
     /// Overrides the scenario's seed.
     #[arg(long)]
     seed: Option<u64>,
+    /// Overrides the scenario's market-health policies: `default` or `off`.
+    #[arg(long, value_enum)]
+    policies: Option<Policies>,
+    /// Runs the scenario with N seeds (from the scenario's or `--seed`),
+    /// checking invariants as it goes; prints every seed that fails.
+    #[arg(long, value_name = "N")]
+    check: Option<u64>,
     /// Writes summary.json, timeseries.csv, spot.csv and jobs.csv here.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -57,14 +70,49 @@ pub(crate) enum SimCommand {
 pub(crate) fn run(args: SimArgs) -> anyhow::Result<u8> {
     match (args.command, args.scenario) {
         (Some(cmd), _) => replay_trace(cmd),
-        (None, Some(path)) => scenario(&path, args.seed, args.out, args.output),
+        (None, Some(path)) => match args.check {
+            Some(n) => check(&path, args.seed, n),
+            None => scenario(&path, args.seed, args.policies, args.out, args.output),
+        },
         (None, None) => Err(anyhow!("give a scenario file, or `agora sim replay`")),
     }
 }
 
-fn scenario(path: &std::path::Path, seed: Option<u64>, out: Option<PathBuf>, output: Output) -> anyhow::Result<u8> {
+fn load(path: &std::path::Path) -> anyhow::Result<Scenario> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let sc = Scenario::from_yaml(&text).with_context(|| path.display().to_string())?;
+    Scenario::from_yaml(&text).with_context(|| path.display().to_string())
+}
+
+/// `--check N`: N seeds with the invariants checked; exit code 1 if any fails.
+fn check(path: &std::path::Path, seed: Option<u64>, n: u64) -> anyhow::Result<u8> {
+    let sc = load(path)?;
+    let first = seed.unwrap_or(sc.seed);
+    let failed = market::check(&sc, first..first.saturating_add(n));
+    for (seed, why) in &failed {
+        println!("seed {seed}: {why}");
+    }
+    println!(
+        "{} of {n} seeds passed ({first}..{})",
+        n - failed.len() as u64,
+        first.saturating_add(n)
+    );
+    Ok(u8::from(!failed.is_empty()))
+}
+
+fn scenario(
+    path: &std::path::Path,
+    seed: Option<u64>,
+    policies: Option<Policies>,
+    out: Option<PathBuf>,
+    output: Output,
+) -> anyhow::Result<u8> {
+    let mut sc = load(path)?;
+    if let Some(p) = policies {
+        sc.policies = match p {
+            Policies::Default => PolicyChoice::Default,
+            Policies::Off => PolicyChoice::Off,
+        };
+    }
     let seed = seed.unwrap_or(sc.seed);
     let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
         let b = indicatif::ProgressBar::new(sc.duration.0);
