@@ -875,30 +875,27 @@ fn part_event(txn: &mut Txn<'_>, agent: AgentId, ev: &PartEvent, age_ms: u64, st
 /// started has nothing left to stop.
 fn reconcile(txn: &mut Txn<'_>, agent: AgentId, running: &BTreeSet<PartRef>) {
     let mut ended = Vec::new();
-    for id in &txn.ex.live_leases {
-        let l = &txn.ex.leases[id];
-        for p in l.parts.iter().filter(|p| p.agent == agent && !p.exited) {
-            let part = PartRef {
+    for (l, p) in txn.ex.live_parts_of(agent) {
+        let part = PartRef {
+            lease: l.id,
+            rank: p.rank,
+        };
+        if running.contains(&part) {
+            continue;
+        }
+        if p.started_at.is_some() {
+            ended.push(Event::PartVanished {
                 lease: l.id,
                 rank: p.rank,
-            };
-            if running.contains(&part) {
-                continue;
-            }
-            if p.started_at.is_some() {
-                ended.push(Event::PartVanished {
-                    lease: l.id,
-                    rank: p.rank,
-                    cause: "the process vanished from its agent".into(),
-                    at: txn.now,
-                });
-            } else if l.state == LeaseState::Stopping {
-                ended.push(Event::PartNotStarted {
-                    lease: l.id,
-                    rank: p.rank,
-                    at: txn.now,
-                });
-            }
+                cause: "the process vanished from its agent".into(),
+                at: txn.now,
+            });
+        } else if l.state == LeaseState::Stopping {
+            ended.push(Event::PartNotStarted {
+                lease: l.id,
+                rank: p.rank,
+                at: txn.now,
+            });
         }
     }
     for event in ended {
@@ -966,21 +963,18 @@ fn store_logs(txn: &mut Txn<'_>, hb: &Heartbeat) -> Result<(), ApiError> {
 fn instructions(txn: &Txn<'_>, agent: agora_types::AgentId, running: &BTreeSet<PartRef>) -> HeartbeatResponse {
     let mut resp = HeartbeatResponse::default();
     let grace_ms = txn.cfg.stop_grace_ms;
-    for id in &txn.ex.live_leases {
-        let l = &txn.ex.leases[id];
-        for p in l.parts.iter().filter(|p| p.agent == agent && !p.exited) {
-            let part = PartRef {
-                lease: l.id,
-                rank: p.rank,
-            };
-            if l.state == LeaseState::Stopping {
-                if running.contains(&part) || p.started_at.is_some() {
-                    let reason = l.stop_reason.map_or("stopped", |r| r.as_str()).to_string();
-                    resp.stop.push(StopOrder { part, grace_ms, reason });
-                }
-            } else if p.started_at.is_none() && !running.contains(&part) {
-                resp.start.push(launch_spec(txn, l, p.rank));
+    for (l, p) in txn.ex.live_parts_of(agent) {
+        let part = PartRef {
+            lease: l.id,
+            rank: p.rank,
+        };
+        if l.state == LeaseState::Stopping {
+            if running.contains(&part) || p.started_at.is_some() {
+                let reason = l.stop_reason.map_or("stopped", |r| r.as_str()).to_string();
+                resp.stop.push(StopOrder { part, grace_ms, reason });
             }
+        } else if p.started_at.is_none() && !running.contains(&part) {
+            resp.start.push(launch_spec(txn, l, p.rank));
         }
     }
     // Anything the agent runs that the exchange no longer wants is stopped.

@@ -12,7 +12,7 @@ use agora_engine::lifecycle::{JobState, LeaseState, OrderState};
 use agora_engine::market::{Allocation, GangPart, Market, NodeSpec, OrderSpec, Placement, ReservedUse, SiteSpec};
 use agora_ledger::{Account, Ledger, TransferId};
 use agora_proto::Manifest;
-use agora_proto::agent::{InventorySource, SiteKind, Window};
+use agora_proto::agent::{InventorySource, PartRef, SiteKind, Window};
 use agora_types::{
     AgentId, ContractId, DomainId, GpuModel, JobId, JobKind, LeaseId, Micros, NodeId, OrderId, PricePerGpuHour,
     ProviderId, RegionId, SiteId, TenantId, Tier, UnixMs,
@@ -261,6 +261,10 @@ pub struct Exchange {
     /// Leases not yet terminal, for the periodic checks.
     #[serde(skip)]
     pub live_leases: BTreeSet<LeaseId>,
+    /// Per agent, the parts of live leases it runs that have not exited, in
+    /// (lease, rank) order: a heartbeat looks at its agent's parts only.
+    #[serde(skip)]
+    live_parts: BTreeMap<AgentId, BTreeSet<PartRef>>,
     pub ledger: Ledger,
     /// Reservation contracts, by id (ids are sequential).
     #[serde(default)]
@@ -324,6 +328,12 @@ impl Exchange {
         ex.restore_reservations();
         for l in ex.leases.values().filter(|l| !l.is_terminal()) {
             ex.live_leases.insert(l.id);
+            for p in l.parts.iter().filter(|p| !p.exited) {
+                ex.live_parts.entry(p.agent).or_default().insert(PartRef {
+                    lease: l.id,
+                    rank: p.rank,
+                });
+            }
             let allocations = l
                 .parts
                 .iter()
@@ -352,6 +362,14 @@ impl Exchange {
             }
         }
         Ok(ex)
+    }
+
+    /// The parts of live leases an agent runs that have not exited, in (lease, rank) order.
+    pub fn live_parts_of(&self, agent: AgentId) -> impl Iterator<Item = (&Lease, &Part)> + '_ {
+        self.live_parts.get(&agent).into_iter().flatten().map(|p| {
+            let l = &self.leases[&p.lease];
+            (l, &l.parts[p.rank as usize])
+        })
     }
 
     pub fn principal_for(&self, token_sha256: &str) -> Option<Principal> {
@@ -882,6 +900,12 @@ impl Exchange {
             },
         );
         self.live_leases.insert(lease);
+        for p in &self.leases[&lease].parts {
+            self.live_parts
+                .entry(p.agent)
+                .or_default()
+                .insert(PartRef { lease, rank: p.rank });
+        }
         self.refresh_job(spec.job, at);
     }
 
@@ -931,7 +955,16 @@ impl Exchange {
             return;
         }
         part.exited = true;
+        let agent = part.agent;
         update(part);
+        if let Some(parts) = self.live_parts.get_mut(&agent) {
+            parts.remove(&PartRef { lease, rank });
+            if parts.is_empty() {
+                self.live_parts.remove(&agent);
+            }
+        }
+        let l = self.leases.get_mut(&lease).expect("known lease");
+        let part = &l.parts[rank as usize];
         let failed = part.vanished || part.error.is_some() || part.exit_code != Some(0);
         if l.parts.iter().all(|p| p.exited) {
             self.end_lease(lease, at);
@@ -1088,16 +1121,10 @@ impl Exchange {
             self.set_node_online(node, false);
         }
         let affected: Vec<(LeaseId, u32)> = self
-            .live_leases
-            .iter()
-            .flat_map(|id| {
-                let l = &self.leases[id];
-                l.parts
-                    .iter()
-                    .filter(|p| p.agent == agent && !p.exited)
-                    .map(move |p| (l.id, p.rank))
-            })
-            .collect();
+            .live_parts
+            .get(&agent)
+            .map(|parts| parts.iter().map(|p| (p.lease, p.rank)).collect())
+            .unwrap_or_default();
         for (lease, rank) in affected {
             self.part_ended(lease, rank, last_seen, |p| {
                 p.vanished = true;
