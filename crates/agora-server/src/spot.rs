@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, VecDeque};
 use agora_engine::market::OrderSpec;
 use agora_engine::spot::{SpotQuote, below_spot_price, spot_quotes};
 use agora_proto::api::{SpotPricePoint, SpotView};
-use agora_types::{GpuModel, PricePerGpuHour, SiteId, Tier, UnixMs};
+use agora_types::{GpuModel, PricePerGpuHour, RegionId, SiteId, Tier, UnixMs};
 
 use crate::core::Txn;
 use crate::events::{Event, StopReason};
@@ -32,17 +32,31 @@ pub type Class = (GpuModel, String);
 pub struct SpotBoard {
     pub quotes: BTreeMap<Class, SpotQuote>,
     pub history: BTreeMap<Class, VecDeque<(UnixMs, PricePerGpuHour)>>,
+    /// `quotes` by region number, as the engine computed them (for the
+    /// outbid check, which looks up every spot lease's class).
+    by_region_id: BTreeMap<(GpuModel, Option<RegionId>), SpotQuote>,
 }
 
-fn region_of(ex: &Exchange) -> impl Fn(SiteId) -> String + '_ {
-    |site| ex.sites.get(&site).map(|s| s.region.clone()).unwrap_or_default()
+/// A site's region by number (cheap to compare, unlike its name); None for
+/// a site without a region or unknown.
+fn region_of(ex: &Exchange) -> impl Fn(SiteId) -> Option<RegionId> + '_ {
+    |site| ex.sites.get(&site).and_then(|s| s.region_id)
 }
 
 /// Prices every class from the state now and records changed prices.
 pub fn price(txn: &mut Txn<'_>) {
-    let quotes = spot_quotes(&txn.ex.market, region_of(txn.ex));
+    let by_region_id = spot_quotes(&txn.ex.market, region_of(txn.ex));
+    let names: BTreeMap<RegionId, &str> = txn.ex.regions.iter().map(|(name, id)| (*id, name.as_str())).collect();
+    let quotes: BTreeMap<Class, SpotQuote> = by_region_id
+        .iter()
+        .map(|(&(model, region), q)| {
+            let name = region.and_then(|r| names.get(&r).copied()).unwrap_or_default();
+            ((model, name.to_string()), q.clone())
+        })
+        .collect();
     let now = txn.now;
     let board = &mut txn.vol.spot;
+    board.by_region_id = by_region_id;
     for (class, q) in &quotes {
         let series = board.history.entry(class.clone()).or_default();
         if series.back().is_none_or(|(_, p)| *p != q.price) {
@@ -107,7 +121,7 @@ pub fn site_prices(ex: &Exchange, board: &SpotBoard) -> BTreeMap<(SiteId, GpuMod
 
 /// Signals every spot lease the current prices outbid to stop.
 pub fn preempt_outbid(txn: &mut Txn<'_>) {
-    let outbid = below_spot_price(&txn.ex.market, &txn.vol.spot.quotes, region_of(txn.ex));
+    let outbid = below_spot_price(&txn.ex.market, &txn.vol.spot.by_region_id, region_of(txn.ex));
     for lease in outbid {
         tracing::info!(%lease, "preempting spot lease outbid by the spot price");
         txn.emit(Event::StopRequested {
