@@ -8,6 +8,7 @@
 use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
+use std::collections::binary_heap::PeekMut;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::sync::Arc;
 
@@ -67,9 +68,9 @@ pub(super) fn clear(market: &Market, inputs: RoundInputs<'_>, eligible: impl Fn(
         taken: IdMap::default(),
         claimed: IdSet::default(),
         claimed_gpus: IdMap::default(),
-        no_room: BTreeMap::new(),
-        no_reclaim: BTreeMap::new(),
-        no_split: BTreeMap::new(),
+        no_room: IdMap::default(),
+        no_reclaim: IdMap::default(),
+        no_split: IdMap::default(),
         scratch: RefCell::default(),
         reclaim_scores: RefCell::default(),
         most_free: RefCell::default(),
@@ -157,7 +158,7 @@ impl Accepted {
 
 /// What a search depends on besides the price: orders of one shape that
 /// failed at some price fail at any lower price in the same round.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Shape {
     /// The market's number for the order's model filter: orders with the
     /// same model list and VRAM floor accept the same models.
@@ -226,12 +227,14 @@ struct Round<'m> {
     /// the power refusal that search met. Free GPUs and power headroom only
     /// shrink during a round, so a later order of that shape at a price no
     /// higher cannot find room either and skips the search.
-    no_room: BTreeMap<Shape, (PricePerGpuHour, Option<PowerRefusal>)>,
+    /// Hashed (only looked up): most orders of a round after the first end
+    /// here, so this lookup is most of their cost.
+    no_room: IdMap<Shape, (PricePerGpuHour, Option<PowerRefusal>)>,
     /// The same for preemption: reclaimable GPUs only shrink too.
-    no_reclaim: BTreeMap<Shape, PricePerGpuHour>,
+    no_reclaim: IdMap<Shape, PricePerGpuHour>,
     /// The same for gangs spanning pools, by shape and latency bound, with
     /// the most nodes one set of regions offered.
-    no_split: BTreeMap<(Shape, u32), (PricePerGpuHour, u32)>,
+    no_split: IdMap<(Shape, u32), (PricePerGpuHour, u32)>,
     /// Buffers the preemption search reuses from node to node, so that scoring
     /// a candidate node allocates nothing but its victim list.
     scratch: RefCell<Scratch>,
@@ -241,7 +244,7 @@ struct Round<'m> {
     /// `most_free_on_one_node` of the unplaced reasons by (filter number,
     /// price), forgotten whenever the round changes its free-GPU view: the
     /// orders left once GPUs run out share a few filters and prices.
-    most_free: RefCell<BTreeMap<(u32, PricePerGpuHour), u32>>,
+    most_free: RefCell<IdMap<(u32, PricePerGpuHour), u32>>,
 }
 
 /// The order a round is serving, as the policies see it.
@@ -387,11 +390,13 @@ impl<'m> Round<'m> {
         let models = accepted.models.as_slice();
         // A soft provider share cap: a placement within it first, at any ask within the bid.
         let p = self.market.policies;
-        let no_room = self
-            .no_room
-            .get(&shape)
-            .is_some_and(|(price, _)| order.max_price <= *price);
-        if self.personal() && !no_room && p.provider_share_cap_bps.is_some() && p.provider_share_mode == CapMode::Soft {
+        let no_room = || {
+            self.no_room
+                .get(&shape)
+                .is_some_and(|(price, _)| order.max_price <= *price)
+        };
+        if self.personal() && p.provider_share_cap_bps.is_some() && p.provider_share_mode == CapMode::Soft && !no_room()
+        {
             self.strict_share = true;
             let mut refused = None;
             let found = if order.nodes == 1 {
@@ -1101,7 +1106,7 @@ impl<'m> Round<'m> {
         *self.taken.entry(id).or_insert(0) += count;
         if !hidden {
             self.free.update(id, &entry, free_before, free_before - count);
-            self.most_free.get_mut().clear();
+            forget(self.most_free.get_mut());
         }
         *self.taken_by_model.entry(entry.model).or_insert(0) += u64::from(count);
         if let Some(pool) = self.reserved_mut((entry.provider, entry.model)) {
@@ -1162,8 +1167,11 @@ impl<'m> Round<'m> {
         let g = order.gpus_per_node;
         let last = (order.max_price, SiteId(u64::MAX), NodeId(u64::MAX));
         // Every bucket is sorted by key: merge their heads (in a heap) instead
-        // of sorting them all. A node is in one bucket, so heads never tie.
-        let mut runs = Vec::new();
+        // of sorting them all. A node is in one bucket, so heads never tie. A
+        // bucket whose cheapest node is out of price adds no run; the others
+        // are walked from their first key and stop past `last` (cheaper than
+        // a range, which descends the tree to find its end).
+        let mut runs = Vec::with_capacity(models.len() * 8);
         for model in models {
             let Some(buckets) = self.reclaim.by_model.get(model) else {
                 continue;
@@ -1171,12 +1179,17 @@ impl<'m> Round<'m> {
             if !self.model_ok(*model, u64::from(g)) {
                 continue;
             }
-            runs.extend(buckets.range(g..).map(|(_, bucket)| bucket.nodes.range(..=last)));
+            runs.extend(
+                buckets
+                    .range(g..)
+                    .filter(|(_, bucket)| bucket.cheapest <= order.max_price)
+                    .map(|(_, bucket)| bucket.nodes.iter()),
+            );
         }
         let mut heads: BinaryHeap<Reverse<(BucketKey, usize)>> = runs
             .iter_mut()
             .enumerate()
-            .filter_map(|(i, run)| run.next().map(|&key| Reverse((key, i))))
+            .filter_map(|(i, run)| run.next().filter(|key| **key <= last).map(|&key| Reverse((key, i))))
             .collect();
         let mut best: Option<(ReclaimScore, PricePerGpuHour, NodeId)> = None;
         let mut scored = 0;
@@ -1185,13 +1198,18 @@ impl<'m> Round<'m> {
         // reserved order, which must reach its one provider's nodes.
         let mut examined = 0;
         while scored < RECLAIM_CANDIDATES && (self.only_provider.is_some() || examined < RECLAIM_EXAMINED) {
-            let Some(Reverse(((ask, site, id), run))) = heads.pop() else {
+            // The run's next key replaces its head in place: one sift instead of a pop and a push.
+            let Some(mut head) = heads.peek_mut() else {
                 break;
             };
-            examined += 1;
-            if let Some(&next) = runs[run].next() {
-                heads.push(Reverse((next, run)));
+            let Reverse(((ask, site, id), run)) = *head;
+            match runs[run].next() {
+                Some(&next) if next <= last => *head = Reverse((next, run)),
+                _ => {
+                    PeekMut::pop(head);
+                }
             }
+            examined += 1;
             if !self.site_ok(site) {
                 continue;
             }
@@ -1504,6 +1522,13 @@ impl<'m> Round<'m> {
                 nodes_with_room,
             }
         }
+    }
+}
+
+/// Empties a map the round forgets often, without touching its table when it is empty already.
+fn forget<K, V>(map: &mut IdMap<K, V>) {
+    if !map.is_empty() {
+        map.clear();
     }
 }
 

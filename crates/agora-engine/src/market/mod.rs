@@ -73,8 +73,8 @@
 //! walks only the pools with at least two free whole nodes of its size within
 //! its price, and in each a domain index ordered by free whole nodes. Preemption looks up nodes by
 //! reclaimable capacity and scores at most
-//! [`RECLAIM_CANDIDATES`] of them, merging the capacity buckets' heads rather
-//! than sorting them; a node's score is remembered until the round takes its
+//! [`RECLAIM_CANDIDATES`] of them, merging the heads of the capacity buckets
+//! within its price rather than sorting them; a node's score is remembered until the round takes its
 //! GPUs or claims one of its leases, so consecutive preempting orders rescore
 //! only the nodes the previous one changed. An order whose
 //! shape (models, nodes, GPUs per node) already failed in the round at an
@@ -89,7 +89,8 @@
 //! Starting a lease derives its nodes' index entries and power from the old
 //! ones instead of walking their GPUs and other leases. Lookups by id that
 //! no output iterates (nodes, leases, pending orders' keys, a tenant's
-//! pending orders, a round's per-node and per-lease bookkeeping) go through
+//! pending orders, a round's per-node and per-lease bookkeeping and its
+//! memory of failed shapes, which most orders of a busy round end at) go through
 //! hash maps with a fixed id hasher (`idmap.rs`), about one cache miss each
 //! where a B-tree over 30,000 entries costs four or five; listings in id
 //! order walk B-tree sets of the ids. A round remembers the most free GPUs
