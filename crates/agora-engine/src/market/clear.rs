@@ -800,15 +800,19 @@ impl<'m> Round<'m> {
     ) -> Option<BucketKey> {
         let tier = self.current.map_or(Tier::OnDemand, |c| c.tier);
         let last = (max_ask, SiteId(u64::MAX), NodeId(u64::MAX));
-        let mut from = (PricePerGpuHour(Micros(i128::MIN)), SiteId(0), NodeId(0));
+        // None: from the bucket's first node, which needs no key comparison to
+        // find (most searches take it: it is the cheapest, and usually powered).
+        let mut from: Option<BucketKey> = None;
         loop {
-            if from > last {
-                return None;
-            }
-            // A half-open range descends the tree once, not once per end.
-            let &(ask, site, id) = nodes.range(from..).next().filter(|key| **key <= last)?;
+            let head = match from {
+                None => nodes.first(),
+                Some(from) if from > last => return None,
+                // A half-open range descends the tree once, not once per end.
+                Some(from) => nodes.range(from..).next(),
+            };
+            let &(ask, site, id) = head.filter(|key| **key <= last)?;
             if !self.site_ok(site) || !self.spot_ok(site, model) {
-                from = next_site(ask, site);
+                from = Some(next_site(ask, site));
                 continue;
             }
             if self.filters(tier) {
@@ -816,10 +820,10 @@ impl<'m> Round<'m> {
                 if !self.admits(tier, e.provider, e.model, u64::from(g)) {
                     // The refusal is the provider's: skip its whole site when the site is known to be its.
                     let sites_provider = self.market.site(site).map(|s| s.provider);
-                    from = match id.0.checked_add(1) {
+                    from = Some(match id.0.checked_add(1) {
                         Some(next) if sites_provider != Some(e.provider) => (ask, site, NodeId(next)),
                         _ => next_site(ask, site),
-                    };
+                    });
                     continue;
                 }
             }
@@ -839,14 +843,14 @@ impl<'m> Round<'m> {
                     ask,
                 },
             );
-            from = if headroom_w < gpus_w {
+            from = Some(if headroom_w < gpus_w {
                 next_site(ask, site)
             } else {
                 match id.0.checked_add(1) {
                     Some(next) => (ask, site, NodeId(next)),
                     None => next_site(ask, site),
                 }
-            };
+            });
         }
     }
 

@@ -65,8 +65,11 @@
 //! copy-on-write views (`view.rs`): a free-GPU bucket (one model and free
 //! count), a reclaim pool or a gang pool is copied on the round's first change
 //! to it, so a round copies the few buckets and pools it places into, not the
-//! indexes of a fleet of 10,000 one-node providers. Per order it then costs a
-//! few B-tree lookups per accepted model and free-GPU count (nodes are ordered
+//! indexes of a fleet of 10,000 one-node providers (a copied gang pool
+//! shares its fabric domains' node sets until it changes one, and a one-node
+//! pool the round empties is not copied at all). Per order it then costs a
+//! few B-tree lookups per accepted model and free-GPU count (a bucket's
+//! cheapest node is read without a key search; nodes are ordered
 //! by ask, then site, so a site without power is skipped in one lookup; each
 //! bucket keeps its cheapest ask, so a bucket out of price is skipped without
 //! a lookup); a gang
