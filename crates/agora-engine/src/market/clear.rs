@@ -65,6 +65,7 @@ pub(super) fn clear(market: &Market, inputs: RoundInputs<'_>, eligible: impl Fn(
         current_ends: None,
         added_w: BTreeMap::new(),
         last_site: Cell::new(None),
+        site_states: RefCell::default(),
         taken: IdMap::default(),
         claimed: IdSet::default(),
         claimed_gpus: IdMap::default(),
@@ -213,6 +214,10 @@ struct Round<'m> {
     added_w: BTreeMap<SiteId, u64>,
     /// See [`Round::site_state`].
     last_site: Cell<Option<(SiteId, Option<&'m super::SiteState>)>>,
+    /// Every site the round looked up, hashed: the market's sites are a
+    /// B-tree of 10,000 small providers' sites, and a single-node search
+    /// looks up the site of each bucket's cheapest node.
+    site_states: RefCell<IdMap<SiteId, Option<&'m super::SiteState>>>,
     /// GPUs taken this round per node, by placements or kept for an order
     /// waiting on preemption. Each take picks the lowest indices free in the
     /// market and not yet taken, so the taken ones are always the node's
@@ -685,7 +690,12 @@ impl<'m> Round<'m> {
         {
             return state;
         }
-        let state = self.market.sites.get(&site);
+        let sites = &self.market.sites;
+        let state = *self
+            .site_states
+            .borrow_mut()
+            .entry(site)
+            .or_insert_with(|| sites.get(&site));
         self.last_site.set(Some((site, state)));
         state
     }

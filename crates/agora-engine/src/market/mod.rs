@@ -88,7 +88,8 @@
 //! reasons are appended in service order ([`Reasons`]; only serializing sorts
 //! them by id), and the reasons of orders with one model list share it. A
 //! round counts the GPUs it takes per node (the taken ones are always a
-//! node's first free indices) and remembers the last site it looked up.
+//! node's first free indices) and remembers the sites it looked up (hashed,
+//! the last one at hand).
 //! Starting a lease derives its nodes' index entries and power from the old
 //! ones instead of walking their GPUs and other leases. Lookups by id that
 //! no output iterates (nodes, leases, pending orders' keys, a tenant's
