@@ -8,6 +8,7 @@
 use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
+use std::collections::binary_heap::PeekMut;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::sync::Arc;
 
@@ -64,12 +65,13 @@ pub(super) fn clear(market: &Market, inputs: RoundInputs<'_>, eligible: impl Fn(
         current_ends: None,
         added_w: BTreeMap::new(),
         last_site: Cell::new(None),
+        site_states: RefCell::default(),
         taken: IdMap::default(),
         claimed: IdSet::default(),
         claimed_gpus: IdMap::default(),
-        no_room: BTreeMap::new(),
-        no_reclaim: BTreeMap::new(),
-        no_split: BTreeMap::new(),
+        no_room: IdMap::default(),
+        no_reclaim: IdMap::default(),
+        no_split: IdMap::default(),
         scratch: RefCell::default(),
         reclaim_scores: RefCell::default(),
         most_free: RefCell::default(),
@@ -157,7 +159,7 @@ impl Accepted {
 
 /// What a search depends on besides the price: orders of one shape that
 /// failed at some price fail at any lower price in the same round.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Shape {
     /// The market's number for the order's model filter: orders with the
     /// same model list and VRAM floor accept the same models.
@@ -212,6 +214,10 @@ struct Round<'m> {
     added_w: BTreeMap<SiteId, u64>,
     /// See [`Round::site_state`].
     last_site: Cell<Option<(SiteId, Option<&'m super::SiteState>)>>,
+    /// Every site the round looked up, hashed: the market's sites are a
+    /// B-tree of 10,000 small providers' sites, and a single-node search
+    /// looks up the site of each bucket's cheapest node.
+    site_states: RefCell<IdMap<SiteId, Option<&'m super::SiteState>>>,
     /// GPUs taken this round per node, by placements or kept for an order
     /// waiting on preemption. Each take picks the lowest indices free in the
     /// market and not yet taken, so the taken ones are always the node's
@@ -226,12 +232,14 @@ struct Round<'m> {
     /// the power refusal that search met. Free GPUs and power headroom only
     /// shrink during a round, so a later order of that shape at a price no
     /// higher cannot find room either and skips the search.
-    no_room: BTreeMap<Shape, (PricePerGpuHour, Option<PowerRefusal>)>,
+    /// Hashed (only looked up): most orders of a round after the first end
+    /// here, so this lookup is most of their cost.
+    no_room: IdMap<Shape, (PricePerGpuHour, Option<PowerRefusal>)>,
     /// The same for preemption: reclaimable GPUs only shrink too.
-    no_reclaim: BTreeMap<Shape, PricePerGpuHour>,
+    no_reclaim: IdMap<Shape, PricePerGpuHour>,
     /// The same for gangs spanning pools, by shape and latency bound, with
     /// the most nodes one set of regions offered.
-    no_split: BTreeMap<(Shape, u32), (PricePerGpuHour, u32)>,
+    no_split: IdMap<(Shape, u32), (PricePerGpuHour, u32)>,
     /// Buffers the preemption search reuses from node to node, so that scoring
     /// a candidate node allocates nothing but its victim list.
     scratch: RefCell<Scratch>,
@@ -241,7 +249,7 @@ struct Round<'m> {
     /// `most_free_on_one_node` of the unplaced reasons by (filter number,
     /// price), forgotten whenever the round changes its free-GPU view: the
     /// orders left once GPUs run out share a few filters and prices.
-    most_free: RefCell<BTreeMap<(u32, PricePerGpuHour), u32>>,
+    most_free: RefCell<IdMap<(u32, PricePerGpuHour), u32>>,
 }
 
 /// The order a round is serving, as the policies see it.
@@ -387,11 +395,13 @@ impl<'m> Round<'m> {
         let models = accepted.models.as_slice();
         // A soft provider share cap: a placement within it first, at any ask within the bid.
         let p = self.market.policies;
-        let no_room = self
-            .no_room
-            .get(&shape)
-            .is_some_and(|(price, _)| order.max_price <= *price);
-        if self.personal() && !no_room && p.provider_share_cap_bps.is_some() && p.provider_share_mode == CapMode::Soft {
+        let no_room = || {
+            self.no_room
+                .get(&shape)
+                .is_some_and(|(price, _)| order.max_price <= *price)
+        };
+        if self.personal() && p.provider_share_cap_bps.is_some() && p.provider_share_mode == CapMode::Soft && !no_room()
+        {
             self.strict_share = true;
             let mut refused = None;
             let found = if order.nodes == 1 {
@@ -680,7 +690,12 @@ impl<'m> Round<'m> {
         {
             return state;
         }
-        let state = self.market.sites.get(&site);
+        let sites = &self.market.sites;
+        let state = *self
+            .site_states
+            .borrow_mut()
+            .entry(site)
+            .or_insert_with(|| sites.get(&site));
         self.last_site.set(Some((site, state)));
         state
     }
@@ -795,15 +810,19 @@ impl<'m> Round<'m> {
     ) -> Option<BucketKey> {
         let tier = self.current.map_or(Tier::OnDemand, |c| c.tier);
         let last = (max_ask, SiteId(u64::MAX), NodeId(u64::MAX));
-        let mut from = (PricePerGpuHour(Micros(i128::MIN)), SiteId(0), NodeId(0));
+        // None: from the bucket's first node, which needs no key comparison to
+        // find (most searches take it: it is the cheapest, and usually powered).
+        let mut from: Option<BucketKey> = None;
         loop {
-            if from > last {
-                return None;
-            }
-            // A half-open range descends the tree once, not once per end.
-            let &(ask, site, id) = nodes.range(from..).next().filter(|key| **key <= last)?;
+            let head = match from {
+                None => nodes.first(),
+                Some(from) if from > last => return None,
+                // A half-open range descends the tree once, not once per end.
+                Some(from) => nodes.range(from..).next(),
+            };
+            let &(ask, site, id) = head.filter(|key| **key <= last)?;
             if !self.site_ok(site) || !self.spot_ok(site, model) {
-                from = next_site(ask, site);
+                from = Some(next_site(ask, site));
                 continue;
             }
             if self.filters(tier) {
@@ -811,10 +830,10 @@ impl<'m> Round<'m> {
                 if !self.admits(tier, e.provider, e.model, u64::from(g)) {
                     // The refusal is the provider's: skip its whole site when the site is known to be its.
                     let sites_provider = self.market.site(site).map(|s| s.provider);
-                    from = match id.0.checked_add(1) {
+                    from = Some(match id.0.checked_add(1) {
                         Some(next) if sites_provider != Some(e.provider) => (ask, site, NodeId(next)),
                         _ => next_site(ask, site),
-                    };
+                    });
                     continue;
                 }
             }
@@ -834,14 +853,14 @@ impl<'m> Round<'m> {
                     ask,
                 },
             );
-            from = if headroom_w < gpus_w {
+            from = Some(if headroom_w < gpus_w {
                 next_site(ask, site)
             } else {
                 match id.0.checked_add(1) {
                     Some(next) => (ask, site, NodeId(next)),
                     None => next_site(ask, site),
                 }
-            };
+            });
         }
     }
 
@@ -1101,7 +1120,7 @@ impl<'m> Round<'m> {
         *self.taken.entry(id).or_insert(0) += count;
         if !hidden {
             self.free.update(id, &entry, free_before, free_before - count);
-            self.most_free.get_mut().clear();
+            forget(self.most_free.get_mut());
         }
         *self.taken_by_model.entry(entry.model).or_insert(0) += u64::from(count);
         if let Some(pool) = self.reserved_mut((entry.provider, entry.model)) {
@@ -1162,8 +1181,11 @@ impl<'m> Round<'m> {
         let g = order.gpus_per_node;
         let last = (order.max_price, SiteId(u64::MAX), NodeId(u64::MAX));
         // Every bucket is sorted by key: merge their heads (in a heap) instead
-        // of sorting them all. A node is in one bucket, so heads never tie.
-        let mut runs = Vec::new();
+        // of sorting them all. A node is in one bucket, so heads never tie. A
+        // bucket whose cheapest node is out of price adds no run; the others
+        // are walked from their first key and stop past `last` (cheaper than
+        // a range, which descends the tree to find its end).
+        let mut runs = Vec::with_capacity(models.len() * 8);
         for model in models {
             let Some(buckets) = self.reclaim.by_model.get(model) else {
                 continue;
@@ -1171,12 +1193,17 @@ impl<'m> Round<'m> {
             if !self.model_ok(*model, u64::from(g)) {
                 continue;
             }
-            runs.extend(buckets.range(g..).map(|(_, bucket)| bucket.nodes.range(..=last)));
+            runs.extend(
+                buckets
+                    .range(g..)
+                    .filter(|(_, bucket)| bucket.cheapest <= order.max_price)
+                    .map(|(_, bucket)| bucket.nodes.iter()),
+            );
         }
         let mut heads: BinaryHeap<Reverse<(BucketKey, usize)>> = runs
             .iter_mut()
             .enumerate()
-            .filter_map(|(i, run)| run.next().map(|&key| Reverse((key, i))))
+            .filter_map(|(i, run)| run.next().filter(|key| **key <= last).map(|&key| Reverse((key, i))))
             .collect();
         let mut best: Option<(ReclaimScore, PricePerGpuHour, NodeId)> = None;
         let mut scored = 0;
@@ -1185,13 +1212,18 @@ impl<'m> Round<'m> {
         // reserved order, which must reach its one provider's nodes.
         let mut examined = 0;
         while scored < RECLAIM_CANDIDATES && (self.only_provider.is_some() || examined < RECLAIM_EXAMINED) {
-            let Some(Reverse(((ask, site, id), run))) = heads.pop() else {
+            // The run's next key replaces its head in place: one sift instead of a pop and a push.
+            let Some(mut head) = heads.peek_mut() else {
                 break;
             };
-            examined += 1;
-            if let Some(&next) = runs[run].next() {
-                heads.push(Reverse((next, run)));
+            let Reverse(((ask, site, id), run)) = *head;
+            match runs[run].next() {
+                Some(&next) if next <= last => *head = Reverse((next, run)),
+                _ => {
+                    PeekMut::pop(head);
+                }
             }
+            examined += 1;
             if !self.site_ok(site) {
                 continue;
             }
@@ -1504,6 +1536,13 @@ impl<'m> Round<'m> {
                 nodes_with_room,
             }
         }
+    }
+}
+
+/// Empties a map the round forgets often, without touching its table when it is empty already.
+fn forget<K, V>(map: &mut IdMap<K, V>) {
+    if !map.is_empty() {
+        map.clear();
     }
 }
 

@@ -10,6 +10,7 @@
 //! rebuilding.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use agora_types::{DomainId, GpuModel, NodeId, PricePerGpuHour, ProviderId, SiteId};
 
@@ -191,7 +192,11 @@ pub(crate) type DomainKey = (SiteId, DomainId);
 /// The free whole nodes of one [`GangPoolKey`], by fabric domain.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct WholeNodes {
-    pub(crate) by_domain: BTreeMap<DomainKey, BTreeSet<NodeId>>,
+    /// Each domain's set is shared between copies until one changes it: a
+    /// round copies a pool on its first change (see `view.rs`), and a pool
+    /// of 27,500 nodes then costs a copy of its few hundred domain handles,
+    /// not of every node id.
+    pub(crate) by_domain: BTreeMap<DomainKey, Arc<BTreeSet<NodeId>>>,
     /// `(free whole nodes, site, domain)` of every domain with one: the best
     /// fit for `n` nodes is the first entry from `(n, ..)`, the emptiest domain
     /// the last.
@@ -214,7 +219,7 @@ impl WholeIndex {
     pub(crate) fn insert(&mut self, id: NodeId, e: &IndexEntry) {
         let key = GangPoolKey::of(e);
         let pool = self.pools.entry(key).or_default();
-        let domain = pool.by_domain.entry((e.site, e.domain)).or_default();
+        let domain = Arc::make_mut(pool.by_domain.entry((e.site, e.domain)).or_default());
         let before = domain.len() as u32;
         assert!(domain.insert(id), "node {id} is indexed whole once");
         if before > 0 {
@@ -249,10 +254,11 @@ impl WholeIndex {
 impl WholeNodes {
     /// Removes a free whole node of this pool.
     pub(crate) fn remove(&mut self, id: NodeId, e: &IndexEntry) {
-        let domain = self
-            .by_domain
-            .get_mut(&(e.site, e.domain))
-            .expect("whole node has its domain");
+        let domain = Arc::make_mut(
+            self.by_domain
+                .get_mut(&(e.site, e.domain))
+                .expect("whole node has its domain"),
+        );
         assert!(domain.remove(&id), "whole node {id} is in its domain");
         let after = domain.len() as u32;
         assert!(self.by_count.remove(&(after + 1, e.site, e.domain)));

@@ -65,16 +65,19 @@
 //! copy-on-write views (`view.rs`): a free-GPU bucket (one model and free
 //! count), a reclaim pool or a gang pool is copied on the round's first change
 //! to it, so a round copies the few buckets and pools it places into, not the
-//! indexes of a fleet of 10,000 one-node providers. Per order it then costs a
-//! few B-tree lookups per accepted model and free-GPU count (nodes are ordered
+//! indexes of a fleet of 10,000 one-node providers (a copied gang pool
+//! shares its fabric domains' node sets until it changes one, and a one-node
+//! pool the round empties is not copied at all). Per order it then costs a
+//! few B-tree lookups per accepted model and free-GPU count (a bucket's
+//! cheapest node is read without a key search; nodes are ordered
 //! by ask, then site, so a site without power is skipped in one lookup; each
 //! bucket keeps its cheapest ask, so a bucket out of price is skipped without
 //! a lookup); a gang
 //! walks only the pools with at least two free whole nodes of its size within
 //! its price, and in each a domain index ordered by free whole nodes. Preemption looks up nodes by
 //! reclaimable capacity and scores at most
-//! [`RECLAIM_CANDIDATES`] of them, merging the capacity buckets' heads rather
-//! than sorting them; a node's score is remembered until the round takes its
+//! [`RECLAIM_CANDIDATES`] of them, merging the heads of the capacity buckets
+//! within its price rather than sorting them; a node's score is remembered until the round takes its
 //! GPUs or claims one of its leases, so consecutive preempting orders rescore
 //! only the nodes the previous one changed. An order whose
 //! shape (models, nodes, GPUs per node) already failed in the round at an
@@ -85,11 +88,13 @@
 //! reasons are appended in service order ([`Reasons`]; only serializing sorts
 //! them by id), and the reasons of orders with one model list share it. A
 //! round counts the GPUs it takes per node (the taken ones are always a
-//! node's first free indices) and remembers the last site it looked up.
+//! node's first free indices) and remembers the sites it looked up (hashed,
+//! the last one at hand).
 //! Starting a lease derives its nodes' index entries and power from the old
 //! ones instead of walking their GPUs and other leases. Lookups by id that
 //! no output iterates (nodes, leases, pending orders' keys, a tenant's
-//! pending orders, a round's per-node and per-lease bookkeeping) go through
+//! pending orders, a round's per-node and per-lease bookkeeping and its
+//! memory of failed shapes, which most orders of a busy round end at) go through
 //! hash maps with a fixed id hasher (`idmap.rs`), about one cache miss each
 //! where a B-tree over 30,000 entries costs four or five; listings in id
 //! order walk B-tree sets of the ids. A round remembers the most free GPUs

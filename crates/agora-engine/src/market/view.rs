@@ -5,11 +5,15 @@
 //! few thousand orders copies a few buckets and pools, not the whole indexes
 //! (which, with 10,000 one-node providers, are mostly many small pools).
 //!
+//! A copied gang pool shares its fabric domains' node sets with the market's
+//! index until the round changes one (see [`WholeNodes::by_domain`]).
+//!
 //! Within a round, pools and gang pools only lose nodes (GPUs are taken, never
 //! given back), so a view never needs a key the market's index lacks: a pool
 //! emptied by the round stays in the view, empty, and readers skip it.
 
 use std::borrow::Cow;
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 
 use agora_types::{GpuModel, NodeId, PricePerGpuHour};
@@ -201,13 +205,28 @@ impl<'m> WholeView<'m> {
     pub(crate) fn remove(&mut self, id: NodeId, e: &IndexEntry) {
         let key = GangPoolKey::of(e);
         let base = self.base;
-        let pool = self
-            .pools
-            .entry(key)
-            .or_insert_with(|| base.pools.get(&key).cloned().expect("whole node has its pool"));
-        pool.remove(id, e);
-        if pool.total == 1 {
-            self.gang_pools.to_mut().remove(&key);
+        match self.pools.entry(key) {
+            Entry::Occupied(mut copied) => {
+                let pool = copied.get_mut();
+                pool.remove(id, e);
+                if pool.total == 1 {
+                    self.gang_pools.to_mut().remove(&key);
+                }
+            }
+            Entry::Vacant(vacant) => {
+                let pool = base.pools.get(&key).expect("whole node has its pool");
+                if pool.total == 1 {
+                    // A one-node pool (most small providers' are) ends empty:
+                    // nothing of it needs copying.
+                    vacant.insert(WholeNodes::default());
+                } else {
+                    let copy = vacant.insert(pool.clone());
+                    copy.remove(id, e);
+                    if copy.total == 1 {
+                        self.gang_pools.to_mut().remove(&key);
+                    }
+                }
+            }
         }
         uncount_ask(self.by_ask.to_mut(), e);
     }

@@ -132,7 +132,7 @@ impl Round<'_> {
         let free = entry.free - taken;
         if free > 0 {
             self.free.update(id, &entry, free, 0);
-            self.most_free.get_mut().clear();
+            super::forget(self.most_free.get_mut());
         }
         if entry.whole() && taken == 0 {
             self.whole.remove(id, &entry);
