@@ -51,7 +51,7 @@ pub fn price(txn: &mut Txn<'_>) {
         .iter()
         .map(|(&(model, region), q)| {
             let name = region.and_then(|r| names.get(&r).copied()).unwrap_or_default();
-            ((model, name.to_string()), q.clone())
+            ((model, name.to_string()), *q)
         })
         .collect();
     let now = txn.now;
