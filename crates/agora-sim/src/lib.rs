@@ -8,6 +8,7 @@
 
 pub mod fleet;
 pub mod market;
+pub mod plots;
 pub mod replay;
 pub mod rng;
 pub mod scenario;

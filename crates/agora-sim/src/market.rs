@@ -83,6 +83,8 @@ pub struct SpotRow {
 pub struct JobRow {
     pub job: u64,
     pub tenant_group: String,
+    /// The tenant's size class by its group's largest job: `<64`, `64-1024` or `>1024` GPUs.
+    pub tenant_class: String,
     pub gpus: u32,
     pub submitted_s: u64,
     /// When it first ran; None if it never did.
@@ -162,8 +164,9 @@ pub struct Outputs {
 }
 
 impl Outputs {
-    /// Writes `summary.json`, `timeseries.csv`, `spot.csv` and `jobs.csv`.
-    pub fn write(&self, dir: &Path) -> std::io::Result<()> {
+    /// Writes `summary.json`, `timeseries.csv`, `spot.csv`, `jobs.csv` and
+    /// the plots (see [`crate::plots`]).
+    pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)?;
         let summary = serde_json::to_string_pretty(&self.summary).expect("a summary serializes");
         std::fs::write(dir.join("summary.json"), summary + "\n")?;
@@ -196,16 +199,18 @@ impl Outputs {
             let _ = writeln!(spot, "{},{},{},{},{}", r.t_s, r.model, r.region, r.price, r.scarce);
         }
         std::fs::write(dir.join("spot.csv"), spot)?;
-        let mut jobs = String::from("job,tenant_group,gpus,submitted_s,started_s,ended_s,wait_s,jct_s,state,cost\n");
+        let mut jobs =
+            String::from("job,tenant_group,tenant_class,gpus,submitted_s,started_s,ended_s,wait_s,jct_s,state,cost\n");
         let opt = |v: Option<u64>| v.map_or(String::new(), |v| v.to_string());
         for j in &self.jobs {
             let wait = j.started_s.map(|s| s - j.submitted_s);
             let jct = j.ended_s.filter(|_| j.state == "succeeded").map(|e| e - j.submitted_s);
             let _ = writeln!(
                 jobs,
-                "{},{},{},{},{},{},{},{},{},{}",
+                "{},{},{},{},{},{},{},{},{},{},{}",
                 j.job,
                 j.tenant_group,
+                j.tenant_class,
                 j.gpus,
                 j.submitted_s,
                 opt(j.started_s),
@@ -216,7 +221,8 @@ impl Outputs {
                 j.cost
             );
         }
-        std::fs::write(dir.join("jobs.csv"), jobs)
+        std::fs::write(dir.join("jobs.csv"), jobs)?;
+        crate::plots::draw(self, dir)
     }
 }
 
@@ -1002,6 +1008,7 @@ impl Sim<'_> {
             jobs.push(JobRow {
                 job: id.0,
                 tenant_group: group.name.clone(),
+                tenant_class: class.to_string(),
                 gpus: w.gpus,
                 submitted_s: submitted,
                 started_s: started,

@@ -40,7 +40,27 @@ fn the_same_seed_gives_byte_identical_outputs_and_the_money_adds_up() {
     market::run(&sc, 7, &mut |_| {}).unwrap().write(b.path()).unwrap();
     let (fa, fb) = (files(a.path()), files(b.path()));
     let names: Vec<&str> = fa.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, ["jobs.csv", "spot.csv", "summary.json", "timeseries.csv"]);
+    assert_eq!(
+        names,
+        [
+            "hhi.png",
+            "hhi.svg",
+            "jobs.csv",
+            "prices.png",
+            "prices.svg",
+            "spot.csv",
+            "summary.json",
+            "timeseries.csv",
+            "utilization.png",
+            "utilization.svg",
+            "wait_cdf.png",
+            "wait_cdf.svg"
+        ]
+    );
+    // The PNGs are pictures of the right size.
+    let png = &fa.iter().find(|(n, _)| n == "hhi.png").unwrap().1;
+    assert_eq!(&png[1..4], b"PNG");
+    assert_eq!(u32::from_be_bytes(png[16..20].try_into().unwrap()), 960, "width");
     assert_eq!(fa, fb, "same seed, same bytes");
 
     let other = market::run(&sc, 8, &mut |_| {}).unwrap();
