@@ -12,6 +12,12 @@ use clap::{Args, Subcommand, ValueEnum};
 use crate::Output;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ReplayPolicy {
+    Fifo,
+    Las,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Policies {
     Default,
     Off,
@@ -62,6 +68,13 @@ pub(crate) enum SimCommand {
         nodes: u32,
         #[arg(long, default_value_t = 8)]
         gpus_per_node: u32,
+        /// `fifo`: first come first served with greedy backfill; `las`: least attained
+        /// service in discrete queues (Tiresias-style), preemptive; neither reads durations.
+        #[arg(long, value_enum, default_value = "fifo")]
+        policy: ReplayPolicy,
+        /// With `--policy las`: the queues' thresholds of attained service, in GPU-seconds.
+        #[arg(long, value_delimiter = ',', default_values_t = [3250u64, 7200, 30000, 100000, 300000])]
+        las_queues: Vec<u64>,
         #[arg(long, short = 'o', value_enum, default_value = "table")]
         output: Output,
     },
@@ -215,6 +228,8 @@ fn replay_trace(cmd: SimCommand) -> anyhow::Result<u8> {
         format,
         nodes,
         gpus_per_node,
+        policy,
+        las_queues,
         output,
     } = cmd;
     if nodes == 0 || gpus_per_node == 0 {
@@ -230,7 +245,13 @@ fn replay_trace(cmd: SimCommand) -> anyhow::Result<u8> {
             "{too_big} jobs ask for more GPUs than {nodes} × {gpus_per_node}"
         ));
     }
-    let s = replay::replay(&jobs, nodes, gpus_per_node, ELASTICFLOW);
+    let policy = match policy {
+        ReplayPolicy::Fifo => replay::Policy::Fifo,
+        ReplayPolicy::Las => replay::Policy::Las {
+            thresholds_gpu_s: las_queues,
+        },
+    };
+    let s = replay::replay_with(&jobs, nodes, gpus_per_node, ELASTICFLOW, &policy);
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&s)?),
         Output::Table => {
