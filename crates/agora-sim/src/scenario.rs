@@ -45,6 +45,7 @@
 //! Durations are whole seconds or `90s`, `30m`, `2h`, `1h30m`, `1d` (times
 //! such as `at:` also take `0`). Unknown fields are errors naming the field.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use agora_types::{GpuModel, Micros, Tier};
@@ -450,6 +451,122 @@ impl Scenario {
         }
         Ok(())
     }
+}
+
+/// A trace replay as a scenario file (`trace-itp-cluster04.yaml`): a real
+/// trace on a fleet of identical nodes, with the timing conventions of the
+/// published baselines as settings.
+///
+/// ```yaml
+/// name: trace-itp-cluster04
+/// trace:
+///   format: ms-itp              # ms-itp | philly
+///   file: ../data/traces/ms-itp/cluster04.csv   # relative to the scenario file
+///   nodes: 80
+///   gpus_per_node: 8
+///   policy: las                 # fifo | las (neither reads a job's duration)
+///   las_queues: [3250, 7200, 30000, 100000, 300000]   # GPU-seconds
+///   round: 60s                  # decisions at most this often
+///   start_cost: {base_s: 7, per_log2_s: 2}   # 7 + 2·(log2 g + 1) s per start or restart
+///   checkpoint: {every_rounds: 60, cost_s: 47}
+/// ```
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraceScenario {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub trace: TraceSettings,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraceSettings {
+    pub format: TraceFormat,
+    pub file: String,
+    pub nodes: u32,
+    pub gpus_per_node: u32,
+    #[serde(default)]
+    pub policy: ReplayPolicy,
+    #[serde(default = "default_queues")]
+    pub las_queues: Vec<u64>,
+    #[serde(default = "sixty")]
+    pub round: Secs,
+    #[serde(default = "default_start_cost")]
+    pub start_cost: StartCost,
+    #[serde(default = "default_checkpoint")]
+    pub checkpoint: Checkpoint,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TraceFormat {
+    MsItp,
+    Philly,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplayPolicy {
+    Fifo,
+    #[default]
+    Las,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartCost {
+    pub base_s: f64,
+    pub per_log2_s: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checkpoint {
+    pub every_rounds: u64,
+    pub cost_s: u64,
+}
+
+fn default_queues() -> Vec<u64> {
+    vec![3_250, 7_200, 30_000, 100_000, 300_000]
+}
+fn default_start_cost() -> StartCost {
+    StartCost {
+        base_s: 7.0,
+        per_log2_s: 2.0,
+    }
+}
+fn default_checkpoint() -> Checkpoint {
+    Checkpoint {
+        every_rounds: 60,
+        cost_s: 47,
+    }
+}
+
+impl TraceScenario {
+    pub fn from_yaml(text: &str) -> Result<TraceScenario, ScenarioError> {
+        let s: TraceScenario = serde_saphyr::from_str(text).map_err(|e| ScenarioError::Parse(e.to_string()))?;
+        let t = &s.trace;
+        if t.nodes == 0 || t.gpus_per_node == 0 || t.gpus_per_node > 64 {
+            return Err(invalid("trace.nodes", "nodes must be at least 1, gpus_per_node 1..=64"));
+        }
+        if t.round.0 == 0 {
+            return Err(invalid("trace.round", "must be more than 0"));
+        }
+        if t.las_queues.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(invalid("trace.las_queues", "must be increasing"));
+        }
+        let (b, p) = (t.start_cost.base_s, t.start_cost.per_log2_s);
+        if !(b.is_finite() && p.is_finite() && b >= 0.0 && p >= 0.0) {
+            return Err(invalid("trace.start_cost", "must be finite and at least 0"));
+        }
+        Ok(s)
+    }
+}
+
+/// Whether a scenario document replays a trace (it has a top-level `trace:`).
+pub fn is_trace(text: &str) -> bool {
+    serde_saphyr::from_str::<BTreeMap<String, de::IgnoredAny>>(text).is_ok_and(|m| m.contains_key("trace"))
 }
 
 fn check_name(name: &str) -> Result<(), String> {

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use agora_sim::replay::{self, ELASTICFLOW};
-use agora_sim::scenario::{PolicyChoice, Scenario};
+use agora_sim::scenario::{self, PolicyChoice, Scenario, TraceScenario};
 use agora_sim::{market, traces};
 use anyhow::{Context, anyhow};
 use clap::{Args, Subcommand, ValueEnum};
@@ -83,12 +83,63 @@ pub(crate) enum SimCommand {
 pub(crate) fn run(args: SimArgs) -> anyhow::Result<u8> {
     match (args.command, args.scenario) {
         (Some(cmd), _) => replay_trace(cmd),
+        (None, Some(path)) if is_trace_file(&path)? => trace_scenario(&path, args.out, args.output),
         (None, Some(path)) => match args.check {
             Some(n) => check(&path, args.seed, n),
             None => scenario(&path, args.seed, args.policies, args.out, args.output),
         },
         (None, None) => Err(anyhow!("give a scenario file, or `agora sim replay`")),
     }
+}
+
+fn is_trace_file(path: &std::path::Path) -> anyhow::Result<bool> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(scenario::is_trace(&text))
+}
+
+/// A trace replay described by a scenario file; `summary.json` in `--out`.
+fn trace_scenario(path: &std::path::Path, out: Option<PathBuf>, output: Output) -> anyhow::Result<u8> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let sc = TraceScenario::from_yaml(&text).with_context(|| path.display().to_string())?;
+    let t = &sc.trace;
+    let file = path.parent().unwrap_or(std::path::Path::new(".")).join(&t.file);
+    let jobs = match t.format {
+        scenario::TraceFormat::MsItp => traces::read_ms_itp(&file)?,
+        scenario::TraceFormat::Philly => traces::read_philly(&file)?,
+    };
+    let too_big = jobs.iter().filter(|j| j.gpus > t.nodes * t.gpus_per_node).count();
+    if too_big > 0 {
+        return Err(anyhow!(
+            "{too_big} jobs ask for more GPUs than {} × {}",
+            t.nodes,
+            t.gpus_per_node
+        ));
+    }
+    let timing = replay::Timing {
+        round_s: t.round.0,
+        start_base_s: t.start_cost.base_s,
+        start_per_log2_s: t.start_cost.per_log2_s,
+        checkpoint_every_rounds: t.checkpoint.every_rounds,
+        checkpoint_s: t.checkpoint.cost_s,
+    };
+    let policy = match t.policy {
+        scenario::ReplayPolicy::Fifo => replay::Policy::Fifo,
+        scenario::ReplayPolicy::Las => replay::Policy::Las {
+            thresholds_gpu_s: t.las_queues.clone(),
+        },
+    };
+    let s = replay::replay_with(&jobs, t.nodes, t.gpus_per_node, timing, &policy);
+    let json = serde_json::to_string_pretty(&s)?;
+    if let Some(dir) = &out {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::write(dir.join("summary.json"), format!("{json}\n"))
+            .with_context(|| format!("writing {}", dir.display()))?;
+    }
+    match output {
+        Output::Json => println!("{json}"),
+        Output::Table => print_replay(&s),
+    }
+    Ok(0)
 }
 
 fn load(path: &std::path::Path) -> anyhow::Result<Scenario> {
@@ -254,19 +305,21 @@ fn replay_trace(cmd: SimCommand) -> anyhow::Result<u8> {
     let s = replay::replay_with(&jobs, nodes, gpus_per_node, ELASTICFLOW, &policy);
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&s)?),
-        Output::Table => {
-            println!(
-                "{} jobs on {} × {} GPUs: average JCT {:.0} s (median {:.0}, p99 {:.0}), average wait {:.0} s",
-                s.jobs, s.nodes, s.gpus_per_node, s.avg_jct_s, s.p50_jct_s, s.p99_jct_s, s.avg_wait_s
-            );
-            println!(
-                "makespan {} s, utilization {:.1} %, {} rounds cleared, wall {:.2} s",
-                s.makespan_s,
-                s.utilization * 100.0,
-                s.rounds,
-                s.wall_s
-            );
-        }
+        Output::Table => print_replay(&s),
     }
     Ok(0)
+}
+
+fn print_replay(s: &replay::Summary) {
+    println!(
+        "{} jobs on {} × {} GPUs: average JCT {:.0} s (median {:.0}, p99 {:.0}), average wait {:.0} s",
+        s.jobs, s.nodes, s.gpus_per_node, s.avg_jct_s, s.p50_jct_s, s.p99_jct_s, s.avg_wait_s
+    );
+    println!(
+        "makespan {} s, utilization {:.1} %, {} rounds cleared, wall {:.2} s",
+        s.makespan_s,
+        s.utilization * 100.0,
+        s.rounds,
+        s.wall_s
+    );
 }
