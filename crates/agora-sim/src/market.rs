@@ -5,9 +5,10 @@
 //! tenants instead of processes.
 //!
 //! Each round at virtual time `t`: tenants submit the jobs that arrived since
-//! the last round, each at its arrival time (through `ops::submit`); timed
-//! events and provider joins and leaves due by `t` happen; hollow agents report the parts whose work is done (exit 0,
-//! dated when it finished); the control loop ticks (clearing, settlement,
+//! the last round, each at its arrival time (through `ops::submit`); hollow
+//! agents report the parts whose work is done (exit 0, dated when it
+//! finished); timed events and provider joins and leaves due by `t` happen;
+//! the control loop ticks (clearing, settlement,
 //! funds checks, agent timeouts); agents told to start or stop parts answer
 //! at once. Only this module knows a job's length: the exchange sees a job
 //! end when its agent says so, as in production. Work survives preemption
@@ -259,6 +260,8 @@ struct SimTenant {
 struct Work {
     tenant: usize,
     gpus: u32,
+    /// The job's length: the work it needs in all.
+    total_ms: u64,
     remaining_ms: u64,
     /// The lease running it now and when that lease started.
     running: Option<(LeaseId, u64)>,
@@ -387,17 +390,20 @@ fn simulate(sc: &Scenario, seed: u64, checks: bool, progress: &mut dyn FnMut(u64
     while now <= end_ms {
         // Jobs arrive between rounds, so they are submitted first, when they arrived.
         sim.arrive(now)?;
+        // Work that finished since the last round is reported before this
+        // round's events (an outage now does not undo work done before it).
+        sim.finish(now);
+        sim.heartbeats(now)?;
         while let Some(e) = sc.events.get(next_event).filter(|e| e.at.0 * 1000 <= now) {
             sim.timed_event(e, now)?;
             next_event += 1;
         }
         sim.memberships(now)?;
-        sim.finish(now);
         sim.heartbeats(now)?;
         sim.off.tick(at(now))?;
         sim.rounds += 1;
         sim.react(now)?;
-        sim.keep_alive(now);
+        sim.keep_alive(now)?;
         if now % metrics_ms == 0 {
             sim.metrics(now);
             if checks {
@@ -702,6 +708,25 @@ impl Sim<'_> {
                 );
             }
         }
+        // A job succeeds after running exactly its length, over all its attempts.
+        for (id, w) in &self.work {
+            let j = &ex.jobs[id];
+            if j.state != JobState::Succeeded {
+                continue;
+            }
+            let leases = &ex.orders[&j.orders[0]].leases;
+            let ran: i64 = leases
+                .iter()
+                .map(|l| &ex.leases[l])
+                .filter_map(|l| Some(l.ended_at?.0 - l.running_at?.0))
+                .sum();
+            let slack = leases.len() as i64;
+            anyhow::ensure!(
+                (ran - w.total_ms as i64).abs() <= slack,
+                "invariant at {t} s: job {id} succeeded after running {ran} ms of its {} ms",
+                w.total_ms
+            );
+        }
         Ok(())
     }
 
@@ -754,6 +779,7 @@ impl Sim<'_> {
                         Work {
                             tenant: index,
                             gpus: nodes * per_node,
+                            total_ms: duration_s * 1000,
                             remaining_ms: duration_s * 1000,
                             running: None,
                         },
@@ -772,13 +798,27 @@ impl Sim<'_> {
                 break;
             }
             self.ends.pop_first();
-            let Some(l) = self.off.ex.leases.get(&lease) else {
+            // A lease that was stopped or lost before its work was done has ended already.
+            let Some(l) = self.off.ex.leases.get(&lease).filter(|l| !l.is_terminal()) else {
                 continue;
             };
-            if let Some(w) = self.work.get_mut(&l.job) {
-                w.remaining_ms = 0;
-                w.running = None;
+            // Nor does one whose agent is down: its work since the last
+            // heartbeat is lost with it, and the exchange will requeue it.
+            if l.parts
+                .iter()
+                .any(|p| self.agents.get(&p.agent).is_none_or(|a| !a.alive))
+            {
+                continue;
             }
+            let Some(w) = self
+                .work
+                .get_mut(&l.job)
+                .filter(|w| w.running.is_some_and(|(r, _)| r == lease))
+            else {
+                continue;
+            };
+            w.remaining_ms = 0;
+            w.running = None;
             for p in &l.parts {
                 let part = PartRef { lease, rank: p.rank };
                 let Some(a) = self.agents.get_mut(&p.agent) else {
@@ -887,7 +927,7 @@ impl Sim<'_> {
     }
 
     /// Agents heartbeat every round; outages end by re-registering (their processes died).
-    fn keep_alive(&mut self, now: u64) {
+    fn keep_alive(&mut self, now: u64) -> anyhow::Result<()> {
         let over: Vec<String> = self
             .outages
             .iter()
@@ -916,7 +956,7 @@ impl Sim<'_> {
                 a.alive = true;
                 let (provider, reg) = (a.provider, a.reg.clone());
                 // Registering again brings the nodes back online.
-                let _ = self.off.step(at(now), |t| ops::register_agent(t, provider, reg));
+                self.register(provider, reg, now)?;
             }
         }
         let seen = at(now);
@@ -925,6 +965,7 @@ impl Sim<'_> {
                 self.off.vol.agent_last_seen.insert(*id, seen);
             }
         }
+        Ok(())
     }
 
     fn metrics(&mut self, now: u64) {
