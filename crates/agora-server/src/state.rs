@@ -298,6 +298,18 @@ impl Exchange {
         for (id, (provider, name)) in &ex.domains {
             ex.domain_by_name.insert((*provider, name.clone()), *id);
         }
+        // A snapshot from before regions were numbered: number them now, in site order.
+        let unnumbered: Vec<SiteId> = ex
+            .sites
+            .values()
+            .filter(|s| s.region_id.is_none() && !s.region.is_empty())
+            .map(|s| s.id)
+            .collect();
+        for id in unnumbered {
+            let region = ex.sites[&id].region.clone();
+            let number = ex.region_id(&region);
+            ex.sites.get_mut(&id).expect("listed").region_id = number;
+        }
         for site in ex.sites.values() {
             ex.site_by_name.insert((site.provider, site.name.clone()), site.id);
             ex.market.upsert_site(site.spec());
@@ -910,15 +922,22 @@ impl Exchange {
     }
 
     fn request_stop(&mut self, lease: LeaseId, reason: StopReason, at: UnixMs) {
+        if self.stop_one(lease, reason, at) {
+            self.stop_siblings(lease, Some(reason), at);
+        }
+    }
+
+    /// Stops one lease (not its siblings); false if it was stopping or over already.
+    fn stop_one(&mut self, lease: LeaseId, reason: StopReason, at: UnixMs) -> bool {
         let l = self.leases.get_mut(&lease).expect("known lease");
         if l.is_terminal() || l.state == LeaseState::Stopping {
-            return;
+            return false;
         }
         transition_lease(l, LeaseState::Stopping);
         l.stop_reason = Some(reason);
         l.stop_requested_at = Some(at);
         self.market.mark_stopping(lease);
-        self.stop_siblings(lease, Some(reason), at);
+        true
     }
 
     /// A gang spanning providers goes on only whole: when one of its leases
@@ -939,8 +958,9 @@ impl Exchange {
             ) => r,
             Some(StopReason::InsufficientFunds | StopReason::PeerFailed) | None => StopReason::PeerFailed,
         };
+        // One flat pass: a gang may have thousands of parts.
         for sibling in l.gang_leases().filter(|s| *s != lease).collect::<Vec<_>>() {
-            self.request_stop(sibling, mirrored, at);
+            self.stop_one(sibling, mirrored, at);
         }
     }
 
@@ -1078,8 +1098,10 @@ impl Exchange {
             // The lease whose failure names the cause: an exit code, then a shortfall, then a part's error.
             let cause = gang.iter().filter(|s| s.state == LeaseState::Failed).min_by_key(|s| {
                 (
-                    s.exit_code.is_none(),
+                    // As for one lease: a shortfall first; a part stopped for its peers last.
                     s.stop_reason != Some(StopReason::InsufficientFunds),
+                    s.stop_reason == Some(StopReason::PeerFailed),
+                    s.exit_code.is_none(),
                     !s.parts.iter().any(|p| p.error.is_some()),
                     s.id,
                 )

@@ -602,10 +602,13 @@ impl Sim<'_> {
                 let Some(id) = p.id.filter(|_| p.left_ms.is_none()) else {
                     continue;
                 };
-                for reg in self.inventories(&self.providers[i]) {
-                    let agent = self.register(id, reg.clone(), now)?;
-                    if let Some(a) = self.agents.get_mut(&agent) {
-                        a.reg = reg;
+                // Agents in an outage get the new asks when they register again.
+                let regs = self.inventories(&self.providers[i]);
+                for (agent, reg) in self.providers[i].agents.clone().into_iter().zip(regs) {
+                    let a = self.agents.get_mut(&agent).expect("a provider's agent");
+                    a.reg = reg.clone();
+                    if a.alive {
+                        self.register(id, reg, now)?;
                     }
                 }
             }
@@ -697,9 +700,11 @@ impl Sim<'_> {
                 let order = &ex.orders[o];
                 let alive = match order.state {
                     agora_engine::lifecycle::OrderState::Pending => ex.market.order(*o).is_some(),
-                    agora_engine::lifecycle::OrderState::Leased => {
-                        order.leases.last().is_some_and(|l| ex.live_leases.contains(l))
-                    }
+                    // Any lease of the last attempt (a gang's parts end one by one).
+                    agora_engine::lifecycle::OrderState::Leased => order
+                        .leases
+                        .last()
+                        .is_some_and(|l| ex.leases[l].gang_leases().any(|g| ex.live_leases.contains(&g))),
                     _ => true,
                 };
                 anyhow::ensure!(
@@ -714,13 +719,22 @@ impl Sim<'_> {
             if j.state != JobState::Succeeded {
                 continue;
             }
+            // Per attempt (a lease, or a gang's leases, which run together):
+            // from its start until its first lease ended.
             let leases = &ex.orders[&j.orders[0]].leases;
-            let ran: i64 = leases
+            let attempts: Vec<&agora_server::state::Lease> = leases
                 .iter()
                 .map(|l| &ex.leases[l])
-                .filter_map(|l| Some(l.ended_at?.0 - l.running_at?.0))
+                .filter(|l| l.gang.is_none_or(|g| g.index == 0))
+                .collect();
+            let ran: i64 = attempts
+                .iter()
+                .filter_map(|l| {
+                    let ended = l.gang_leases().filter_map(|g| ex.leases.get(&g)?.ended_at).min()?;
+                    Some(ended.0 - l.running_at?.0)
+                })
                 .sum();
-            let slack = leases.len() as i64;
+            let slack = attempts.len() as i64;
             anyhow::ensure!(
                 (ran - w.total_ms as i64).abs() <= slack,
                 "invariant at {t} s: job {id} succeeded after running {ran} ms of its {} ms",
@@ -793,47 +807,57 @@ impl Sim<'_> {
 
     /// Parts whose work is done by `now` exit 0, dated when they finished.
     fn finish(&mut self, now: u64) {
-        while let Some(&(end, lease)) = self.ends.first() {
+        while let Some(&(end, attempt)) = self.ends.first() {
             if end > now {
                 break;
             }
             self.ends.pop_first();
-            // A lease that was stopped or lost before its work was done has ended already.
-            let Some(l) = self.off.ex.leases.get(&lease).filter(|l| !l.is_terminal()) else {
-                continue;
+            let ex = &self.off.ex;
+            let gang: Vec<LeaseId> = match ex.leases.get(&attempt) {
+                Some(l) => l.gang_leases().collect(),
+                None => continue,
             };
-            // Nor does one whose agent is down: its work since the last
-            // heartbeat is lost with it, and the exchange will requeue it.
-            if l.parts
-                .iter()
-                .any(|p| self.agents.get(&p.agent).is_none_or(|a| !a.alive))
-            {
+            // An attempt a lease of which was stopped or lost before its work
+            // was done has ended already (the rest are being stopped); one
+            // with a part on a down agent lost its work since the last
+            // heartbeat, and the exchange will requeue it.
+            let running = gang.iter().all(|l| {
+                ex.leases.get(l).is_some_and(|l| {
+                    !l.is_terminal()
+                        && l.state != agora_engine::lifecycle::LeaseState::Stopping
+                        && l.parts
+                            .iter()
+                            .all(|p| self.agents.get(&p.agent).is_some_and(|a| a.alive))
+                })
+            });
+            if !running {
                 continue;
             }
+            let job = ex.leases[&attempt].job;
             let Some(w) = self
                 .work
-                .get_mut(&l.job)
-                .filter(|w| w.running.is_some_and(|(r, _)| r == lease))
+                .get_mut(&job)
+                .filter(|w| w.running.is_some_and(|(r, _)| r == attempt))
             else {
                 continue;
             };
             w.remaining_ms = 0;
             w.running = None;
-            for p in &l.parts {
-                let part = PartRef { lease, rank: p.rank };
-                let Some(a) = self.agents.get_mut(&p.agent) else {
-                    continue;
-                };
-                if a.alive && a.running.remove(&part) {
-                    a.pending.push((
-                        PartEvent::Exited {
-                            part,
-                            exit_code: Some(0),
-                            signal: None,
-                        },
-                        end,
-                    ));
-                    self.dirty.insert(p.agent);
+            for lease in gang {
+                for p in &ex.leases[&lease].parts {
+                    let part = PartRef { lease, rank: p.rank };
+                    let a = self.agents.get_mut(&p.agent).expect("checked above");
+                    if a.running.remove(&part) {
+                        a.pending.push((
+                            PartEvent::Exited {
+                                part,
+                                exit_code: Some(0),
+                                signal: None,
+                            },
+                            end,
+                        ));
+                        self.dirty.insert(p.agent);
+                    }
                 }
             }
         }
@@ -864,24 +888,29 @@ impl Sim<'_> {
             if a.running.insert(s.part) {
                 a.pending.push((PartEvent::Started { part: s.part }, now));
                 self.dirty.insert(agent);
-                // The lease's natural end, from its job's work left (once per lease).
+                // An attempt is a lease, or the leases of a gang spanning
+                // providers, named by its first: its natural end is set once,
+                // from its job's work left.
+                let ex = &self.off.ex;
+                let attempt = ex.leases[&s.part.lease]
+                    .gang_leases()
+                    .next()
+                    .expect("a lease's gang has it");
                 if let Some(w) = self.work.get_mut(&s.job)
-                    && w.running.is_none_or(|(l, _)| l != s.part.lease)
+                    && w.running.is_none_or(|(l, _)| l != attempt)
                 {
                     if let Some((prev, started)) = w.running {
-                        // The previous attempt ran until its lease ended (stopped or lost).
-                        let ended = self
-                            .off
-                            .ex
-                            .leases
-                            .get(&prev)
-                            .and_then(|l| l.ended_at)
+                        // The previous attempt made progress until its first lease ended (stopped or lost).
+                        let ended = ex.leases[&prev]
+                            .gang_leases()
+                            .filter_map(|l| ex.leases.get(&l).and_then(|l| l.ended_at))
+                            .min()
                             .map_or(now, |e| (e.0 - EPOCH.0) as u64);
                         w.remaining_ms = w.remaining_ms.saturating_sub(ended.saturating_sub(started));
                         self.ends.retain(|(_, l)| *l != prev);
                     }
-                    w.running = Some((s.part.lease, now));
-                    self.ends.insert((now + w.remaining_ms.max(1), s.part.lease));
+                    w.running = Some((attempt, now));
+                    self.ends.insert((now + w.remaining_ms.max(1), attempt));
                 }
             }
         }
@@ -900,11 +929,17 @@ impl Sim<'_> {
         }
     }
 
-    /// Reads what the round did from the log: agents with new or stopped parts must hear of it.
+    /// Reads what happened from the log: agents with new or stopped parts
+    /// must hear of it. A stop or a part's end can stop the other parts of
+    /// its lease and the other leases of its gang inside the exchange, with
+    /// no event of their own: their agents hear of it too. Repeats until the
+    /// answers cause nothing more.
     fn react(&mut self, now: u64) -> anyhow::Result<()> {
         loop {
             let batch = self.off.store.read_events(self.cursor, 10_000)?;
-            let Some(&(last, _)) = batch.last() else { break };
+            let Some(&(last, _)) = batch.last() else {
+                return Ok(());
+            };
             self.cursor = last;
             for (_, bytes) in batch {
                 let event: Event = serde_json::from_slice(&bytes)?;
@@ -914,16 +949,37 @@ impl Sim<'_> {
                             self.dirty.insert(self.off.ex.nodes[&a.node].agent);
                         }
                     }
-                    Event::StopRequested { lease, .. } => {
-                        for p in &self.off.ex.leases[&lease].parts {
-                            self.dirty.insert(p.agent);
+                    Event::StopRequested { lease, .. }
+                    | Event::PartExited { lease, .. }
+                    | Event::PartStartFailed { lease, .. }
+                    | Event::PartVanished { lease, .. }
+                    | Event::PartNotStarted { lease, .. } => self.mark_gang(lease),
+                    Event::AgentLost { agent, .. } => {
+                        let leases: BTreeSet<LeaseId> = self
+                            .agents
+                            .get(&agent)
+                            .map(|a| a.running.iter().map(|p| p.lease).collect())
+                            .unwrap_or_default();
+                        for lease in leases {
+                            self.mark_gang(lease);
                         }
                     }
                     _ => {}
                 }
             }
+            self.heartbeats(now)?;
         }
-        self.heartbeats(now)
+    }
+
+    /// Marks dirty the agents of every part of a lease's gang.
+    fn mark_gang(&mut self, lease: LeaseId) {
+        let ex = &self.off.ex;
+        let Some(l) = ex.leases.get(&lease) else { return };
+        for id in l.gang_leases() {
+            for p in ex.leases.get(&id).into_iter().flat_map(|l| &l.parts) {
+                self.dirty.insert(p.agent);
+            }
+        }
     }
 
     /// Agents heartbeat every round; outages end by re-registering (their processes died).
@@ -955,8 +1011,10 @@ impl Sim<'_> {
                 a.pending.clear();
                 a.alive = true;
                 let (provider, reg) = (a.provider, a.reg.clone());
-                // Registering again brings the nodes back online.
+                // Registering again brings the nodes back online; the next
+                // heartbeat tells the exchange which of its parts vanished.
                 self.register(provider, reg, now)?;
+                self.dirty.insert(id);
             }
         }
         let seen = at(now);

@@ -278,7 +278,10 @@ pub fn replay_with(jobs: &[TraceJob], nodes: u32, gpus_per_node: u32, timing: Ti
         if let Policy::Las { thresholds_gpu_s } = policy {
             for r in running.values() {
                 let g = u64::from(jobs[r.job].gpus);
-                if let Some(t) = thresholds_gpu_s.iter().find(|t| **t > attained[r.job]) {
+                // The next threshold above what the job has attained by now, this run included.
+                let ran = now.saturating_sub(r.progress_from).min(left[r.job]);
+                let so_far = attained[r.job] + ran * g;
+                if let Some(t) = thresholds_gpu_s.iter().find(|t| **t > so_far) {
                     let at = r.progress_from + (t - attained[r.job]).div_ceil(g);
                     next_round = next_round.min(at.div_ceil(timing.round_s).max(round + 1));
                 }

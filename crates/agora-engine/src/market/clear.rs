@@ -238,7 +238,8 @@ struct Round<'m> {
     /// The same for preemption: reclaimable GPUs only shrink too.
     no_reclaim: IdMap<Shape, PricePerGpuHour>,
     /// The same for gangs spanning pools, by shape and latency bound, with
-    /// the most nodes one set of regions offered.
+    /// the most nodes one set of regions offered — until the round takes a
+    /// whole node (the greedy search is not monotone in its candidates).
     no_split: IdMap<(Shape, u32), (PricePerGpuHour, u32)>,
     /// Buffers the preemption search reuses from node to node, so that scoring
     /// a candidate node allocates nothing but its victim list.
@@ -1104,6 +1105,11 @@ impl<'m> Round<'m> {
         let hidden = self.hidden.contains_key(&id);
         if entry.whole() && taken_before == 0 && !hidden {
             self.whole.remove(id, &entry);
+            // The split search is greedy: fewer candidates can change which
+            // regions it pairs, so a failure is not known to hold any more.
+            if !self.no_split.is_empty() {
+                self.no_split.clear();
+            }
         }
         if self.clock.is_some() {
             self.round_ends.entry(id).or_default().push((count, self.current_ends));
