@@ -71,6 +71,17 @@ pub enum Policy {
     /// A preempted job keeps its progress (it checkpoints) and pays the
     /// start cost again when it resumes.
     Las { thresholds_gpu_s: Vec<u64> },
+    /// Discretized shortest-estimated-remaining-service first, for users who
+    /// give duration estimates: a job's queue is how many of
+    /// `thresholds_gpu_s` its estimated remaining service (estimate × GPUs,
+    /// less the service attained) is above, so a job nearly done by its
+    /// estimate is on-demand work that preempts, and a running job moves up
+    /// as it progresses. `estimates_s` holds each job's estimated duration
+    /// (see [`estimates`]); the replay still ends a job by its real length.
+    Srsf {
+        thresholds_gpu_s: Vec<u64>,
+        estimates_s: Vec<u64>,
+    },
 }
 
 impl Policy {
@@ -91,14 +102,55 @@ impl Policy {
         }
     }
 
-    fn queue(&self, attained_gpu_s: u64) -> u32 {
+    /// The queue of job `job` on `gpus` GPUs with `attained_gpu_s` of service.
+    fn queue(&self, job: usize, gpus: u32, attained_gpu_s: u64) -> u32 {
         match self {
             Policy::Fifo => 0,
             Policy::Las { thresholds_gpu_s } => {
                 thresholds_gpu_s.iter().filter(|t| attained_gpu_s >= **t).count() as u32
             }
+            Policy::Srsf {
+                thresholds_gpu_s,
+                estimates_s,
+            } => {
+                let remaining = (estimates_s[job] * u64::from(gpus)).saturating_sub(attained_gpu_s);
+                thresholds_gpu_s.iter().filter(|t| remaining > **t).count() as u32
+            }
         }
     }
+
+    /// The least service above `so_far` at which the job's queue changes, if any.
+    fn next_change(&self, job: usize, gpus: u32, so_far: u64) -> Option<u64> {
+        match self {
+            Policy::Fifo => None,
+            Policy::Las { thresholds_gpu_s } => thresholds_gpu_s.iter().copied().find(|t| *t > so_far),
+            Policy::Srsf {
+                thresholds_gpu_s,
+                estimates_s,
+            } => {
+                let estimate = estimates_s[job] * u64::from(gpus);
+                thresholds_gpu_s
+                    .iter()
+                    .filter_map(|t| estimate.checked_sub(*t))
+                    .filter(|at| *at > so_far)
+                    .min()
+            }
+        }
+    }
+}
+
+/// Duration estimates as users give them: each job's real duration times a
+/// factor `(1 + noise)^u` with `u` uniform in [-1, 1], drawn in trace order
+/// from `seed` (noise 0: exact; noise 1: off by up to a factor of two either
+/// way). At least one second.
+pub fn estimates(jobs: &[TraceJob], noise: f64, seed: u64) -> Vec<u64> {
+    let mut rng = crate::rng::SplitMix64::new(seed);
+    jobs.iter()
+        .map(|j| {
+            let u = rng.unit() * 2.0 - 1.0;
+            ((j.duration_s as f64 * (1.0 + noise).powf(u)).round() as u64).max(1)
+        })
+        .collect()
 }
 
 struct Running {
@@ -146,6 +198,10 @@ pub fn replay_with(jobs: &[TraceJob], nodes: u32, gpus_per_node: u32, timing: Ti
         });
     }
     // One tenant per job, so that a job's queue can rank it (see `Policy::Las`).
+    let estimate_of = |i: usize| match policy {
+        Policy::Srsf { estimates_s, .. } => Some(estimates_s[i]),
+        _ => None,
+    };
     let order_of = |i: usize, g: u32, queue: u32| {
         let (n, per) = if g < gpus_per_node {
             (1, g.max(1))
@@ -162,7 +218,7 @@ pub fn replay_with(jobs: &[TraceJob], nodes: u32, gpus_per_node: u32, timing: Ti
             min_vram_mib: 0,
             nodes: n,
             gpus_per_node: per,
-            duration_estimate_s: None,
+            duration_estimate_s: estimate_of(i),
             checkpointable: true,
             max_latency_ms: None,
         }
@@ -208,7 +264,8 @@ pub fn replay_with(jobs: &[TraceJob], nodes: u32, gpus_per_node: u32, timing: Ti
         // Running jobs that passed a threshold move to a lower-priority queue.
         for (lease, r) in running.iter_mut() {
             let ran = now.saturating_sub(r.progress_from).min(left[r.job]);
-            let queue = policy.queue(attained[r.job] + ran * u64::from(jobs[r.job].gpus));
+            let g = jobs[r.job].gpus;
+            let queue = policy.queue(r.job, g, attained[r.job] + ran * u64::from(g));
             if queue != r.queue {
                 r.queue = queue;
                 let tier = if queue == 0 { Tier::OnDemand } else { Tier::Spot };
@@ -233,7 +290,7 @@ pub fn replay_with(jobs: &[TraceJob], nodes: u32, gpus_per_node: u32, timing: Ti
                 let job = (p.order.0 - 1) as usize;
                 let lease = LeaseId(next_lease);
                 next_lease += 1;
-                let queue = policy.queue(attained[job]);
+                let queue = policy.queue(job, jobs[job].gpus, attained[job]);
                 let tier = if queue == 0 { Tier::OnDemand } else { Tier::Spot };
                 market.start_lease(lease, tier, p);
                 placements.insert(lease, p.clone());
@@ -255,7 +312,7 @@ pub fn replay_with(jobs: &[TraceJob], nodes: u32, gpus_per_node: u32, timing: Ti
                 let ran = now.saturating_sub(r.progress_from).min(left[r.job]);
                 left[r.job] -= ran;
                 attained[r.job] += ran * u64::from(jobs[r.job].gpus);
-                let queue = policy.queue(attained[r.job]);
+                let queue = policy.queue(r.job, jobs[r.job].gpus, attained[r.job]);
                 market.set_share_rank(TenantId(r.job as u64 + 1), queue);
                 market.add_order(order_of(r.job, jobs[r.job].gpus, queue));
                 changed = true;
@@ -274,17 +331,15 @@ pub fn replay_with(jobs: &[TraceJob], nodes: u32, gpus_per_node: u32, timing: Ti
             let next_checkpoint = (round / timing.checkpoint_every_rounds + 1) * timing.checkpoint_every_rounds;
             next_round = next_round.min(next_checkpoint);
         }
-        // Nor over a demotion: the round where a running job passes its queue's threshold.
-        if let Policy::Las { thresholds_gpu_s } = policy {
-            for r in running.values() {
-                let g = u64::from(jobs[r.job].gpus);
-                // The next threshold above what the job has attained by now, this run included.
-                let ran = now.saturating_sub(r.progress_from).min(left[r.job]);
-                let so_far = attained[r.job] + ran * g;
-                if let Some(t) = thresholds_gpu_s.iter().find(|t| **t > so_far) {
-                    let at = r.progress_from + (t - attained[r.job]).div_ceil(g);
-                    next_round = next_round.min(at.div_ceil(timing.round_s).max(round + 1));
-                }
+        // Nor over a change of queue: the round where a running job passes a threshold.
+        for r in running.values() {
+            let g = u64::from(jobs[r.job].gpus);
+            // The next change above what the job has attained by now, this run included.
+            let ran = now.saturating_sub(r.progress_from).min(left[r.job]);
+            let so_far = attained[r.job] + ran * g;
+            if let Some(t) = policy.next_change(r.job, jobs[r.job].gpus, so_far) {
+                let at = r.progress_from + (t - attained[r.job]).div_ceil(g);
+                next_round = next_round.min(at.div_ceil(timing.round_s).max(round + 1));
             }
         }
         round = next_round;
@@ -354,6 +409,31 @@ mod tests {
         // Every job finishes and the long one pays a second start cost.
         assert_eq!(las.jobs, 2);
         assert!(las.makespan_s > fifo.makespan_s);
+    }
+
+    #[test]
+    fn shortest_estimated_remaining_service_goes_first_and_moves_up_as_it_runs() {
+        // A long 8-GPU job fills the only node; a short one arrives later.
+        let jobs = [job(0, 100_000, 8), job(3_000, 600, 8)];
+        let srsf = |estimates_s: Vec<u64>| Policy::Srsf {
+            thresholds_gpu_s: vec![100_000],
+            estimates_s,
+        };
+        // Exact estimates: the short job preempts at its first round.
+        let exact = replay_with(&jobs, 1, 8, ELASTICFLOW, &srsf(vec![100_000, 600]));
+        assert!(exact.avg_wait_s < 100.0, "{exact:?}");
+        // The long job's estimate says it is nearly done (under 100,000 GPU-s
+        // left): it is on-demand work and the short job waits for it.
+        let wrong = replay_with(&jobs, 1, 8, ELASTICFLOW, &srsf(vec![10_000, 600]));
+        assert!(wrong.avg_wait_s > 40_000.0, "{wrong:?}");
+        // A long job that runs long enough moves into the first queue:
+        // submitted late, the short job no longer preempts it.
+        let late = [job(0, 100_000, 8), job(95_000, 600, 8)];
+        let s = replay_with(&late, 1, 8, ELASTICFLOW, &srsf(vec![100_000, 600]));
+        assert!(s.avg_wait_s > 1_000.0, "{s:?}");
+        let estimates = estimates(&jobs, 0.5, 7);
+        assert_eq!(estimates, super::estimates(&jobs, 0.5, 7), "deterministic");
+        assert_eq!(super::estimates(&jobs, 0.0, 7), vec![100_000, 600], "no noise: exact");
     }
 
     #[test]

@@ -464,8 +464,12 @@ impl Scenario {
 ///   file: ../data/traces/ms-itp/cluster04.csv   # relative to the scenario file
 ///   nodes: 80
 ///   gpus_per_node: 8
-///   policy: las                 # fifo | las (neither reads a job's duration)
-///   las_queues: [3250, 7200, 30000, 100000, 300000]   # GPU-seconds
+///   policy: las                 # fifo | las (neither reads a job's duration) | srsf
+///   las_queues: [3250, 7200, 30000, 100000, 300000]   # GPU-seconds of attained service
+///   # srsf: shortest estimated remaining service first, from users' estimates:
+///   # each is the real duration times (1 + noise)^u, u uniform in [-1, 1]
+///   # estimates: {noise: 0.5, seed: 1}
+///   # srsf_queues: [100000, 1000000, 10000000]   # GPU-seconds of estimated remaining service
 ///   round: 60s                  # decisions at most this often
 ///   start_cost: {base_s: 7, per_log2_s: 2}   # 7 + 2·(log2 g + 1) s per start or restart
 ///   checkpoint: {every_rounds: 60, cost_s: 47}
@@ -490,6 +494,12 @@ pub struct TraceSettings {
     pub policy: ReplayPolicy,
     #[serde(default = "default_queues")]
     pub las_queues: Vec<u64>,
+    /// With `policy: srsf`: thresholds of estimated remaining service, GPU-seconds.
+    #[serde(default = "default_srsf_queues")]
+    pub srsf_queues: Vec<u64>,
+    /// Duration estimates as users would give them (required by `srsf`).
+    #[serde(default)]
+    pub estimates: Option<EstimateNoise>,
     #[serde(default = "sixty")]
     pub round: Secs,
     #[serde(default = "default_start_cost")]
@@ -511,6 +521,22 @@ pub enum ReplayPolicy {
     Fifo,
     #[default]
     Las,
+    /// Shortest estimated remaining service first (reads `estimates`).
+    Srsf,
+}
+
+/// Each job's estimate is its real duration times `(1 + noise)^u`, `u`
+/// uniform in [-1, 1], drawn from `seed` (see `replay::estimates`).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EstimateNoise {
+    pub noise: f64,
+    #[serde(default = "seed_one")]
+    pub seed: u64,
+}
+
+fn seed_one() -> u64 {
+    1
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
@@ -529,6 +555,9 @@ pub struct Checkpoint {
 
 fn default_queues() -> Vec<u64> {
     vec![3_250, 7_200, 30_000, 100_000, 300_000]
+}
+fn default_srsf_queues() -> Vec<u64> {
+    vec![100_000, 1_000_000, 10_000_000]
 }
 fn default_start_cost() -> StartCost {
     StartCost {
@@ -555,6 +584,24 @@ impl TraceScenario {
         }
         if t.las_queues.windows(2).any(|w| w[0] >= w[1]) {
             return Err(invalid("trace.las_queues", "must be increasing"));
+        }
+        if t.srsf_queues.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(invalid("trace.srsf_queues", "must be increasing"));
+        }
+        match t.estimates {
+            Some(e) if !(e.noise.is_finite() && e.noise >= 0.0) => {
+                return Err(invalid(
+                    "trace.estimates.noise",
+                    "must be a finite number of at least 0",
+                ));
+            }
+            None if t.policy == ReplayPolicy::Srsf => {
+                return Err(invalid(
+                    "trace.estimates",
+                    "policy srsf needs duration estimates, e.g. `estimates: {noise: 0.5}`",
+                ));
+            }
+            _ => {}
         }
         let (b, p) = (t.start_cost.base_s, t.start_cost.per_log2_s);
         if !(b.is_finite() && p.is_finite() && b >= 0.0 && p >= 0.0) {

@@ -15,6 +15,7 @@ use crate::Output;
 pub(crate) enum ReplayPolicy {
     Fifo,
     Las,
+    Srsf,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -70,11 +71,21 @@ pub(crate) enum SimCommand {
         gpus_per_node: u32,
         /// `fifo`: first come first served with greedy backfill; `las`: least attained
         /// service in discrete queues (Tiresias-style), preemptive; neither reads durations.
+        /// `srsf`: shortest estimated remaining service first, from users' estimates (`--noise`).
         #[arg(long, value_enum, default_value = "fifo")]
         policy: ReplayPolicy,
         /// With `--policy las`: the queues' thresholds of attained service, in GPU-seconds.
         #[arg(long, value_delimiter = ',', default_values_t = [3250u64, 7200, 30000, 100000, 300000])]
         las_queues: Vec<u64>,
+        /// With `--policy srsf`: the queues' thresholds of estimated remaining service, in GPU-seconds.
+        #[arg(long, value_delimiter = ',', default_values_t = [3250u64, 7200, 30000, 100000, 300000])]
+        srsf_queues: Vec<u64>,
+        /// With `--policy srsf`: each estimate is the real duration times (1 + noise)^u, u uniform in [-1, 1].
+        #[arg(long, default_value_t = 0.5)]
+        noise: f64,
+        /// With `--policy srsf`: the seed of the estimates' noise.
+        #[arg(long, default_value_t = 1)]
+        estimate_seed: u64,
         #[arg(long, short = 'o', value_enum, default_value = "table")]
         output: Output,
     },
@@ -127,6 +138,13 @@ fn trace_scenario(path: &std::path::Path, out: Option<PathBuf>, output: Output) 
         scenario::ReplayPolicy::Las => replay::Policy::Las {
             thresholds_gpu_s: t.las_queues.clone(),
         },
+        scenario::ReplayPolicy::Srsf => {
+            let e = t.estimates.expect("validated: srsf has estimates");
+            replay::Policy::Srsf {
+                thresholds_gpu_s: t.srsf_queues.clone(),
+                estimates_s: replay::estimates(&jobs, e.noise, e.seed),
+            }
+        }
     };
     let s = replay::replay_with(&jobs, t.nodes, t.gpus_per_node, timing, &policy);
     let json = serde_json::to_string_pretty(&s)?;
@@ -281,8 +299,14 @@ fn replay_trace(cmd: SimCommand) -> anyhow::Result<u8> {
         gpus_per_node,
         policy,
         las_queues,
+        srsf_queues,
+        noise,
+        estimate_seed,
         output,
     } = cmd;
+    if !(noise.is_finite() && noise >= 0.0) {
+        return Err(anyhow!("--noise must be a finite number of at least 0"));
+    }
     if nodes == 0 || gpus_per_node == 0 {
         return Err(anyhow!("--nodes and --gpus-per-node must be at least 1"));
     }
@@ -300,6 +324,10 @@ fn replay_trace(cmd: SimCommand) -> anyhow::Result<u8> {
         ReplayPolicy::Fifo => replay::Policy::Fifo,
         ReplayPolicy::Las => replay::Policy::Las {
             thresholds_gpu_s: las_queues,
+        },
+        ReplayPolicy::Srsf => replay::Policy::Srsf {
+            thresholds_gpu_s: srsf_queues,
+            estimates_s: replay::estimates(&jobs, noise, estimate_seed),
         },
     };
     let s = replay::replay_with(&jobs, nodes, gpus_per_node, ELASTICFLOW, &policy);
