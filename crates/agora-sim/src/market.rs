@@ -150,6 +150,8 @@ pub struct Summary {
     pub tenant_classes: Vec<TenantClass>,
     pub provider_classes: Vec<ProviderClass>,
     pub concentration: Concentration,
+    /// Agents' hosts that failed (`agent_mtbf`).
+    pub agent_failures: u64,
     /// `Ledger::verify` over the whole journal at the end: balances, holds and chain.
     pub ledger_verified: bool,
     pub fees: Micros,
@@ -247,8 +249,13 @@ struct HollowAgent {
     running: BTreeSet<PartRef>,
     /// Events not yet reported, with when they happened (ms of virtual time).
     pending: Vec<(PartEvent, u64)>,
-    /// Heartbeating (not in an outage, not gone).
+    /// Heartbeating (not down, not cut off, not gone).
     alive: bool,
+    /// When a down or cut-off agent returns.
+    back_at: Option<u64>,
+    /// Cut off from the exchange by a partition: its processes keep running
+    /// (a crashed host's or an outage's die).
+    partitioned: bool,
 }
 
 struct SimTenant {
@@ -283,8 +290,11 @@ struct Sim<'s> {
     /// The last event seq read from the log.
     cursor: u64,
     dirty: BTreeSet<AgentId>,
-    /// Regions in an outage, until when.
-    outages: BTreeMap<String, u64>,
+    /// Host failures, from their own seed so that scenarios without any
+    /// draw the same jobs as before: (when, agent), earliest first.
+    faults: SplitMix64,
+    failures: BTreeSet<(u64, AgentId)>,
+    agent_failures: u64,
     refused: u64,
     rounds: u64,
     timeseries: Vec<MetricsRow>,
@@ -376,7 +386,9 @@ fn simulate(sc: &Scenario, seed: u64, checks: bool, progress: &mut dyn FnMut(u64
         ends: BTreeSet::new(),
         cursor: 0,
         dirty: BTreeSet::new(),
-        outages: BTreeMap::new(),
+        faults: SplitMix64::new(seed ^ 0x6661_756c_7473),
+        failures: BTreeSet::new(),
+        agent_failures: 0,
         refused: 0,
         rounds: 0,
         timeseries: Vec::new(),
@@ -399,6 +411,7 @@ fn simulate(sc: &Scenario, seed: u64, checks: bool, progress: &mut dyn FnMut(u64
             next_event += 1;
         }
         sim.memberships(now)?;
+        sim.fail(now);
         sim.heartbeats(now)?;
         sim.off.tick(at(now))?;
         sim.rounds += 1;
@@ -529,10 +542,62 @@ impl Sim<'_> {
                     running: BTreeSet::new(),
                     pending: Vec::new(),
                     alive: true,
+                    back_at: None,
+                    partitioned: false,
                 },
             );
+            self.schedule_failure(agent, now);
         }
         Ok(())
+    }
+
+    /// The agent's next host failure, if its group has an MTBF.
+    fn schedule_failure(&mut self, agent: AgentId, after: u64) {
+        let Some(p) = self.providers.iter().find(|p| p.agents.contains(&agent)) else {
+            return;
+        };
+        if let Some(mtbf) = self.sc.providers[p.group].agent_mtbf {
+            let when = after + self.faults.exponential(mtbf.0 * 1000).max(1);
+            self.failures.insert((when, agent));
+        }
+    }
+
+    /// Hosts that fail now: their processes die and their agents fall silent
+    /// until repaired (the exchange loses them after its timeout).
+    fn fail(&mut self, now: u64) {
+        while let Some(&(when, agent)) = self.failures.first() {
+            if when > now {
+                break;
+            }
+            self.failures.pop_first();
+            let gone = self
+                .providers
+                .iter()
+                .any(|p| p.left_ms.is_some() && p.agents.contains(&agent));
+            if gone {
+                continue;
+            }
+            let group = self
+                .providers
+                .iter()
+                .find(|p| p.agents.contains(&agent))
+                .map(|p| p.group)
+                .expect("a provider's agent");
+            let repair_ms = self.sc.providers[group].agent_repair.0 * 1000;
+            let a = self.agents.get_mut(&agent).expect("a scheduled agent");
+            // A host already down or cut off fails later, if at all.
+            let back = if a.alive || a.partitioned {
+                self.agent_failures += 1;
+                a.alive = false;
+                a.partitioned = false;
+                let back = a.back_at.unwrap_or(0).max(now + repair_ms);
+                a.back_at = Some(back);
+                back
+            } else {
+                a.back_at.unwrap_or(now)
+            };
+            self.schedule_failure(agent, back);
+        }
     }
 
     fn register(&mut self, provider: ProviderId, reg: RegisterAgent, now: u64) -> anyhow::Result<AgentId> {
@@ -580,10 +645,41 @@ impl Sim<'_> {
                 .step(at(now), |t| t.emit(Event::RulesSet { rules, at: t.now }))?;
         }
         if let Some(o) = &e.region_outage {
-            // The region's agents fall silent: the exchange loses them after its timeout.
-            self.outages.insert(o.region.clone(), now + o.lasts.0 * 1000);
-            for a in self.agents.values_mut().filter(|a| a.region == o.region && a.alive) {
-                a.alive = false;
+            // The region's agents fall silent and their processes die: the
+            // exchange loses them after its timeout.
+            let until = now + o.lasts.0 * 1000;
+            for a in self.agents.values_mut().filter(|a| a.region == o.region) {
+                if a.alive || a.partitioned {
+                    a.alive = false;
+                    a.partitioned = false;
+                    a.back_at = Some(a.back_at.unwrap_or(0).max(until));
+                } else if let Some(back) = a.back_at.as_mut() {
+                    *back = (*back).max(until);
+                }
+            }
+        }
+        if let Some(p) = &e.partition {
+            // The group's live agents lose the exchange; their work goes on.
+            let until = now + p.lasts.0 * 1000;
+            let group = self
+                .sc
+                .providers
+                .iter()
+                .position(|g| g.name == p.group)
+                .expect("validated");
+            let agents: Vec<AgentId> = self
+                .providers
+                .iter()
+                .filter(|p| p.group == group && p.left_ms.is_none())
+                .flat_map(|p| p.agents.iter().copied())
+                .collect();
+            for id in agents {
+                let a = self.agents.get_mut(&id).expect("a provider's agent");
+                if a.alive {
+                    a.alive = false;
+                    a.partitioned = true;
+                    a.back_at = Some(until);
+                }
             }
         }
         if let Some(c) = &e.price_change {
@@ -602,7 +698,7 @@ impl Sim<'_> {
                 let Some(id) = p.id.filter(|_| p.left_ms.is_none()) else {
                     continue;
                 };
-                // Agents in an outage get the new asks when they register again.
+                // Agents down or cut off get the new asks when they register again.
                 let regs = self.inventories(&self.providers[i]);
                 for (agent, reg) in self.providers[i].agents.clone().into_iter().zip(regs) {
                     let a = self.agents.get_mut(&agent).expect("a provider's agent");
@@ -821,18 +917,22 @@ impl Sim<'_> {
             // was done has ended already (the rest are being stopped); one
             // with a part on a down agent lost its work since the last
             // heartbeat, and the exchange will requeue it.
-            let running = gang.iter().all(|l| {
-                ex.leases.get(l).is_some_and(|l| {
-                    !l.is_terminal()
-                        && l.state != agora_engine::lifecycle::LeaseState::Stopping
-                        && l.parts
-                            .iter()
-                            .all(|p| self.agents.get(&p.agent).is_some_and(|a| a.alive))
-                })
+            let live = gang.iter().all(|l| {
+                ex.leases
+                    .get(l)
+                    .is_some_and(|l| !l.is_terminal() && l.state != agora_engine::lifecycle::LeaseState::Stopping)
             });
-            if !running {
+            let parts_up = gang
+                .iter()
+                .flat_map(|l| &ex.leases[l].parts)
+                .all(|p| self.agents.get(&p.agent).is_some_and(|a| a.alive || a.partitioned));
+            if !live || !parts_up {
                 continue;
             }
+            let cut_off = gang
+                .iter()
+                .flat_map(|l| &ex.leases[l].parts)
+                .any(|p| self.agents.get(&p.agent).is_some_and(|a| a.partitioned));
             let job = ex.leases[&attempt].job;
             let Some(w) = self
                 .work
@@ -841,8 +941,13 @@ impl Sim<'_> {
             else {
                 continue;
             };
-            w.remaining_ms = 0;
-            w.running = None;
+            // Behind a partition the processes finish all the same; the
+            // exchange hears of it on their return, or has requeued the work
+            // meanwhile (then the next attempt is counted from what it saw).
+            if !cut_off {
+                w.remaining_ms = 0;
+                w.running = None;
+            }
             for lease in gang {
                 for p in &ex.leases[&lease].parts {
                     let part = PartRef { lease, rank: p.rank };
@@ -982,40 +1087,38 @@ impl Sim<'_> {
         }
     }
 
-    /// Agents heartbeat every round; outages end by re-registering (their processes died).
+    /// Agents heartbeat every round. A down agent comes back by registering
+    /// again (its processes died); a cut-off one by heartbeating what it runs
+    /// and what happened meanwhile.
     fn keep_alive(&mut self, now: u64) -> anyhow::Result<()> {
-        let over: Vec<String> = self
-            .outages
+        let back: Vec<AgentId> = self
+            .agents
             .iter()
-            .filter(|(_, until)| **until <= now)
-            .map(|(r, _)| r.clone())
+            .filter(|(_, a)| !a.alive && a.back_at.is_some_and(|t| t <= now))
+            .map(|(id, _)| *id)
             .collect();
-        for region in over {
-            self.outages.remove(&region);
-            let back: Vec<AgentId> = self
-                .agents
+        for id in back {
+            let gone = self
+                .providers
                 .iter()
-                .filter(|(_, a)| a.region == region && !a.alive)
-                .map(|(id, _)| *id)
-                .collect();
-            for id in back {
-                let gone = self
-                    .providers
-                    .iter()
-                    .any(|p| p.left_ms.is_some() && p.agents.contains(&id));
-                if gone {
-                    continue;
-                }
-                let a = self.agents.get_mut(&id).expect("listed");
+                .any(|p| p.left_ms.is_some() && p.agents.contains(&id));
+            if gone {
+                continue;
+            }
+            let a = self.agents.get_mut(&id).expect("listed");
+            a.alive = true;
+            a.back_at = None;
+            // A cut-off agent's processes ran on; a failed host's died.
+            if !std::mem::take(&mut a.partitioned) {
                 a.running.clear();
                 a.pending.clear();
-                a.alive = true;
-                let (provider, reg) = (a.provider, a.reg.clone());
-                // Registering again brings the nodes back online; the next
-                // heartbeat tells the exchange which of its parts vanished.
-                self.register(provider, reg, now)?;
-                self.dirty.insert(id);
             }
+            let (provider, reg) = (a.provider, a.reg.clone());
+            // Registering again brings the nodes back online (at asks changed
+            // meanwhile); the next heartbeat tells the exchange which of its
+            // parts ran on, ended or vanished.
+            self.register(provider, reg, now)?;
+            self.dirty.insert(id);
         }
         let seen = at(now);
         for (id, a) in &self.agents {
@@ -1213,6 +1316,7 @@ impl Sim<'_> {
                 hhi_delivered_gpu_hours: delivered_c.hhi,
                 cr4_delivered_bps: delivered_c.cr4_bps,
             },
+            agent_failures: self.agent_failures,
             ledger_verified: ex.ledger.verify().is_ok(),
             fees: ex.ledger.balance(&Account::ExchangeFees),
         };

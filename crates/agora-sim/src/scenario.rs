@@ -23,6 +23,9 @@
 //!     price: {min: 0.30, max: 0.45}  # ask per GPU-hour, uniform per provider (or one number)
 //!     joins_at: 0              # when the group's providers join (default 0)
 //!     leaves_at: 30d           # optional: they leave (their work is requeued)
+//!     agent_mtbf: 30d          # optional: each agent's host fails after an exponential
+//!                              # time of this mean: its processes die, it is silent
+//!     agent_repair: 1h         # for this long (default 1h), then registers again
 //! tenants:
 //!   - name: small-lab
 //!     count: 20
@@ -40,6 +43,8 @@
 //!   - {at: 1d12h, region_outage: {region: eu-west, for: 2h}}
 //!   - {at: 2d, price_change: {group: homelab, factor: 0.8}}
 //!   - {at: 2d6h, server_restart: true}   # crash; rebuild from the event log
+//!   - {at: 3d, partition: {group: cluster, for: 30m}}   # the group's agents are cut
+//!     # off from the exchange; their processes keep running and report on return
 //! ```
 //!
 //! Durations are whole seconds or `90s`, `30m`, `2h`, `1h30m`, `1d` (times
@@ -189,6 +194,12 @@ pub struct ProviderGroup {
     pub joins_at: Secs,
     #[serde(default)]
     pub leaves_at: Option<Secs>,
+    /// Mean time between failures of each agent's host (exponential); none: never.
+    #[serde(default)]
+    pub agent_mtbf: Option<Secs>,
+    /// How long a failed host stays down before its agent registers again.
+    #[serde(default = "hour")]
+    pub agent_repair: Secs,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -230,6 +241,16 @@ pub struct PriceChange {
     pub factor: f64,
 }
 
+/// A provider group's agents lose the exchange for a while: their processes
+/// keep running, and what happened meanwhile is reported when they return.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Partition {
+    pub group: String,
+    #[serde(rename = "for")]
+    pub lasts: Secs,
+}
+
 /// Something that happens at a point of the scenario.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -241,6 +262,8 @@ pub struct TimedEvent {
     pub region_outage: Option<RegionOutage>,
     #[serde(default)]
     pub price_change: Option<PriceChange>,
+    #[serde(default)]
+    pub partition: Option<Partition>,
     /// `true`: the server crashes and restarts from its event log.
     #[serde(default)]
     pub server_restart: bool,
@@ -342,6 +365,12 @@ impl Scenario {
             if p.count == 0 {
                 return Err(invalid(f("count"), "must be at least 1"));
             }
+            if p.agent_mtbf.is_some_and(|m| m.0 < self.round.0) {
+                return Err(invalid(f("agent_mtbf"), "must be at least one round"));
+            }
+            if p.agent_repair.0 == 0 {
+                return Err(invalid(f("agent_repair"), "must be more than 0"));
+            }
             if p.regions.is_empty() || p.regions.iter().any(|r| check_name(r).is_err()) {
                 return Err(invalid(f("regions"), "must list region names ([A-Za-z0-9._-], 1..=64)"));
             }
@@ -407,12 +436,24 @@ impl Scenario {
             let kinds = usize::from(e.policies.is_some())
                 + usize::from(e.region_outage.is_some())
                 + usize::from(e.price_change.is_some())
+                + usize::from(e.partition.is_some())
                 + usize::from(e.server_restart);
             if kinds != 1 {
                 return Err(invalid(
                     format!("events[{i}]"),
-                    "must say exactly one of policies, region_outage, price_change, server_restart",
+                    "must say exactly one of policies, region_outage, price_change, partition, server_restart",
                 ));
+            }
+            if let Some(p) = &e.partition {
+                if !self.providers.iter().any(|g| g.name == p.group) {
+                    return Err(invalid(
+                        f("partition.group"),
+                        format!("no provider group `{}`", p.group),
+                    ));
+                }
+                if p.lasts.0 == 0 {
+                    return Err(invalid(f("partition.for"), "must be more than 0"));
+                }
             }
             if let Some(o) = &e.region_outage
                 && o.lasts.0 == 0
