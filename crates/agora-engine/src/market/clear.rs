@@ -75,6 +75,8 @@ pub(super) fn clear(market: &Market, inputs: RoundInputs<'_>, eligible: impl Fn(
         scratch: RefCell::default(),
         reclaim_scores: RefCell::default(),
         most_free: RefCell::default(),
+        generation: 0,
+        failed: IdMap::with_capacity_and_hasher(4096, Default::default()),
     };
     // Most pending orders stay pending: size the reasons once rather than regrow them.
     let mut plan = RoundPlan {
@@ -251,6 +253,15 @@ struct Round<'m> {
     /// price), forgotten whenever the round changes its free-GPU view: the
     /// orders left once GPUs run out share a few filters and prices.
     most_free: RefCell<IdMap<(u32, PricePerGpuHour), u32>>,
+    /// Counts the round's changes to what a search reads (free, whole-node,
+    /// reclaim and reserved views, hidden nodes, claims): a reason given at
+    /// one count holds until the next.
+    generation: u64,
+    /// The reason the last order of a shape and price got, at which
+    /// generation: a later order alike — not personal, not spanning
+    /// providers, not planning a backfill reservation — gets the same while
+    /// nothing changed (most orders of a busy round end here).
+    failed: IdMap<(Shape, PricePerGpuHour), (u64, Unplaced)>,
 }
 
 /// The order a round is serving, as the policies see it.
@@ -393,6 +404,13 @@ impl<'m> Round<'m> {
         plan: &mut RoundPlan,
     ) -> Option<Unplaced> {
         self.begin(order);
+        let memo = self.alike_fails_alike(order).then_some((shape, order.max_price));
+        if let Some(key) = memo
+            && let Some((generation, reason)) = self.failed.get(&key)
+            && *generation == self.generation
+        {
+            return Some(reason.clone());
+        }
         let models = accepted.models.as_slice();
         // A soft provider share cap: a placement within it first, at any ask within the bid.
         let p = self.market.policies;
@@ -465,8 +483,23 @@ impl<'m> Round<'m> {
                 starts_in_s: self.clock.map_or(0, |now| start.seconds_since(now) as u64),
                 nodes,
             }),
-            None => Some(reason),
+            None => {
+                if let Some(key) = memo {
+                    self.failed.insert(key, (self.generation, reason.clone()));
+                }
+                Some(reason)
+            }
         }
+    }
+
+    /// Whether the order's outcome depends on its shape, its price and the
+    /// round's state alone: not on its tenant (the policies), its latency
+    /// bound (a split), nor its duration estimate (backfill).
+    fn alike_fails_alike(&self, order: &OrderSpec) -> bool {
+        !self.personal()
+            && order.max_latency_ms.is_none()
+            && (self.clock.is_none() || self.reservations_made >= BACKFILL_RESERVATIONS)
+            && (self.hidden.is_empty() || order.duration_estimate_s.is_none())
     }
 
     /// [`Round::find_split`], unless this shape and bound already failed at
@@ -518,6 +551,7 @@ impl<'m> Round<'m> {
         if !self.reserved.contains_key(&key) {
             return None;
         }
+        self.generation += 1;
         self.reserved.to_mut().get_mut(&key)
     }
 
@@ -1090,6 +1124,7 @@ impl<'m> Round<'m> {
         if count == 0 {
             return Vec::new();
         }
+        self.generation += 1;
         self.reclaim_scores.get_mut().remove(&id);
         let node = &self.market.nodes[&id];
         let entry = node.indexed.expect("the round only uses online nodes");
@@ -1145,6 +1180,7 @@ impl<'m> Round<'m> {
         if !self.claimed.insert(lease) {
             return;
         }
+        self.generation += 1;
         for alloc in &self.market.leases[&lease].allocations {
             self.reclaim_scores.get_mut().remove(&alloc.node);
             let node = &self.market.nodes[&alloc.node];

@@ -82,7 +82,11 @@
 //! only the nodes the previous one changed. An order whose
 //! shape (models, nodes, GPUs per node) already failed in the round at an
 //! equal or higher price skips the search: GPUs only get scarcer within a
-//! round. An order's model filter (model list and VRAM floor) is numbered
+//! round. An order alike in shape and price to the last one that failed,
+//! with nothing changed in the round since (a change count bumped by every
+//! take, claim, hidden node and reserved-pool change), gets that order's
+//! reason without a search or an explanation, unless its tenant, latency
+//! bound or duration estimate could matter (policies, splits, backfill). An order's model filter (model list and VRAM floor) is numbered
 //! once, when the order is added; a round filters the models and gathers the
 //! reasons' per-model facts (largest node, cheapest ask) once per filter. The
 //! reasons are appended in service order ([`Reasons`]; only serializing sorts
@@ -531,7 +535,7 @@ pub struct Market {
     /// Every running lease's id, ascending.
     lease_ids: BTreeSet<LeaseId>,
     indexes: Indexes,
-    sites: BTreeMap<SiteId, SiteState>,
+    sites: IdMap<SiteId, SiteState>,
     /// Reserved capacity by (provider, model); see [`reservation`].
     reservations: BTreeMap<(ProviderId, GpuModel), ReservedPool>,
     /// Market-health policies; see [`policy`].
@@ -934,7 +938,7 @@ fn refresh_node(
     node: &mut Node,
     leases: &IdMap<LeaseId, Lease>,
     indexes: &mut Indexes,
-    sites: &mut BTreeMap<SiteId, SiteState>,
+    sites: &mut IdMap<SiteId, SiteState>,
     reservations: &mut BTreeMap<(ProviderId, GpuModel), ReservedPool>,
 ) {
     let held = node.owners.iter().flatten().count() as u64;
@@ -964,7 +968,7 @@ fn started_on(
     tier: Tier,
     gpus: u32,
     indexes: &mut Indexes,
-    sites: &mut BTreeMap<SiteId, SiteState>,
+    sites: &mut IdMap<SiteId, SiteState>,
     reservations: &mut BTreeMap<(ProviderId, GpuModel), ReservedPool>,
 ) {
     let old = node.drawn;
@@ -992,7 +996,7 @@ fn started_on(
 }
 
 /// Takes a node's old share of power from its old site and adds the new one.
-fn move_draw(sites: &mut BTreeMap<SiteId, SiteState>, old: Draw, new: Draw) {
+fn move_draw(sites: &mut IdMap<SiteId, SiteState>, old: Draw, new: Draw) {
     let site = sites.get_mut(&old.site).expect("a node's site is known");
     site.busy_nodes -= u64::from(old.busy);
     site.gpus_w -= old.gpus_w;

@@ -144,6 +144,7 @@ impl Round<'_> {
         }
         self.reclaim_scores.get_mut().remove(&id);
         self.hidden.insert(id, start);
+        self.generation += 1;
     }
 
     /// A placement on reserved nodes for an order estimated to end before
