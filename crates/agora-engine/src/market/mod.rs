@@ -96,7 +96,7 @@
 //! the last one at hand).
 //! Starting a lease derives its nodes' index entries and power from the old
 //! ones instead of walking their GPUs and other leases. Lookups by id that
-//! no output iterates (nodes, leases, pending orders' keys, a tenant's
+//! no output iterates (nodes, leases, sites, pending orders' keys, a tenant's
 //! pending orders, a round's per-node and per-lease bookkeeping and its
 //! memory of failed shapes, which most orders of a busy round end at) go through
 //! hash maps with a fixed id hasher (`idmap.rs`), about one cache miss each
