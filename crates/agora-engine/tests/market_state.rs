@@ -242,3 +242,36 @@ fn within_a_tier_and_bid_the_tenant_with_less_recent_use_goes_first() {
     m.set_share_rank(TenantId(1), 0);
     assert_eq!(m.clear().placements[0].order, OrderId(1));
 }
+
+/// Orders alike (shape and price) that fail get the same reason while the
+/// round changes nothing, and a fresh one once it does: a placement between
+/// them changes what the next one is told.
+#[test]
+fn alike_orders_share_a_reason_until_the_round_changes() {
+    let mut m = Market::new();
+    m.upsert_node(node(1, "h100", 8, "1.00"));
+    m.upsert_node(node(2, "h100", 4, "1.00"));
+    // Node 1 keeps 2 GPUs free.
+    m.add_order(order(1, Tier::OnDemand, "5.00", 1, 6));
+    let plan = m.clear();
+    m.start_lease(LeaseId(1), Tier::OnDemand, &plan.placements[0]);
+    // In service order: 6 GPUs (no node has them), 6 again, 3 (fits node 2), 6, 6.
+    for (id, gpus) in [(2, 6), (3, 6), (4, 3), (5, 6), (6, 6)] {
+        m.add_order(order(id, Tier::OnDemand, "3.00", 1, gpus));
+    }
+    let plan = m.clear();
+    assert_eq!(plan.placements.len(), 1);
+    assert_eq!(plan.placements[0].order, OrderId(4));
+    let most_free = |id: u64| match plan.unplaced.get(&OrderId(id)) {
+        Some(Unplaced::NotEnoughFree {
+            most_free_on_one_node, ..
+        }) => *most_free_on_one_node,
+        other => panic!("order {id}: {other:?}"),
+    };
+    assert_eq!((most_free(2), most_free(3)), (4, 4), "node 2 is free before order 4");
+    assert_eq!(
+        (most_free(5), most_free(6)),
+        (2, 2),
+        "then node 1's 2 GPUs are the most"
+    );
+}

@@ -354,10 +354,10 @@ impl Exchange {
                     gpu_indices: p.gpu_indices.clone(),
                 })
                 .collect();
-            ex.market.start_lease(
+            ex.market.start_lease_owned(
                 l.id,
                 l.tier,
-                &Placement {
+                Placement {
                     order: l.order,
                     tenant: l.tenant,
                     bid: l.bid,

@@ -103,6 +103,9 @@ pub(super) fn clear(market: &Market, inputs: RoundInputs<'_>, eligible: impl Fn(
         };
         let reason = if order.tier == Tier::Reserved {
             round.serve_reserved(order, &mut plan)
+        } else if let Some(index) = round.failed_alike(order, shape) {
+            // Most orders of a busy round end here, without a search.
+            Some(plan.unplaced.reason_at(index).clone())
         } else {
             round.serve(order, shape, accepted, &mut plan)
         };
@@ -161,7 +164,7 @@ impl Accepted {
 
 /// What a search depends on besides the price: orders of one shape that
 /// failed at some price fail at any lower price in the same round.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Shape {
     /// The market's number for the order's model filter: orders with the
     /// same model list and VRAM floor accept the same models.
@@ -172,6 +175,36 @@ struct Shape {
     checkpointable: bool,
     /// Tiers see different capacity: on-demand work never takes idle reserved GPUs, spot work may.
     tier: Tier,
+}
+
+/// One word for the hasher: the maps keyed by shapes are looked up once or
+/// more per order, and hashing five fields one by one was most of a lookup.
+/// (Equal shapes hash equal; unequal ones rarely collide, and equality decides.)
+impl std::hash::Hash for Shape {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        h.write_u64(self.word());
+    }
+}
+
+impl Shape {
+    fn word(&self) -> u64 {
+        (u64::from(self.models) << 40)
+            ^ (u64::from(self.nodes) << 16)
+            ^ (u64::from(self.gpus_per_node) << 3)
+            ^ (u64::from(self.checkpointable) << 2)
+            ^ self.tier as u64
+    }
+}
+
+/// A shape at a price, hashed as one word (see [`Shape`]'s `Hash`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ShapeAt(Shape, PricePerGpuHour);
+
+impl std::hash::Hash for ShapeAt {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        let micros = (self.1).0.0;
+        h.write_u64(self.0.word() ^ (micros as u64).rotate_left(21) ^ ((micros >> 64) as u64));
+    }
 }
 
 /// The state of a round in progress: the market as it was, plus what this
@@ -261,7 +294,8 @@ struct Round<'m> {
     /// generation: a later order alike — not personal, not spanning
     /// providers, not planning a backfill reservation — gets the same while
     /// nothing changed (most orders of a busy round end here).
-    failed: IdMap<(Shape, PricePerGpuHour), (u64, Unplaced)>,
+    /// (The reason's index in the plan's reasons: `clear` pushes what `serve` returns next.)
+    failed: IdMap<ShapeAt, (u64, usize)>,
 }
 
 /// The order a round is serving, as the policies see it.
@@ -404,13 +438,9 @@ impl<'m> Round<'m> {
         plan: &mut RoundPlan,
     ) -> Option<Unplaced> {
         self.begin(order);
-        let memo = self.alike_fails_alike(order).then_some((shape, order.max_price));
-        if let Some(key) = memo
-            && let Some((generation, reason)) = self.failed.get(&key)
-            && *generation == self.generation
-        {
-            return Some(reason.clone());
-        }
+        let memo = self
+            .alike_fails_alike(order, self.personal())
+            .then_some(ShapeAt(shape, order.max_price));
         let models = accepted.models.as_slice();
         // A soft provider share cap: a placement within it first, at any ask within the bid.
         let p = self.market.policies;
@@ -485,7 +515,7 @@ impl<'m> Round<'m> {
             }),
             None => {
                 if let Some(key) = memo {
-                    self.failed.insert(key, (self.generation, reason.clone()));
+                    self.failed.insert(key, (self.generation, plan.unplaced.len()));
                 }
                 Some(reason)
             }
@@ -495,8 +525,8 @@ impl<'m> Round<'m> {
     /// Whether the order's outcome depends on its shape, its price and the
     /// round's state alone: not on its tenant (the policies), its latency
     /// bound (a split), nor its duration estimate (backfill).
-    fn alike_fails_alike(&self, order: &OrderSpec) -> bool {
-        !self.personal()
+    fn alike_fails_alike(&self, order: &OrderSpec, personal: bool) -> bool {
+        !personal
             && order.max_latency_ms.is_none()
             && (self.clock.is_none() || self.reservations_made >= BACKFILL_RESERVATIONS)
             && (self.hidden.is_empty() || order.duration_estimate_s.is_none())
@@ -555,17 +585,34 @@ impl<'m> Round<'m> {
         self.reserved.to_mut().get_mut(&key)
     }
 
-    /// Starts serving an order: the policies look at its tenant from here on.
-    fn begin(&mut self, order: &OrderSpec) {
+    /// The index in the plan's reasons of the reason an order alike got
+    /// (see [`Round::failed`]), if nothing changed since.
+    fn failed_alike(&self, order: &OrderSpec, shape: Shape) -> Option<usize> {
+        if self.failed.is_empty() || !self.alike_fails_alike(order, self.personal_for(order)) {
+            return None;
+        }
+        self.failed
+            .get(&ShapeAt(shape, order.max_price))
+            .filter(|(generation, _)| *generation == self.generation)
+            .map(|(_, index)| *index)
+    }
+
+    /// Whether the policies look at the order's tenant: they may refuse or
+    /// reorder its candidates.
+    fn personal_for(&self, order: &OrderSpec) -> bool {
         let p = &self.market.policies;
         // Without policies (the common case) the tenant's holdings are not looked up.
-        let personal =
-            order.tier != Tier::Reserved && (p.provider_share_cap_bps.is_some() || p.small_tenant_floor_bps > 0) && {
-                let total_after = self.held_total(order.tenant) + order.gpus_total();
-                let capped = p.provider_share_cap_bps.is_some() && total_after > p.provider_share_min_gpus;
-                let floored = p.small_tenant_floor_bps > 0 && total_after >= p.small_tenant_gpus;
-                capped || floored
-            };
+        order.tier != Tier::Reserved && (p.provider_share_cap_bps.is_some() || p.small_tenant_floor_bps > 0) && {
+            let total_after = self.held_total(order.tenant) + order.gpus_total();
+            let capped = p.provider_share_cap_bps.is_some() && total_after > p.provider_share_min_gpus;
+            let floored = p.small_tenant_floor_bps > 0 && total_after >= p.small_tenant_gpus;
+            capped || floored
+        }
+    }
+
+    /// Starts serving an order: the policies look at its tenant from here on.
+    fn begin(&mut self, order: &OrderSpec) {
+        let personal = self.personal_for(order);
         self.current = Some(Current {
             tenant: order.tenant,
             tier: order.tier,

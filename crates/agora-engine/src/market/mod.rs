@@ -715,6 +715,13 @@ impl Market {
     /// If the lease id is in use, a node is unknown, or a GPU index is out of
     /// range or already held: the caller applied a stale or foreign plan.
     pub fn start_lease(&mut self, lease: LeaseId, tier: Tier, placement: &Placement) {
+        self.start_lease_owned(lease, tier, placement.clone());
+    }
+
+    /// [`Market::start_lease`] for a caller done with the placement: its
+    /// allocations move into the lease instead of being copied (a copy is a
+    /// few allocations per lease, a good part of starting one).
+    pub fn start_lease_owned(&mut self, lease: LeaseId, tier: Tier, placement: Placement) {
         assert!(!self.leases.contains_key(&lease), "lease {lease} started twice");
         assert!(
             !placement.allocations.is_empty(),
@@ -730,8 +737,8 @@ impl Market {
             bid: placement.bid,
             provider: placement.provider,
             price: placement.price,
-            allocations: placement.allocations.clone(),
-            reserved: placement.reserved.clone(),
+            allocations: placement.allocations,
+            reserved: placement.reserved,
             ends_at: placement.ends_at,
             gang: placement.gang,
             stopping: false,
@@ -739,7 +746,6 @@ impl Market {
         self.reserved_lease_changed(&started, 1);
         self.count_tenant_use(&started, 1);
         self.estimated_leases += u64::from(started.ends_at.is_some());
-        self.leases.insert(lease, started);
         self.lease_ids.insert(lease);
         let Market {
             nodes,
@@ -749,7 +755,8 @@ impl Market {
             reservations,
             ..
         } = self;
-        for alloc in &placement.allocations {
+        let started = leases.entry(lease).insert_entry(started).into_mut();
+        for alloc in &started.allocations {
             let node = nodes
                 .get_mut(&alloc.node)
                 .unwrap_or_else(|| panic!("lease {lease}: unknown node {}", alloc.node));
@@ -777,9 +784,13 @@ impl Market {
                 sites,
                 reservations,
             );
+        }
+        #[cfg(debug_assertions)]
+        for alloc in &self.leases[&lease].allocations {
+            let node = &self.nodes[&alloc.node];
             debug_assert_eq!(
                 node.indexed,
-                entry_of(node, leases),
+                entry_of(node, &self.leases),
                 "node {} indexed as it is",
                 alloc.node
             );

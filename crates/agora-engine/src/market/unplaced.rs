@@ -72,6 +72,11 @@ impl Reasons {
         self.0.push((order, reason));
     }
 
+    /// The reason pushed `index`-th.
+    pub(crate) fn reason_at(&self, index: usize) -> &Unplaced {
+        &self.0[index].1
+    }
+
     /// In service order.
     pub fn iter(&self) -> std::slice::Iter<'_, (OrderId, Unplaced)> {
         self.0.iter()
