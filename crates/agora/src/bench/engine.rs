@@ -4,7 +4,7 @@
 //! plan; between rounds a share of the running leases end and new orders refill
 //! the queue, so later rounds measure the steady state, not only the first fill.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -13,7 +13,7 @@ use agora_sim::fleet;
 use agora_sim::rng::SplitMix64;
 use agora_sim::traces::{self, TraceJob};
 use agora_sim::workload::{self, Mix};
-use agora_types::{DomainId, LeaseId, NodeId, Tier};
+use agora_types::{DomainId, LeaseId, NodeId, OrderId, Tier};
 use anyhow::{Context, anyhow};
 use clap::Args;
 use serde::Serialize;
@@ -153,7 +153,11 @@ pub(crate) fn run(args: EngineBench) -> anyhow::Result<u8> {
         market.set_policies(agora_server::events::MarketRules::default().policies);
     }
     let mut next_order = 1;
+    // Each order's tier, as the exchange keeps its orders: starting a lease
+    // takes the tier from the caller, not from a lookup in the market.
+    let mut tiers: HashMap<OrderId, Tier> = HashMap::new();
     for o in workload::orders(&mut rng, &mix, args.orders, next_order) {
+        tiers.insert(o.id, o.tier);
         market.add_order(o);
     }
     next_order += args.orders as u64;
@@ -190,7 +194,7 @@ pub(crate) fn run(args: EngineBench) -> anyhow::Result<u8> {
         // Applying the plan: the placements move into the market.
         let t2 = Instant::now();
         for p in plan.placements.drain(..) {
-            let tier = market.order(p.order).map_or(Tier::OnDemand, |o| o.tier);
+            let tier = tiers.remove(&p.order).expect("the bench's own order");
             let lease = LeaseId(next_lease);
             next_lease += 1;
             market.start_lease_owned(lease, tier, p);
@@ -257,6 +261,7 @@ pub(crate) fn run(args: EngineBench) -> anyhow::Result<u8> {
         });
         let missing = args.orders.saturating_sub(market.pending_orders().count());
         for o in workload::orders(&mut rng, &mix, missing, next_order) {
+            tiers.insert(o.id, o.tier);
             market.add_order(o);
         }
         next_order += missing as u64;
