@@ -501,7 +501,8 @@ impl Scenario {
 /// ```yaml
 /// name: trace-itp-cluster04
 /// trace:
-///   format: ms-itp              # ms-itp | philly
+///   format: ms-itp              # ms-itp | philly | alibaba-2023-pods
+///   # fractional: round-up      # alibaba-2023-pods: a pod sharing a GPU gets a whole one, or `reject`
 ///   file: ../data/traces/ms-itp/cluster04.csv   # relative to the scenario file
 ///   nodes: 80
 ///   gpus_per_node: 8
@@ -531,6 +532,9 @@ pub struct TraceSettings {
     pub file: String,
     pub nodes: u32,
     pub gpus_per_node: u32,
+    /// Alibaba pods sharing one GPU: `round-up` (a whole GPU, the default) or `reject`.
+    #[serde(default)]
+    pub fractional: crate::traces::Fractional,
     #[serde(default)]
     pub policy: ReplayPolicy,
     #[serde(default = "default_queues")]
@@ -554,6 +558,9 @@ pub struct TraceSettings {
 pub enum TraceFormat {
     MsItp,
     Philly,
+    /// Alibaba cluster-trace-gpu-v2023 pods (see `traces::parse_alibaba_pods`).
+    #[serde(rename = "alibaba-2023-pods")]
+    Alibaba2023Pods,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]

@@ -1,8 +1,17 @@
 //! Readers for real GPU job traces: each row becomes a [`TraceJob`] with its
 //! submission time, duration and GPU count. Malformed rows are errors naming
-//! the line, never skipped silently.
+//! the line, never skipped silently; rows a format documents as no GPU job
+//! (CPU-only pods, pods never scheduled) are left out and counted.
+//!
+//! Alibaba's traces (`cluster-trace-gpu-v2023` pods, `cluster-trace-gpu-v2025`
+//! inference instances) carry no licence: they are read from where the user
+//! keeps them, never copied into this repository (the tests use rows written
+//! in their format).
 
+use std::collections::BTreeMap;
 use std::path::Path;
+
+use agora_types::GpuModel;
 
 /// One job of a trace. Times are seconds from the trace's first submission.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,6 +163,249 @@ pub fn read_philly(path: &Path) -> Result<Vec<TraceJob>, TraceError> {
     parse_philly(&read(path)?)
 }
 
+const ALIBABA_PODS_HEADER: &str =
+    "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec,qos,pod_phase,creation_time,deletion_time,scheduled_time";
+const ALIBABA_INSTANCES_HEADER: &str = "instance_sn,role,app_name,cpu_request,cpu_limit,gpu_request,gpu_limit,rdma_request,rdma_limit,memory_request,memory_limit,disk_request,disk_limit,max_instance_per_node,creation_time,scheduled_time,deletion_time";
+
+/// What to do with a pod that shares one GPU (`num_gpu` 1, `gpu_milli` below 1000).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Fractional {
+    /// Give it a whole GPU: Agora sells whole GPUs.
+    #[default]
+    RoundUp,
+    /// Leave it out (counted in [`PodTrace::fractional_rejected`]).
+    Reject,
+}
+
+/// Alibaba's GPU model codes in `gpu_spec` and the node list, by catalog name;
+/// `G1`–`G3` are undisclosed and map to none.
+fn alibaba_model(code: &str) -> Option<GpuModel> {
+    let name = match code {
+        "V100M16" => "V100-16GB",
+        "V100M32" => "V100-32GB",
+        "P100" => "P100",
+        "T4" => "T4",
+        "A10" => "A10",
+        _ => return None,
+    };
+    Some(GpuModel::resolve(name).expect("in the catalog"))
+}
+
+/// An Alibaba 2023 pod trace: the GPU jobs, each with the models it accepts
+/// (empty: any), and what was left out.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PodTrace {
+    pub jobs: Vec<TraceJob>,
+    /// Per job, the catalog models of its `gpu_spec`, in its order (empty: any model).
+    pub gpu_models: Vec<Vec<GpuModel>>,
+    /// Pods asking for no GPU.
+    pub cpu_only: usize,
+    /// Pods never scheduled (no `scheduled_time`): nothing ran.
+    pub never_scheduled: usize,
+    /// Pods sharing one GPU, given a whole one ([`Fractional::RoundUp`]).
+    pub fractional_rounded: usize,
+    /// Pods sharing one GPU, left out ([`Fractional::Reject`]).
+    pub fractional_rejected: usize,
+    /// Jobs whose `gpu_spec` named only undisclosed models (`G1`–`G3`): they accept any model.
+    pub undisclosed_only: usize,
+}
+
+/// Alibaba `cluster-trace-gpu-v2023` pods (`openb_pod_list_*.csv`): a pod
+/// with GPUs that was scheduled is a job submitted at `creation_time` that
+/// runs from `scheduled_time` to `deletion_time` (its duration is the
+/// difference); `gpu_spec` (`V100M16|V100M32`) lists the models it accepts.
+pub fn parse_alibaba_pods(text: &str, fractional: Fractional) -> Result<PodTrace, TraceError> {
+    let mut lines = text.lines().enumerate();
+    match lines.next() {
+        Some((_, h)) if h.trim() == ALIBABA_PODS_HEADER => {}
+        _ => {
+            return Err(TraceError::Header {
+                line: 1,
+                expected: ALIBABA_PODS_HEADER,
+            });
+        }
+    }
+    let mut out = PodTrace::default();
+    let mut rows: Vec<(TraceJob, Vec<GpuModel>)> = Vec::new();
+    for (i, line) in lines.filter(|(_, l)| !l.trim().is_empty()) {
+        let n = i + 1;
+        let c = columns(line, 11, n)?;
+        let gpus: u32 = number(n, "num_gpu", c[3], "a GPU count")?;
+        let milli: u32 = number(n, "gpu_milli", c[4], "a thousandth of a GPU")?;
+        let created = seconds(n, "creation_time", c[8])?;
+        let deleted = seconds(n, "deletion_time", c[9])?;
+        if gpus == 0 {
+            out.cpu_only += 1;
+            continue;
+        }
+        if c[10].is_empty() {
+            out.never_scheduled += 1;
+            continue;
+        }
+        let scheduled = seconds(n, "scheduled_time", c[10])?;
+        if gpus == 1 && milli < 1000 {
+            match fractional {
+                Fractional::RoundUp => out.fractional_rounded += 1,
+                Fractional::Reject => {
+                    out.fractional_rejected += 1;
+                    continue;
+                }
+            }
+        }
+        let codes: Vec<&str> = c[5].split('|').filter(|s| !s.is_empty()).collect();
+        let mut models: Vec<GpuModel> = Vec::new();
+        for code in &codes {
+            match alibaba_model(code) {
+                Some(m) if !models.contains(&m) => models.push(m),
+                Some(_) => {}
+                None if matches!(*code, "G1" | "G2" | "G3") => {}
+                None => {
+                    return Err(TraceError::Field {
+                        line: n,
+                        field: "gpu_spec",
+                        value: c[5].to_string(),
+                        what: "a list of V100M16, V100M32, P100, T4, A10, G1, G2, G3",
+                    });
+                }
+            }
+        }
+        if !codes.is_empty() && models.is_empty() {
+            out.undisclosed_only += 1;
+        }
+        rows.push((
+            TraceJob {
+                submit_s: created,
+                duration_s: deleted.saturating_sub(scheduled.max(created)),
+                gpus,
+            },
+            models,
+        ));
+    }
+    let first = rows.iter().map(|(j, _)| j.submit_s).min().unwrap_or(0);
+    rows.sort_by_key(|(j, _)| j.submit_s);
+    for (mut job, models) in rows {
+        job.submit_s -= first;
+        out.jobs.push(job);
+        out.gpu_models.push(models);
+    }
+    Ok(out)
+}
+
+pub fn read_alibaba_pods(path: &Path, fractional: Fractional) -> Result<PodTrace, TraceError> {
+    parse_alibaba_pods(&read(path)?, fractional)
+}
+
+/// One GPU instance of an inference service (Alibaba 2025): a replica that
+/// runs from `start_s` until `end_s`, or past the trace's end (None).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceInstance {
+    pub submit_s: u64,
+    pub start_s: u64,
+    pub end_s: Option<u64>,
+    pub gpus: u32,
+}
+
+/// An inference service (`app_name`) and its GPU instances, by submission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    pub name: String,
+    /// At most this many of its instances on one node (None: no limit).
+    pub max_per_node: Option<u32>,
+    pub instances: Vec<ServiceInstance>,
+}
+
+/// An Alibaba 2025 instance trace: its services with GPU instances, and what was left out.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ServiceTrace {
+    /// By name.
+    pub services: Vec<Service>,
+    /// Instances without a GPU (the CPU nodes of disaggregated serving).
+    pub cpu_only: usize,
+    /// GPU instances already running when the trace starts (no creation time): submitted at 0.
+    pub running_at_start: usize,
+}
+
+impl ServiceTrace {
+    pub fn instances(&self) -> usize {
+        self.services.iter().map(|s| s.instances.len()).sum()
+    }
+}
+
+/// Alibaba `cluster-trace-gpu-v2025` inference instances
+/// (`disaggregated_DLRM_trace.csv`): each GPU instance is a replica of its
+/// service (`app_name`), created at `creation_time`, running from
+/// `scheduled_time` to `deletion_time`. An empty or `NaN` creation or
+/// scheduling time means before the trace began (0); an empty deletion
+/// time, after it ended. Fractional GPU requests round up to whole GPUs.
+pub fn parse_alibaba_instances(text: &str) -> Result<ServiceTrace, TraceError> {
+    let mut lines = text.lines().enumerate();
+    match lines.next() {
+        Some((_, h)) if h.trim() == ALIBABA_INSTANCES_HEADER => {}
+        _ => {
+            return Err(TraceError::Header {
+                line: 1,
+                expected: ALIBABA_INSTANCES_HEADER,
+            });
+        }
+    }
+    let mut out = ServiceTrace::default();
+    let mut services: BTreeMap<String, Service> = BTreeMap::new();
+    let time = |n: usize, field: &'static str, v: &str| -> Result<Option<u64>, TraceError> {
+        if v.is_empty() || v.eq_ignore_ascii_case("nan") {
+            Ok(None)
+        } else {
+            seconds(n, field, v).map(Some)
+        }
+    };
+    for (i, line) in lines.filter(|(_, l)| !l.trim().is_empty()) {
+        let n = i + 1;
+        let c = columns(line, 17, n)?;
+        let gpu: f64 = number(n, "gpu_request", c[5], "a GPU count")?;
+        if !(gpu.is_finite() && (0.0..=64.0).contains(&gpu)) {
+            return Err(TraceError::Field {
+                line: n,
+                field: "gpu_request",
+                value: c[5].to_string(),
+                what: "a GPU count of 0 to 64",
+            });
+        }
+        let per_node: i64 = number(n, "max_instance_per_node", c[13], "a count or -1")?;
+        let created = time(n, "creation_time", c[14])?;
+        let scheduled = time(n, "scheduled_time", c[15])?;
+        let deleted = time(n, "deletion_time", c[16])?;
+        if gpu == 0.0 {
+            out.cpu_only += 1;
+            continue;
+        }
+        if created.is_none() {
+            out.running_at_start += 1;
+        }
+        let submit_s = created.unwrap_or(0);
+        let start_s = scheduled.unwrap_or(0).max(submit_s);
+        let service = services.entry(c[2].to_string()).or_insert_with(|| Service {
+            name: c[2].to_string(),
+            max_per_node: u32::try_from(per_node).ok().filter(|p| *p > 0),
+            instances: Vec::new(),
+        });
+        service.instances.push(ServiceInstance {
+            submit_s,
+            start_s,
+            end_s: deleted.map(|d| d.max(start_s)),
+            gpus: gpu.ceil() as u32,
+        });
+    }
+    for mut s in services.into_values() {
+        s.instances.sort_by_key(|i| (i.submit_s, i.start_s));
+        out.services.push(s);
+    }
+    Ok(out)
+}
+
+pub fn read_alibaba_instances(path: &Path) -> Result<ServiceTrace, TraceError> {
+    parse_alibaba_instances(&read(path)?)
+}
+
 /// Seconds since 1970-01-01 of `YYYY-MM-DD hh:mm:ss` (proleptic Gregorian).
 fn timestamp(text: &str) -> Option<u64> {
     let (date, time) = text.split_once(' ')?;
@@ -229,5 +481,95 @@ mod tests {
         let philly = read_philly(&dir.join("philly/philly.csv")).unwrap();
         assert_eq!(philly.len(), 82_247);
         assert_eq!(philly.iter().map(|j| j.gpus).max(), Some(128));
+    }
+
+    /// Rows written in the format of Alibaba's 2023 pod list (the trace
+    /// itself stays out of the repository): CPU-only and never-scheduled
+    /// pods are left out, a shared GPU is rounded up or rejected, and
+    /// `gpu_spec` becomes catalog models.
+    const PODS: &str =
+        "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec,qos,pod_phase,creation_time,deletion_time,scheduled_time
+p0,12000,16384,1,1000,,LS,Running,100,1100,100
+p1,6000,12288,1,460,V100M16|V100M32,LS,Succeeded,200,900,250
+p2,4000,8192,0,0,,BE,Running,300,400,300
+p3,11908,47104,1,1000,,BE,Pending,400,500,
+p4,88000,327680,8,1000,G2,Burstable,Succeeded,50,5050,60
+p5,16000,32768,2,1000,P100|G3|T4,LS,Failed,500,530,510
+";
+
+    #[test]
+    fn alibaba_pods_become_jobs_with_their_models() {
+        let t = parse_alibaba_pods(PODS, Fractional::RoundUp).unwrap();
+        let m = |n: &str| GpuModel::resolve(n).unwrap();
+        // Sorted by submission, rebased to the first (p4 at 50).
+        let rows: Vec<(u64, u64, u32)> = t.jobs.iter().map(|j| (j.submit_s, j.duration_s, j.gpus)).collect();
+        assert_eq!(rows, [(0, 4990, 8), (50, 1000, 1), (150, 650, 1), (450, 20, 2)]);
+        assert_eq!(
+            t.gpu_models,
+            [
+                vec![],
+                vec![],
+                vec![m("V100-16GB"), m("V100-32GB")],
+                vec![m("P100"), m("T4")]
+            ]
+        );
+        assert_eq!(
+            (
+                t.cpu_only,
+                t.never_scheduled,
+                t.fractional_rounded,
+                t.fractional_rejected,
+                t.undisclosed_only
+            ),
+            (1, 1, 1, 0, 1)
+        );
+        let rejected = parse_alibaba_pods(PODS, Fractional::Reject).unwrap();
+        assert_eq!((rejected.jobs.len(), rejected.fractional_rejected), (3, 1));
+        let bad = PODS.replace("P100|G3|T4", "H800");
+        let e = parse_alibaba_pods(&bad, Fractional::RoundUp).unwrap_err();
+        assert!(e.to_string().contains("line 7: gpu_spec: `H800`"), "{e}");
+        let e = parse_alibaba_pods(&PODS.replace("p0,12000", "p0,12000,9"), Fractional::RoundUp).unwrap_err();
+        assert!(e.to_string().contains("line 2: expected 11 columns"), "{e}");
+    }
+
+    /// Rows in the format of Alibaba's 2025 inference instances: CPU
+    /// instances are left out; GPU instances are replicas of their service,
+    /// with times missing before the trace's start or after its end.
+    const INSTANCES: &str = "instance_sn,role,app_name,cpu_request,cpu_limit,gpu_request,gpu_limit,rdma_request,rdma_limit,memory_request,memory_limit,disk_request,disk_limit,max_instance_per_node,creation_time,scheduled_time,deletion_time
+instance_0,HN,app_0,12,12,1,1,25,25,120.0,120.0,640.0,800.0,8,,,
+instance_1,HN,app_0,12,12,1,1,25,25,120.0,120.0,680.0,800.0,8,475.00000000000006,623.0,91730.0
+instance_2,CN,app_22,64,64,0,0,1,1,320.0,320.0,544.0,640.0,-1,475.0,623.0,
+instance_3,HN,app_7,12,12,0.5,0.5,25,25,120.0,120.0,640.0,800.0,-1,NaN,NaN,1000.0
+";
+
+    #[test]
+    fn alibaba_instances_become_service_replicas() {
+        let t = parse_alibaba_instances(INSTANCES).unwrap();
+        assert_eq!((t.cpu_only, t.running_at_start, t.instances()), (1, 2, 3));
+        let names: Vec<&str> = t.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["app_0", "app_7"]);
+        assert_eq!(t.services[0].max_per_node, Some(8));
+        assert_eq!(
+            t.services[0].instances,
+            [
+                ServiceInstance {
+                    submit_s: 0,
+                    start_s: 0,
+                    end_s: None,
+                    gpus: 1
+                },
+                ServiceInstance {
+                    submit_s: 475,
+                    start_s: 623,
+                    end_s: Some(91_730),
+                    gpus: 1
+                }
+            ]
+        );
+        // Half a GPU is a whole one; no density limit.
+        assert_eq!(t.services[1].max_per_node, None);
+        assert_eq!(t.services[1].instances[0].gpus, 1);
+        let e = parse_alibaba_instances(&INSTANCES.replace(",0.5,0.5,", ",many,0.5,")).unwrap_err();
+        assert!(e.to_string().contains("line 5: gpu_request: `many`"), "{e}");
     }
 }

@@ -127,7 +127,14 @@ const CATALOG: &[GpuSpec] = &[
         Interface::Pcie,
         &["rtxa6000", "a6000", "nvidia-rtx-a6000"],
     ),
-    gpu("V100-32GB", 32, 0, 300, Interface::Sxm, &["v100", "tesla-v100"]),
+    gpu(
+        "V100-32GB",
+        32,
+        0,
+        300,
+        Interface::Sxm,
+        &["v100", "tesla-v100", "v100m32", "tesla-v100-32gb"],
+    ),
     gpu("T4", 16, 0, 70, Interface::Pcie, &["tesla-t4", "nvidia-t4"]),
     gpu(
         "MI300X",
@@ -153,6 +160,23 @@ const CATALOG: &[GpuSpec] = &[
         575,
         Interface::Pcie,
         &["rtx5090", "5090", "geforce-rtx-5090", "nvidia-geforce-rtx-5090"],
+    ),
+    // The older data-centre GPUs real traces name (Alibaba's `V100M16`, `P100`).
+    gpu(
+        "V100-16GB",
+        16,
+        0,
+        300,
+        Interface::Sxm,
+        &["v100m16", "tesla-v100-16gb", "v100-sxm2-16gb"],
+    ),
+    gpu(
+        "P100",
+        16,
+        0,
+        250,
+        Interface::Pcie,
+        &["tesla-p100", "p100-16gb", "nvidia-p100"],
     ),
 ];
 

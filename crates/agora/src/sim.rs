@@ -53,6 +53,41 @@ pub(crate) struct SimArgs {
 pub(crate) enum TraceFormat {
     MsItp,
     Philly,
+    /// Alibaba cluster-trace-gpu-v2023 pods (`openb_pod_list_*.csv`); see `--fractional`.
+    #[value(name = "alibaba-2023-pods")]
+    Alibaba2023Pods,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum FractionalArg {
+    RoundUp,
+    Reject,
+}
+
+/// The jobs of a trace file; for Alibaba's pods, what was left out goes to stderr.
+fn read_jobs(
+    format: scenario::TraceFormat,
+    file: &std::path::Path,
+    fractional: traces::Fractional,
+) -> anyhow::Result<Vec<traces::TraceJob>> {
+    Ok(match format {
+        scenario::TraceFormat::MsItp => traces::read_ms_itp(file)?,
+        scenario::TraceFormat::Philly => traces::read_philly(file)?,
+        scenario::TraceFormat::Alibaba2023Pods => {
+            let t = traces::read_alibaba_pods(file, fractional)?;
+            eprintln!(
+                "{} GPU jobs; left out: {} CPU-only, {} never scheduled, {} sharing a GPU; {} shared GPUs rounded up; \
+                 {} constrained to undisclosed models only (any model here); the replay fleet has one model",
+                t.jobs.len(),
+                t.cpu_only,
+                t.never_scheduled,
+                t.fractional_rejected,
+                t.fractional_rounded,
+                t.undisclosed_only
+            );
+            t.jobs
+        }
+    })
 }
 
 #[derive(Subcommand, Debug)]
@@ -65,6 +100,9 @@ pub(crate) enum SimCommand {
         trace: PathBuf,
         #[arg(long, value_enum, default_value = "ms-itp")]
         format: TraceFormat,
+        /// With `--format alibaba-2023-pods`: a pod sharing one GPU gets a whole one (`round-up`) or is left out (`reject`).
+        #[arg(long, value_enum, default_value = "round-up")]
+        fractional: FractionalArg,
         #[arg(long, default_value_t = 80)]
         nodes: u32,
         #[arg(long, default_value_t = 8)]
@@ -114,10 +152,7 @@ fn trace_scenario(path: &std::path::Path, out: Option<PathBuf>, output: Output) 
     let sc = TraceScenario::from_yaml(&text).with_context(|| path.display().to_string())?;
     let t = &sc.trace;
     let file = path.parent().unwrap_or(std::path::Path::new(".")).join(&t.file);
-    let jobs = match t.format {
-        scenario::TraceFormat::MsItp => traces::read_ms_itp(&file)?,
-        scenario::TraceFormat::Philly => traces::read_philly(&file)?,
-    };
+    let jobs = read_jobs(t.format, &file, t.fractional)?;
     let too_big = jobs.iter().filter(|j| j.gpus > t.nodes * t.gpus_per_node).count();
     if too_big > 0 {
         return Err(anyhow!(
@@ -295,6 +330,7 @@ fn replay_trace(cmd: SimCommand) -> anyhow::Result<u8> {
     let SimCommand::Replay {
         trace,
         format,
+        fractional,
         nodes,
         gpus_per_node,
         policy,
@@ -310,10 +346,16 @@ fn replay_trace(cmd: SimCommand) -> anyhow::Result<u8> {
     if nodes == 0 || gpus_per_node == 0 {
         return Err(anyhow!("--nodes and --gpus-per-node must be at least 1"));
     }
-    let jobs = match format {
-        TraceFormat::MsItp => traces::read_ms_itp(&trace)?,
-        TraceFormat::Philly => traces::read_philly(&trace)?,
+    let format = match format {
+        TraceFormat::MsItp => scenario::TraceFormat::MsItp,
+        TraceFormat::Philly => scenario::TraceFormat::Philly,
+        TraceFormat::Alibaba2023Pods => scenario::TraceFormat::Alibaba2023Pods,
     };
+    let fractional = match fractional {
+        FractionalArg::RoundUp => traces::Fractional::RoundUp,
+        FractionalArg::Reject => traces::Fractional::Reject,
+    };
+    let jobs = read_jobs(format, &trace, fractional)?;
     let too_big = jobs.iter().filter(|j| j.gpus > nodes * gpus_per_node).count();
     if too_big > 0 {
         return Err(anyhow!(
