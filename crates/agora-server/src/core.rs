@@ -264,6 +264,8 @@ pub struct Offline {
     pub vol: Volatile,
     events: Vec<Vec<u8>>,
     snapshot_at: u64,
+    /// Events up to here were forgotten (see [`Offline::compact_log`]).
+    compacted_through: u64,
 }
 
 impl Offline {
@@ -283,7 +285,25 @@ impl Offline {
             vol,
             events: Vec::new(),
             snapshot_at,
+            compacted_through: 0,
         })
+    }
+
+    /// Forgets the logged events the latest snapshot covers, up to
+    /// `keep_after` (what a reader of the log has read): a long simulation's
+    /// log then holds about `snapshot_every_events` events, not all of them.
+    pub fn compact_log(&mut self, keep_after: u64) -> anyhow::Result<()> {
+        let through = self.snapshot_at.min(keep_after);
+        if through <= self.compacted_through {
+            return Ok(());
+        }
+        match self.store.compact(through) {
+            // A snapshot that could not be written covers nothing: keep the events.
+            Ok(_) | Err(agora_store::StoreError::CompactAhead { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.compacted_through = through;
+        Ok(())
     }
 
     /// Runs `f` at `now`, then commits what it emitted.

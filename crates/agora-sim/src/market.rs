@@ -416,6 +416,9 @@ fn simulate(sc: &Scenario, seed: u64, checks: bool, progress: &mut dyn FnMut(u64
         sim.off.tick(at(now))?;
         sim.rounds += 1;
         sim.react(now)?;
+        // The log need not outgrow a snapshot's worth of events: recovery reads
+        // the latest snapshot and what follows it.
+        sim.off.compact_log(sim.cursor)?;
         sim.keep_alive(now)?;
         if now % metrics_ms == 0 {
             sim.metrics(now);

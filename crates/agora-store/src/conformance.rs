@@ -25,6 +25,10 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("large_payloads_round_trip", large_payloads_round_trip),
     ("snapshots_keep_the_newest", snapshots_keep_the_newest),
     (
+        "compaction_forgets_only_what_the_snapshot_covers",
+        compaction_forgets_only_what_the_snapshot_covers,
+    ),
+    (
         "logs_are_ordered_per_job_and_isolated",
         logs_are_ordered_per_job_and_isolated,
     ),
@@ -220,6 +224,43 @@ pub fn snapshots_keep_the_newest(store: &mut dyn Store) {
     }
     assert_eq!(store.latest_snapshot().unwrap(), Some((5, b"at 5 again".to_vec())));
     assert_eq!(store.last_seq().unwrap(), 5, "snapshots do not touch the event log");
+}
+
+/// Compaction forgets events a snapshot covers, never the newest (seqs go
+/// on from it), and refuses to forget what no snapshot covers.
+pub fn compaction_forgets_only_what_the_snapshot_covers(store: &mut dyn Store) {
+    store.append(&(1..=6).map(payload).collect::<Vec<_>>()).unwrap();
+    match store.compact(2) {
+        Err(StoreError::CompactAhead {
+            through: 2,
+            snapshot: 0,
+        }) => {}
+        other => panic!("compaction without a snapshot must be refused, got {other:?}"),
+    }
+    store.save_snapshot(4, b"at 4").unwrap();
+    match store.compact(5) {
+        Err(StoreError::CompactAhead {
+            through: 5,
+            snapshot: 4,
+        }) => {}
+        other => panic!("compaction past the snapshot must be refused, got {other:?}"),
+    }
+    assert_eq!(all_events(store).len(), 6, "a refused compaction forgets nothing");
+    assert_eq!(store.compact(4).unwrap(), 4);
+    assert_eq!(
+        all_events(store),
+        vec![(5, payload(5)), (6, payload(6))],
+        "recovery reads the snapshot and what follows it"
+    );
+    assert_eq!(store.read_events(0, 1).unwrap(), vec![(5, payload(5))]);
+    assert_eq!(store.compact(4).unwrap(), 0, "compacting again forgets nothing more");
+    // A snapshot of the newest event: every event but the newest goes, and seqs go on.
+    store.save_snapshot(6, b"at 6").unwrap();
+    assert_eq!(store.compact(6).unwrap(), 1);
+    assert_eq!(all_events(store), vec![(6, payload(6))]);
+    assert_eq!(store.last_seq().unwrap(), 6);
+    assert_eq!(store.append(&[payload(7)]).unwrap(), 7);
+    assert_eq!(store.latest_snapshot().unwrap(), Some((6, b"at 6".to_vec())));
 }
 
 /// Log records come back per job in append order with all fields; jobs do not see each other's.

@@ -35,6 +35,10 @@ pub enum StoreError {
     #[error("snapshot at seq {seq} is ahead of the last event {last_seq}")]
     SnapshotAhead { seq: u64, last_seq: u64 },
 
+    /// Compaction was asked to forget events that no snapshot covers.
+    #[error("cannot forget events through seq {through}: the newest snapshot is at {snapshot}")]
+    CompactAhead { through: u64, snapshot: u64 },
+
     /// A seq or id does not fit the signed 64-bit integers the backends store.
     #[error("{what} {value} does not fit a signed 64-bit integer")]
     OutOfRange { what: &'static str, value: u64 },

@@ -64,6 +64,14 @@ pub trait Store: Send {
     /// The newest snapshot and the seq it was taken at, if any.
     fn latest_snapshot(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError>;
 
+    /// Forgets the events up to `through`, which the newest snapshot covers:
+    /// recovery (that snapshot, then the events after it) needs none of them,
+    /// and a long run's log stays bounded. The newest event is always kept,
+    /// so that seqs go on from it. A `through` past the newest snapshot is
+    /// refused with [`StoreError::CompactAhead`]. Returns how many events were
+    /// forgotten; [`Store::read_events`] then starts after them.
+    fn compact(&mut self, through: u64) -> Result<u64, StoreError>;
+
     /// Appends job log records in one transaction. Each gets a store-assigned seq that increases
     /// across the whole store (not per job) and is never reused, even after pruning, so a reader
     /// can follow a job with `read_logs(job, last_seen_seq, …)`.

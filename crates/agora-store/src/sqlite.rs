@@ -218,7 +218,14 @@ impl Store for SqliteStore {
             .prepare_cached("SELECT seq, payload FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
         let mut rows = stmt.query(params![after_bound(after), limit_bound(limit)])?;
         let mut events = Vec::new();
-        let mut expected = after.saturating_add(1);
+        // Events up to the compaction point were forgotten on purpose (see `compact`).
+        let compacted: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT value FROM meta WHERE key = 'compacted_through'")?
+            .query_row([], |row| row.get(0))
+            .optional()?;
+        let compacted = compacted.map_or(Ok(0), |c| from_sql_int("compacted seq", c))?;
+        let mut expected = after.max(compacted).saturating_add(1);
         while let Some(row) = rows.next()? {
             let seq = from_sql_int("event seq", row.get(0)?)?;
             // Seqs are dense by construction; a gap means rows were lost or edited behind our
@@ -250,6 +257,37 @@ impl Store for SqliteStore {
             .execute([])?;
         tx.commit()?;
         Ok(())
+    }
+
+    fn compact(&mut self, through: u64) -> Result<u64, StoreError> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let snapshot: Option<i64> = tx
+            .prepare_cached("SELECT MAX(seq) FROM snapshots")?
+            .query_row([], |row| row.get(0))?;
+        let snapshot = snapshot.map(|s| from_sql_int("snapshot seq", s)).transpose()?;
+        match snapshot {
+            Some(s) if through <= s => {}
+            other => {
+                return Err(StoreError::CompactAhead {
+                    through,
+                    snapshot: other.unwrap_or(0),
+                });
+            }
+        }
+        // The newest event stays, so that seqs go on from it.
+        let last: i64 = tx.prepare_cached(SQL_LAST_SEQ)?.query_row([], |row| row.get(0))?;
+        let through = through.min(from_sql_int("event seq", last)?.saturating_sub(1));
+        let through_sql = to_sql_int("event seq", through)?;
+        let forgotten = tx
+            .prepare_cached("DELETE FROM events WHERE seq <= ?1")?
+            .execute([through_sql])?;
+        tx.prepare_cached(
+            "INSERT INTO meta (key, value) VALUES ('compacted_through', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
+        )?
+        .execute([through_sql])?;
+        tx.commit()?;
+        Ok(forgotten as u64)
     }
 
     fn latest_snapshot(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
