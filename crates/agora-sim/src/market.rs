@@ -244,6 +244,8 @@ struct SimProvider {
 
 struct HollowAgent {
     provider: ProviderId,
+    /// Its provider's index in `Sim::providers`.
+    index: usize,
     region: String,
     reg: RegisterAgent,
     running: BTreeSet<PartRef>,
@@ -540,6 +542,7 @@ impl Sim<'_> {
                 agent,
                 HollowAgent {
                     provider: id,
+                    index: i,
                     region,
                     reg,
                     running: BTreeSet::new(),
@@ -556,10 +559,8 @@ impl Sim<'_> {
 
     /// The agent's next host failure, if its group has an MTBF.
     fn schedule_failure(&mut self, agent: AgentId, after: u64) {
-        let Some(p) = self.providers.iter().find(|p| p.agents.contains(&agent)) else {
-            return;
-        };
-        if let Some(mtbf) = self.sc.providers[p.group].agent_mtbf {
+        let group = self.providers[self.agents[&agent].index].group;
+        if let Some(mtbf) = self.sc.providers[group].agent_mtbf {
             let when = after + self.faults.exponential(mtbf.0 * 1000).max(1);
             self.failures.insert((when, agent));
         }
@@ -573,19 +574,11 @@ impl Sim<'_> {
                 break;
             }
             self.failures.pop_first();
-            let gone = self
-                .providers
-                .iter()
-                .any(|p| p.left_ms.is_some() && p.agents.contains(&agent));
-            if gone {
+            let provider = &self.providers[self.agents[&agent].index];
+            if provider.left_ms.is_some() {
                 continue;
             }
-            let group = self
-                .providers
-                .iter()
-                .find(|p| p.agents.contains(&agent))
-                .map(|p| p.group)
-                .expect("a provider's agent");
+            let group = provider.group;
             let repair_ms = self.sc.providers[group].agent_repair.0 * 1000;
             let a = self.agents.get_mut(&agent).expect("a scheduled agent");
             // A host already down or cut off fails later, if at all.
@@ -1101,11 +1094,7 @@ impl Sim<'_> {
             .map(|(id, _)| *id)
             .collect();
         for id in back {
-            let gone = self
-                .providers
-                .iter()
-                .any(|p| p.left_ms.is_some() && p.agents.contains(&id));
-            if gone {
+            if self.providers[self.agents[&id].index].left_ms.is_some() {
                 continue;
             }
             let a = self.agents.get_mut(&id).expect("listed");
