@@ -127,8 +127,17 @@ impl SpotQuote {
 /// The spot quote of every class (GPU model, region) with an online node.
 pub fn spot_quotes<R: Ord>(market: &Market, region_of: impl Fn(SiteId) -> R) -> BTreeMap<(GpuModel, R), SpotQuote> {
     let mut book = Book::new(market, region_of);
-    book.add_leases(market);
-    book.add_orders(market);
+    if market.has_spot_work() {
+        book.add_leases(market);
+        book.add_orders(market);
+    } else {
+        // No spot lease and no spot order: every GPU held is held by non-spot
+        // work, the supply is what is free, nothing is demanded, and the
+        // price is the floor — without walking the leases.
+        for class in &mut book.classes {
+            class.supply_gpus = class.free_gpus;
+        }
+    }
     book.quotes()
 }
 
@@ -140,6 +149,9 @@ pub fn below_spot_price<R: Ord>(
     quotes: &BTreeMap<(GpuModel, R), SpotQuote>,
     region_of: impl Fn(SiteId) -> R,
 ) -> Vec<LeaseId> {
+    if !market.has_spot_leases() {
+        return Vec::new();
+    }
     market
         .leases()
         .filter(|l| l.tier == Tier::Spot && !l.stopping)
@@ -190,6 +202,8 @@ struct Class {
     /// None while the class has no online node (it was only named by an offline one).
     floor: Option<PricePerGpuHour>,
     online_gpus: u64,
+    /// Free GPUs of online nodes (what the supply is when no spot work exists).
+    free_gpus: u64,
     non_spot_gpus: u64,
     /// Set once the leases are tallied, before any order is.
     supply_gpus: u64,
@@ -337,17 +351,28 @@ impl<R: Ord> Book<R> {
         let mut index = BTreeMap::new();
         let mut classes: Vec<Class> = Vec::new();
         let mut nodes = Vec::new();
+        // A site's nodes are often consecutive (a large provider's thousands):
+        // the last node's class is at hand, without asking for its region.
+        let mut last: Option<(SiteId, GpuModel, usize)> = None;
         for node in market.nodes() {
             let spec = node.spec();
-            let next = classes.len();
-            let class = *index.entry((spec.model, region_of(spec.site))).or_insert(next);
-            if class == next {
-                classes.push(Class::default());
-            }
+            let class = match last {
+                Some((site, model, class)) if site == spec.site && model == spec.model => class,
+                _ => {
+                    let next = classes.len();
+                    let class = *index.entry((spec.model, region_of(spec.site))).or_insert(next);
+                    if class == next {
+                        classes.push(Class::default());
+                    }
+                    last = Some((spec.site, spec.model, class));
+                    class
+                }
+            };
             if node.online() {
                 let c = &mut classes[class];
                 c.floor = Some(c.floor.map_or(spec.ask, |f| f.min(spec.ask)));
                 c.online_gpus += u64::from(spec.gpus);
+                c.free_gpus += u64::from(node.free_gpus());
             }
             nodes.push(NodeFacts {
                 id: spec.id,

@@ -682,3 +682,35 @@ fn quotes_a_fleet_sized_market_in_one_pass() {
     );
     assert!(!below.is_empty() && below.windows(2).all(|w| w[0] < w[1]));
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Without spot leases or spot orders (the quotes then skip the leases):
+    /// each class's quote is its floor, its supply the free GPUs of its online
+    /// nodes counted GPU by GPU, and nothing is outbid.
+    #[test]
+    fn without_spot_work_every_quote_is_the_floor(mut g in market_gen()) {
+        for o in g.placed.iter_mut().chain(g.pending.iter_mut()) {
+            o.tier = 0;
+        }
+        let m = build(&g);
+        prop_assert!(!m.has_spot_work());
+        let quotes = quotes(&m);
+        let mut expected: BTreeMap<(GpuModel, &'static str), (PricePerGpuHour, u64)> = BTreeMap::new();
+        for n in m.nodes().filter(|n| n.online()) {
+            let s = n.spec();
+            let free = n.gpu_owners()[..s.gpus as usize].iter().filter(|o| o.is_none()).count() as u64;
+            let e = expected.entry((s.model, region(s.site))).or_insert((s.ask, 0));
+            e.0 = e.0.min(s.ask);
+            e.1 += free;
+        }
+        prop_assert_eq!(quotes.keys().collect::<Vec<_>>(), expected.keys().collect::<Vec<_>>());
+        for (class, q) in &quotes {
+            let (floor, supply) = expected[class];
+            prop_assert_eq!((q.price, q.floor, q.supply_gpus, q.demand_gpus), (floor, floor, supply, 0));
+            prop_assert!(!q.scarce && q.rationed_above.is_none());
+        }
+        prop_assert!(below_spot_price(&m, &quotes, region).is_empty());
+    }
+}

@@ -546,6 +546,9 @@ pub struct Market {
     orbital_sites: BTreeSet<SiteId>,
     /// Leases with an estimated end: without any, backfill can promise no start.
     estimated_leases: u64,
+    /// Leases of the spot tier, stopping or not: without any (and without
+    /// pending spot orders) every spot quote is its class's floor.
+    spot_leases: u64,
     /// Round-trip latency between regions, each pair once as (lower, higher);
     /// see [`Market::set_latency`].
     latency_ms: BTreeMap<(RegionId, RegionId), u32>,
@@ -746,6 +749,7 @@ impl Market {
         self.reserved_lease_changed(&started, 1);
         self.count_tenant_use(&started, 1);
         self.estimated_leases += u64::from(started.ends_at.is_some());
+        self.spot_leases += u64::from(started.tier == Tier::Spot);
         self.lease_ids.insert(lease);
         let Market {
             nodes,
@@ -820,6 +824,7 @@ impl Market {
         self.reserved_lease_changed(&l, -1);
         self.count_tenant_use(&l, -1);
         self.estimated_leases -= u64::from(l.ends_at.is_some());
+        self.spot_leases -= u64::from(l.tier == Tier::Spot);
         for alloc in &l.allocations {
             let node = self.nodes.get_mut(&alloc.node).expect("a lease's nodes exist");
             for &gpu in &alloc.gpu_indices {
@@ -838,6 +843,21 @@ impl Market {
             self.refresh(alloc.node);
         }
         Some(l)
+    }
+
+    /// Whether any lease is of the spot tier, or any pending order.
+    pub fn has_spot_work(&self) -> bool {
+        self.spot_leases > 0
+            || self
+                .queue
+                .keys()
+                .next_back()
+                .is_some_and(|(tier, ..)| *tier == Tier::Spot)
+    }
+
+    /// Whether any lease, stopping or not, is of the spot tier.
+    pub fn has_spot_leases(&self) -> bool {
+        self.spot_leases > 0
     }
 
     pub fn node(&self, node: NodeId) -> Option<&Node> {
