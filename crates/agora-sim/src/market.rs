@@ -34,7 +34,9 @@ use agora_server::ServerConfig;
 use agora_server::core::Offline;
 use agora_server::events::{Event, MarketRules, RegionLatency};
 use agora_server::ops;
-use agora_types::{AgentId, GpuModel, JobId, JobKind, LeaseId, Micros, PricePerGpuHour, ProviderId, TenantId, UnixMs};
+use agora_types::{
+    AgentId, GpuModel, JobId, JobKind, LeaseId, Micros, PricePerGpuHour, ProviderId, TenantId, Tier, UnixMs,
+};
 use serde::Serialize;
 
 use crate::rng::SplitMix64;
@@ -152,6 +154,10 @@ pub struct Summary {
     pub concentration: Concentration,
     /// Agents' hosts that failed (`agent_mtbf`).
     pub agent_failures: u64,
+    /// What reservation contracts charged their tenants (in `spend` too).
+    pub contract_charges: Micros,
+    /// GPU-hours of spot leases on idle reserved GPUs (resold to others).
+    pub resold_gpu_hours: f64,
     /// `Ledger::verify` over the whole journal at the end: balances, holds and chain.
     pub ledger_verified: bool,
     pub fees: Micros,
@@ -297,6 +303,8 @@ struct Sim<'s> {
     faults: SplitMix64,
     failures: BTreeSet<(u64, AgentId)>,
     agent_failures: u64,
+    /// Which of the scenario's contracts were recorded.
+    contracts_made: Vec<bool>,
     refused: u64,
     rounds: u64,
     timeseries: Vec<MetricsRow>,
@@ -321,6 +329,9 @@ fn rules_for(sc: &Scenario, policies: PolicyChoice) -> MarketRules {
             .collect(),
         ..MarketRules::default()
     };
+    if let Some(bps) = sc.max_reserved_share_bps {
+        rules.max_reserved_share_bps = bps;
+    }
     if policies == PolicyChoice::Off {
         rules.policies.provider_share_cap_bps = None;
         rules.policies.small_tenant_floor_bps = 0;
@@ -391,6 +402,7 @@ fn simulate(sc: &Scenario, seed: u64, checks: bool, progress: &mut dyn FnMut(u64
         faults: SplitMix64::new(seed ^ 0x6661_756c_7473),
         failures: BTreeSet::new(),
         agent_failures: 0,
+        contracts_made: vec![false; sc.contracts.len()],
         refused: 0,
         rounds: 0,
         timeseries: Vec::new(),
@@ -413,6 +425,7 @@ fn simulate(sc: &Scenario, seed: u64, checks: bool, progress: &mut dyn FnMut(u64
             next_event += 1;
         }
         sim.memberships(now)?;
+        sim.reserve(now)?;
         sim.fail(now);
         sim.heartbeats(now)?;
         sim.off.tick(at(now))?;
@@ -553,6 +566,46 @@ impl Sim<'_> {
                 },
             );
             self.schedule_failure(agent, now);
+        }
+        Ok(())
+    }
+
+    /// The exchange's admin records the contracts due by `now`.
+    fn reserve(&mut self, now: u64) -> anyhow::Result<()> {
+        for (i, c) in self.sc.contracts.iter().enumerate() {
+            if self.contracts_made[i] || c.at.0 * 1000 > now {
+                continue;
+            }
+            self.contracts_made[i] = true;
+            let tenant_group = self.sc.tenants.iter().position(|t| t.name == c.tenant_group);
+            let tenant = self
+                .tenants
+                .iter()
+                .find(|t| Some(t.group) == tenant_group)
+                .map(|t| t.id)
+                .expect("validated: the group has a tenant");
+            let provider_group = self.sc.providers.iter().position(|p| p.name == c.provider_group);
+            let provider = self
+                .providers
+                .iter()
+                .find(|p| Some(p.group) == provider_group)
+                .and_then(|p| p.id)
+                .expect("validated: the group has joined");
+            let model = self.sc.providers[provider_group.expect("validated")].gpu_model.clone();
+            let req = agora_proto::api::CreateContract {
+                tenant: Some(tenant),
+                provider,
+                model,
+                gpus: c.gpus,
+                start_ms: None,
+                duration_s: c.lasts.0,
+                price_per_gpu_hour: Some(c.price.0.to_string()),
+            };
+            self.off
+                .step(at(now), |t| {
+                    agora_server::contracts::create(t, agora_server::auth::Principal::Admin, req)
+                })?
+                .map_err(|e| anyhow::anyhow!("contracts[{i}]: {e}"))?;
         }
         Ok(())
     }
@@ -1211,6 +1264,21 @@ impl Sim<'_> {
                 cost,
             });
         }
+        // Reservation contracts are paid whether used or not: their charges
+        // are their tenants' spend too.
+        let mut contract_charges = Micros::ZERO;
+        for c in ex.contracts.values() {
+            let charged = c.charged_until.map_or(Micros::ZERO, |u| c.due_until(u));
+            contract_charges = Micros(contract_charges.0 + charged.0);
+            let Some(t) = self.tenants.iter().find(|t| t.id == c.tenant) else {
+                continue;
+            };
+            let group = &self.sc.tenants[t.group];
+            let class = class_of(u64::from(*group.gpus.iter().max().expect("validated")));
+            if let Some(e) = by_class.get_mut(class) {
+                e.spend = Micros(e.spend.0 + charged.0);
+            }
+        }
         let tenant_classes = CLASSES
             .iter()
             .filter_map(|(name, _, _)| {
@@ -1241,14 +1309,19 @@ impl Sim<'_> {
             })
             .collect();
 
-        // Delivered GPU-hours per provider, from the leases' running spans up to the end.
+        // Delivered GPU-hours per provider, from the leases' running spans up to
+        // the end; and those of spot leases on idle reserved GPUs (resold).
         let end = at(end_ms);
         let mut delivered: BTreeMap<ProviderId, f64> = BTreeMap::new();
+        let mut resold_gpu_hours = 0.0;
         for l in ex.leases.values() {
             let Some(start) = l.running_at else { continue };
             let stop = l.ended_at.unwrap_or(end).min(end);
-            let hours = (stop.0 - start.0).max(0) as f64 / 3_600_000.0 * f64::from(l.gpus);
-            *delivered.entry(l.provider).or_default() += hours;
+            let span_h = (stop.0 - start.0).max(0) as f64 / 3_600_000.0;
+            *delivered.entry(l.provider).or_default() += span_h * f64::from(l.gpus);
+            if l.tier == Tier::Spot {
+                resold_gpu_hours += span_h * f64::from(l.reserved.iter().map(|r| r.gpus).sum::<u32>());
+            }
         }
         let mut provider_classes = Vec::new();
         for (name, _, _) in CLASSES {
@@ -1309,6 +1382,8 @@ impl Sim<'_> {
                 cr4_delivered_bps: delivered_c.cr4_bps,
             },
             agent_failures: self.agent_failures,
+            contract_charges,
+            resold_gpu_hours: round3(resold_gpu_hours),
             ledger_verified: ex.ledger.verify().is_ok(),
             fees: ex.ledger.balance(&Account::ExchangeFees),
         };

@@ -34,7 +34,7 @@
 //!     gpus: [1, 2, 4, 8]       # job sizes, each equally likely
 //!     gpus_per_node: 8         # larger jobs are gangs of whole nodes of this many (default 8)
 //!     duration: {min: 10m, max: 12h}   # log-uniform
-//!     tier: on-demand          # on-demand | spot (default on-demand)
+//!     tier: on-demand          # on-demand | spot | reserved (with a contract; default on-demand)
 //!     max_price: 3.00          # the bid per GPU-hour
 //!     gpu_models: [h100]       # optional; default any model
 //!     cross_provider_max_latency_ms: 10   # optional: gangs may span providers this close
@@ -45,6 +45,11 @@
 //!   - {at: 2d6h, server_restart: true}   # crash; rebuild from the event log
 //!   - {at: 3d, partition: {group: cluster, for: 30m}}   # the group's agents are cut
 //!     # off from the exchange; their processes keep running and report on return
+//! contracts:                   # optional: reservations (compute as a service)
+//!   - {tenant_group: big-lab, provider_group: cluster, gpus: 64, at: 6h, for: 1d, price: 2.00}
+//!     # the group's first tenant reserves the group's first provider's GPUs;
+//!     # its `tier: reserved` jobs run there, idle reserved GPUs sell as spot
+//! max_reserved_share_bps: 9000 # optional: the most of a model contracts may reserve
 //! ```
 //!
 //! Durations are whole seconds or `90s`, `30m`, `2h`, `1h30m`, `1d` (times
@@ -296,6 +301,28 @@ pub struct Scenario {
     pub tenants: Vec<TenantGroup>,
     #[serde(default)]
     pub events: Vec<TimedEvent>,
+    /// Reservation contracts (compute as a service), recorded by the exchange's admin.
+    #[serde(default)]
+    pub contracts: Vec<ContractSpec>,
+    /// The most of a GPU model contracts may reserve, in basis points (the server's default: 8000).
+    #[serde(default)]
+    pub max_reserved_share_bps: Option<u32>,
+}
+
+/// A reservation: the first tenant of `tenant_group` reserves `gpus` of the
+/// first provider of `provider_group` (its model) from `at` for `for`, at a
+/// fixed price per GPU-hour, charged whether used or not. The tenant's
+/// `tier: reserved` jobs run there; idle reserved GPUs are sold as spot.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContractSpec {
+    pub tenant_group: String,
+    pub provider_group: String,
+    pub gpus: u32,
+    pub at: Secs,
+    #[serde(rename = "for")]
+    pub lasts: Secs,
+    pub price: Money,
 }
 
 fn one() -> u32 {
@@ -414,8 +441,11 @@ impl Scenario {
             if t.duration.min.0 == 0 || t.duration.max < t.duration.min {
                 return Err(invalid(f("duration"), "min must be more than 0 and at most max"));
             }
-            if t.tier == Tier::Reserved {
-                return Err(invalid(f("tier"), "must be on-demand or spot"));
+            if t.tier == Tier::Reserved && !self.contracts.iter().any(|c| c.tenant_group == t.name) {
+                return Err(invalid(
+                    f("tier"),
+                    "reserved needs a contract for the group (see `contracts`)",
+                ));
             }
             if t.max_price.0 <= Micros::ZERO || t.budget.0 < Micros::ZERO {
                 return Err(invalid(
@@ -476,6 +506,37 @@ impl Scenario {
             }
         }
         entities += self.events.len() as u64;
+        for (i, c) in self.contracts.iter().enumerate() {
+            let f = |name: &str| format!("contracts[{i}].{name}");
+            if !self.tenants.iter().any(|t| t.name == c.tenant_group) {
+                return Err(invalid(
+                    f("tenant_group"),
+                    format!("no tenant group `{}`", c.tenant_group),
+                ));
+            }
+            let Some(p) = self.providers.iter().find(|p| p.name == c.provider_group) else {
+                return Err(invalid(
+                    f("provider_group"),
+                    format!("no provider group `{}`", c.provider_group),
+                ));
+            };
+            if c.at < p.joins_at {
+                return Err(invalid(f("at"), "must be once the provider group has joined"));
+            }
+            if c.gpus == 0 || u64::from(c.gpus) > u64::from(p.nodes) * u64::from(p.gpus_per_node) {
+                return Err(invalid(f("gpus"), "must be 1 to the GPUs of one provider of the group"));
+            }
+            if c.lasts.0 == 0 {
+                return Err(invalid(f("for"), "must be more than 0"));
+            }
+            if c.price.0 <= Micros::ZERO {
+                return Err(invalid(f("price"), "must be more than 0"));
+            }
+        }
+        if self.max_reserved_share_bps.is_some_and(|b| b == 0 || b > 10_000) {
+            return Err(invalid("max_reserved_share_bps", "must be 1..=10000"));
+        }
+        entities += self.contracts.len() as u64;
         if entities > MAX_ENTITIES {
             return Err(invalid(
                 "providers",
