@@ -154,7 +154,8 @@ pub struct Summary {
     pub concentration: Concentration,
     /// Agents' hosts that failed (`agent_mtbf`).
     pub agent_failures: u64,
-    /// What reservation contracts charged their tenants (in `spend` too).
+    /// What reservation contracts' charges asked of their tenants (in `spend`
+    /// too; a tenant short of funds may have paid less, and is then ended).
     pub contract_charges: Micros,
     /// GPU-hours of spot leases on idle reserved GPUs (resold to others).
     pub resold_gpu_hours: f64,
@@ -728,6 +729,9 @@ impl Sim<'_> {
                     a.alive = false;
                     a.partitioned = true;
                     a.back_at = Some(until);
+                } else if a.partitioned {
+                    // Partitions that overlap end with the last.
+                    a.back_at = Some(a.back_at.unwrap_or(0).max(until));
                 }
             }
         }
@@ -966,22 +970,21 @@ impl Sim<'_> {
             // was done has ended already (the rest are being stopped); one
             // with a part on a down agent lost its work since the last
             // heartbeat, and the exchange will requeue it.
+            if !gang.iter().all(|l| ex.leases.contains_key(l)) {
+                continue;
+            }
+            let parts = || gang.iter().flat_map(|l| &ex.leases[l].parts);
+            let parts_up = parts().all(|p| self.agents.get(&p.agent).is_some_and(|a| a.alive || a.partitioned));
+            let cut_off = parts().any(|p| self.agents.get(&p.agent).is_some_and(|a| a.partitioned));
+            // A stop the exchange sent reaches a connected agent this round; one
+            // behind a partition does not, and its processes finish first.
             let live = gang.iter().all(|l| {
-                ex.leases
-                    .get(l)
-                    .is_some_and(|l| !l.is_terminal() && l.state != agora_engine::lifecycle::LeaseState::Stopping)
+                let l = &ex.leases[l];
+                !l.is_terminal() && (cut_off || l.state != agora_engine::lifecycle::LeaseState::Stopping)
             });
-            let parts_up = gang
-                .iter()
-                .flat_map(|l| &ex.leases[l].parts)
-                .all(|p| self.agents.get(&p.agent).is_some_and(|a| a.alive || a.partitioned));
             if !live || !parts_up {
                 continue;
             }
-            let cut_off = gang
-                .iter()
-                .flat_map(|l| &ex.leases[l].parts)
-                .any(|p| self.agents.get(&p.agent).is_some_and(|a| a.partitioned));
             let job = ex.leases[&attempt].job;
             let Some(w) = self
                 .work

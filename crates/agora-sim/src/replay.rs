@@ -113,7 +113,9 @@ impl Policy {
                 thresholds_gpu_s,
                 estimates_s,
             } => {
-                let remaining = (estimates_s[job] * u64::from(gpus)).saturating_sub(attained_gpu_s);
+                let remaining = estimates_s[job]
+                    .saturating_mul(u64::from(gpus))
+                    .saturating_sub(attained_gpu_s);
                 thresholds_gpu_s.iter().filter(|t| remaining > **t).count() as u32
             }
         }
@@ -128,7 +130,7 @@ impl Policy {
                 thresholds_gpu_s,
                 estimates_s,
             } => {
-                let estimate = estimates_s[job] * u64::from(gpus);
+                let estimate = estimates_s[job].saturating_mul(u64::from(gpus));
                 thresholds_gpu_s
                     .iter()
                     .filter_map(|t| estimate.checked_sub(*t))
@@ -276,7 +278,14 @@ pub fn replay_with(jobs: &[TraceJob], nodes: u32, gpus_per_node: u32, timing: Ti
             }
         }
         while next_submit < jobs.len() && jobs[next_submit].submit_s <= now {
-            market.add_order(order_of(next_submit, jobs[next_submit].gpus, 0));
+            // A new job's queue by its service so far (none): the first for
+            // LAS, by its estimate for SRSF.
+            let g = jobs[next_submit].gpus;
+            let queue = policy.queue(next_submit, g, 0);
+            if queue > 0 {
+                market.set_share_rank(TenantId(next_submit as u64 + 1), queue);
+            }
+            market.add_order(order_of(next_submit, g, queue));
             next_submit += 1;
             changed = true;
         }

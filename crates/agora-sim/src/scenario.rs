@@ -25,7 +25,7 @@
 //!     leaves_at: 30d           # optional: they leave (their work is requeued)
 //!     agent_mtbf: 30d          # optional: each agent's host fails after an exponential
 //!                              # time of this mean: its processes die, it is silent
-//!     agent_repair: 1h         # for this long (default 1h), then registers again
+//!     agent_repair: 1h         # for this long (default 1h, at least 3 rounds), then registers again
 //! tenants:
 //!   - name: small-lab
 //!     count: 20
@@ -395,8 +395,13 @@ impl Scenario {
             if p.agent_mtbf.is_some_and(|m| m.0 < self.round.0) {
                 return Err(invalid(f("agent_mtbf"), "must be at least one round"));
             }
-            if p.agent_repair.0 == 0 {
-                return Err(invalid(f("agent_repair"), "must be more than 0"));
+            // The exchange loses a silent agent after 3 rounds; a host back
+            // sooner would look as if it never failed, its downtime as work.
+            if p.agent_repair.0 < 3 * self.round.0 {
+                return Err(invalid(
+                    f("agent_repair"),
+                    "must be at least 3 rounds (the agents' timeout)",
+                ));
             }
             if p.regions.is_empty() || p.regions.iter().any(|r| check_name(r).is_err()) {
                 return Err(invalid(f("regions"), "must list region names ([A-Za-z0-9._-], 1..=64)"));
@@ -486,9 +491,12 @@ impl Scenario {
                 }
             }
             if let Some(o) = &e.region_outage
-                && o.lasts.0 == 0
+                && o.lasts.0 < 3 * self.round.0
             {
-                return Err(invalid(f("region_outage.for"), "must be more than 0"));
+                return Err(invalid(
+                    f("region_outage.for"),
+                    "must be at least 3 rounds (the agents' timeout)",
+                ));
             }
             if let Some(c) = &e.price_change {
                 if !self.providers.iter().any(|p| p.name == c.group) {

@@ -36,6 +36,16 @@ tenants:
     gpus: [1, 2]
     duration: {min: 10m, max: 2h}
     max_price: 0.60
+  # Spot work on the cluster, which the big lab's on-demand gangs preempt
+  # (a stop sent while the cluster is cut off reaches it only on return).
+  - name: sweeper
+    budget: 5000
+    arrival_every: 10m
+    gpus: [8]
+    duration: {min: 10m, max: 40m}
+    tier: spot
+    max_price: 2.80
+    gpu_models: [h100]
   - name: big-lab
     budget: 20000
     arrival_every: 8m

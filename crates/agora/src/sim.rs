@@ -116,7 +116,7 @@ pub(crate) enum SimCommand {
         #[arg(long, value_delimiter = ',', default_values_t = [3250u64, 7200, 30000, 100000, 300000])]
         las_queues: Vec<u64>,
         /// With `--policy srsf`: the queues' thresholds of estimated remaining service, in GPU-seconds.
-        #[arg(long, value_delimiter = ',', default_values_t = [3250u64, 7200, 30000, 100000, 300000])]
+        #[arg(long, value_delimiter = ',', default_values_t = [100000u64, 1000000, 10000000])]
         srsf_queues: Vec<u64>,
         /// With `--policy srsf`: each estimate is the real duration times (1 + noise)^u, u uniform in [-1, 1].
         #[arg(long, default_value_t = 0.5)]

@@ -194,7 +194,8 @@ pub(crate) fn run(args: EngineBench) -> anyhow::Result<u8> {
         // Applying the plan: the placements move into the market.
         let t2 = Instant::now();
         for p in plan.placements.drain(..) {
-            let tier = tiers.remove(&p.order).expect("the bench's own order");
+            // (A gang spanning pools has several placements for one order.)
+            let tier = tiers[&p.order];
             let lease = LeaseId(next_lease);
             next_lease += 1;
             market.start_lease_owned(lease, tier, p);
