@@ -50,6 +50,13 @@ const NODES_PER_AGENT: usize = agora_server::ops::MAX_NODES_PER_AGENT;
 /// Size classes of tenants (by their largest job) and providers (by GPUs), for the summary.
 const CLASSES: [(&str, u64, u64); 3] = [("<64", 0, 63), ("64-1024", 64, 1024), (">1024", 1025, u64::MAX)];
 
+/// A tenant group's size class, by its largest job.
+fn group_class(group: &crate::scenario::TenantGroup) -> &'static str {
+    class_of(u64::from(
+        *group.gpus.iter().max().expect("validated: a group has job sizes"),
+    ))
+}
+
 fn class_of(gpus: u64) -> &'static str {
     CLASSES
         .iter()
@@ -1244,7 +1251,7 @@ impl Sim<'_> {
                 _ => counts.unfinished += 1,
             }
             let group = &self.sc.tenants[self.tenants[w.tenant].group];
-            let class = class_of(u64::from(*group.gpus.iter().max().expect("validated")));
+            let class = group_class(group);
             let submitted = secs(j.submitted_at);
             let e = by_class.entry(class).or_default();
             e.tenants.insert(w.tenant);
@@ -1276,8 +1283,7 @@ impl Sim<'_> {
             let Some(t) = self.tenants.iter().find(|t| t.id == c.tenant) else {
                 continue;
             };
-            let group = &self.sc.tenants[t.group];
-            let class = class_of(u64::from(*group.gpus.iter().max().expect("validated")));
+            let class = group_class(&self.sc.tenants[t.group]);
             if let Some(e) = by_class.get_mut(class) {
                 e.spend = Micros(e.spend.0 + charged.0);
             }

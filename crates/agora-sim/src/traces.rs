@@ -88,6 +88,22 @@ fn seconds(line: usize, field: &'static str, value: &str) -> Result<u64, TraceEr
     Ok(v as u64)
 }
 
+/// The non-empty lines after `header` (which must be the first line), with
+/// their 1-based line numbers.
+fn data_lines<'t>(text: &'t str, header: &'static str) -> Result<impl Iterator<Item = (usize, &'t str)>, TraceError> {
+    let mut lines = text.lines().enumerate();
+    match lines.next() {
+        Some((_, h)) if h.trim() == header => {}
+        _ => {
+            return Err(TraceError::Header {
+                line: 1,
+                expected: header,
+            });
+        }
+    }
+    Ok(lines.filter(|(_, l)| !l.trim().is_empty()).map(|(i, l)| (i + 1, l)))
+}
+
 /// Rebases submission times so the first job is submitted at 0, keeping file order for equal times.
 fn rebase(mut jobs: Vec<TraceJob>) -> Vec<TraceJob> {
     let first = jobs.iter().map(|j| j.submit_s).min().unwrap_or(0);
@@ -100,19 +116,9 @@ fn rebase(mut jobs: Vec<TraceJob>) -> Vec<TraceJob> {
 
 /// Microsoft ITP (`job_id,submission_time,duration,num_gpu`, seconds).
 pub fn parse_ms_itp(text: &str) -> Result<Vec<TraceJob>, TraceError> {
-    let mut lines = text.lines().enumerate();
-    match lines.next() {
-        Some((_, h)) if h.trim() == MS_ITP_HEADER => {}
-        _ => {
-            return Err(TraceError::Header {
-                line: 1,
-                expected: MS_ITP_HEADER,
-            });
-        }
-    }
+    let lines = data_lines(text, MS_ITP_HEADER)?;
     let mut jobs = Vec::new();
-    for (i, line) in lines.filter(|(_, l)| !l.trim().is_empty()) {
-        let n = i + 1;
+    for (n, line) in lines {
         let c = columns(line, 4, n)?;
         jobs.push(TraceJob {
             submit_s: seconds(n, "submission_time", c[1])?,
@@ -130,19 +136,9 @@ pub fn read_ms_itp(path: &Path) -> Result<Vec<TraceJob>, TraceError> {
 /// Philly as flattened by AdaptDL (`timestamp,duration,num_gpus,gpu_time,cluster`),
 /// timestamps `YYYY-MM-DD hh:mm:ss` in one time zone.
 pub fn parse_philly(text: &str) -> Result<Vec<TraceJob>, TraceError> {
-    let mut lines = text.lines().enumerate();
-    match lines.next() {
-        Some((_, h)) if h.trim() == PHILLY_HEADER => {}
-        _ => {
-            return Err(TraceError::Header {
-                line: 1,
-                expected: PHILLY_HEADER,
-            });
-        }
-    }
+    let lines = data_lines(text, PHILLY_HEADER)?;
     let mut jobs = Vec::new();
-    for (i, line) in lines.filter(|(_, l)| !l.trim().is_empty()) {
-        let n = i + 1;
+    for (n, line) in lines {
         let c = columns(line, 5, n)?;
         let submit = timestamp(c[0]).ok_or_else(|| TraceError::Field {
             line: n,
@@ -216,20 +212,10 @@ pub struct PodTrace {
 /// runs from `scheduled_time` to `deletion_time` (its duration is the
 /// difference); `gpu_spec` (`V100M16|V100M32`) lists the models it accepts.
 pub fn parse_alibaba_pods(text: &str, fractional: Fractional) -> Result<PodTrace, TraceError> {
-    let mut lines = text.lines().enumerate();
-    match lines.next() {
-        Some((_, h)) if h.trim() == ALIBABA_PODS_HEADER => {}
-        _ => {
-            return Err(TraceError::Header {
-                line: 1,
-                expected: ALIBABA_PODS_HEADER,
-            });
-        }
-    }
+    let lines = data_lines(text, ALIBABA_PODS_HEADER)?;
     let mut out = PodTrace::default();
     let mut rows: Vec<(TraceJob, Vec<GpuModel>)> = Vec::new();
-    for (i, line) in lines.filter(|(_, l)| !l.trim().is_empty()) {
-        let n = i + 1;
+    for (n, line) in lines {
         let c = columns(line, 11, n)?;
         let gpus: u32 = number(n, "num_gpu", c[3], "a GPU count")?;
         let milli: u32 = number(n, "gpu_milli", c[4], "a thousandth of a GPU")?;
@@ -339,16 +325,7 @@ impl ServiceTrace {
 /// scheduling time means before the trace began (0); an empty deletion
 /// time, after it ended. Fractional GPU requests round up to whole GPUs.
 pub fn parse_alibaba_instances(text: &str) -> Result<ServiceTrace, TraceError> {
-    let mut lines = text.lines().enumerate();
-    match lines.next() {
-        Some((_, h)) if h.trim() == ALIBABA_INSTANCES_HEADER => {}
-        _ => {
-            return Err(TraceError::Header {
-                line: 1,
-                expected: ALIBABA_INSTANCES_HEADER,
-            });
-        }
-    }
+    let lines = data_lines(text, ALIBABA_INSTANCES_HEADER)?;
     let mut out = ServiceTrace::default();
     let mut services: BTreeMap<String, Service> = BTreeMap::new();
     let time = |n: usize, field: &'static str, v: &str| -> Result<Option<u64>, TraceError> {
@@ -358,8 +335,7 @@ pub fn parse_alibaba_instances(text: &str) -> Result<ServiceTrace, TraceError> {
             seconds(n, field, v).map(Some)
         }
     };
-    for (i, line) in lines.filter(|(_, l)| !l.trim().is_empty()) {
-        let n = i + 1;
+    for (n, line) in lines {
         let c = columns(line, 17, n)?;
         let gpu: f64 = number(n, "gpu_request", c[5], "a GPU count")?;
         if !(gpu.is_finite() && (0.0..=64.0).contains(&gpu)) {
