@@ -105,7 +105,8 @@ pub(super) fn clear(market: &Market, inputs: RoundInputs<'_>, eligible: impl Fn(
             round.serve_reserved(order, &mut plan)
         } else if let Some(index) = round.failed_alike(order, shape) {
             // Most orders of a busy round end here, without a search.
-            Some(plan.unplaced.reason_at(index).clone())
+            plan.unplaced.push_same(order.id, index);
+            continue;
         } else {
             round.serve(order, shape, accepted, &mut plan)
         };

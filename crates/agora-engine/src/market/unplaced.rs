@@ -46,14 +46,19 @@ impl Demand {
 /// map by ascending order id, the same bytes a `BTreeMap<OrderId, Unplaced>`
 /// gives, so the wire format and the decision hashes do not depend on it.
 ///
+/// Orders alike in a round share one stored reason ([`Reasons::push_same`]):
+/// most of a busy round's 50,000 orders fail like an earlier one, and each
+/// then costs one id and one index, not a copy of the reason.
+///
 /// [`Reasons::get`] and indexing scan the list: meant for tests and single
 /// look-ups. A caller that looks up many ids builds a map with
 /// [`Reasons::by_id`].
-///
-/// Two lists are equal when they give the same orders the same reasons, in
-/// any order, as the map they serialize to would be.
 #[derive(Debug, Clone, Default)]
-pub struct Reasons(Vec<(OrderId, Unplaced)>);
+pub struct Reasons {
+    /// Each order with the index of its reason in `distinct`, in service order.
+    orders: Vec<(OrderId, u32)>,
+    distinct: Vec<Unplaced>,
+}
 
 impl PartialEq for Reasons {
     fn eq(&self, other: &Reasons) -> bool {
@@ -65,39 +70,48 @@ impl Eq for Reasons {}
 
 impl Reasons {
     pub(crate) fn with_capacity(n: usize) -> Reasons {
-        Reasons(Vec::with_capacity(n))
+        Reasons {
+            orders: Vec::with_capacity(n),
+            distinct: Vec::new(),
+        }
     }
 
     pub(crate) fn push(&mut self, order: OrderId, reason: Unplaced) {
-        self.0.push((order, reason));
+        let index = u32::try_from(self.distinct.len()).expect("fewer than 2^32 reasons");
+        self.distinct.push(reason);
+        self.orders.push((order, index));
     }
 
-    /// The reason pushed `index`-th.
-    pub(crate) fn reason_at(&self, index: usize) -> &Unplaced {
-        &self.0[index].1
+    /// Gives `order` the reason pushed `index`-th, without copying it.
+    pub(crate) fn push_same(&mut self, order: OrderId, index: usize) {
+        let shared = self.orders[index].1;
+        self.orders.push((order, shared));
     }
 
     /// In service order.
-    pub fn iter(&self) -> std::slice::Iter<'_, (OrderId, Unplaced)> {
-        self.0.iter()
+    pub fn iter(&self) -> Iter<'_> {
+        Iter {
+            orders: self.orders.iter(),
+            distinct: &self.distinct,
+        }
     }
 
     /// The reasons alone, in service order.
     pub fn values(&self) -> impl Iterator<Item = &Unplaced> {
-        self.0.iter().map(|(_, r)| r)
+        self.iter().map(|(_, r)| r)
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.orders.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.orders.is_empty()
     }
 
     /// The reason of one order (a linear scan).
     pub fn get(&self, order: &OrderId) -> Option<&Unplaced> {
-        self.0.iter().find(|(id, _)| id == order).map(|(_, r)| r)
+        self.iter().find(|(id, _)| *id == order).map(|(_, r)| r)
     }
 
     pub fn contains_key(&self, order: &OrderId) -> bool {
@@ -106,7 +120,7 @@ impl Reasons {
 
     /// The reasons by ascending order id.
     pub fn by_id(&self) -> BTreeMap<OrderId, &Unplaced> {
-        self.0.iter().map(|(id, r)| (*id, r)).collect()
+        self.iter().map(|(id, r)| (*id, r)).collect()
     }
 }
 
@@ -119,33 +133,58 @@ impl std::ops::Index<&OrderId> for Reasons {
     }
 }
 
-impl<'a> IntoIterator for &'a Reasons {
-    type Item = &'a (OrderId, Unplaced);
-    type IntoIter = std::slice::Iter<'a, (OrderId, Unplaced)>;
+/// [`Reasons`] in service order: each order with its reason.
+pub struct Iter<'a> {
+    orders: std::slice::Iter<'a, (OrderId, u32)>,
+    distinct: &'a [Unplaced],
+}
 
-    fn into_iter(self) -> Self::IntoIter {
-        self.0.iter()
+impl<'a> Iterator for Iter<'a> {
+    type Item = (&'a OrderId, &'a Unplaced);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (id, index) = self.orders.next()?;
+        Some((id, &self.distinct[*index as usize]))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.orders.size_hint()
+    }
+}
+
+impl ExactSizeIterator for Iter<'_> {}
+
+impl<'a> IntoIterator for &'a Reasons {
+    type Item = (&'a OrderId, &'a Unplaced);
+    type IntoIter = Iter<'a>;
+
+    fn into_iter(self) -> Iter<'a> {
+        self.iter()
     }
 }
 
 impl FromIterator<(OrderId, Unplaced)> for Reasons {
     fn from_iter<I: IntoIterator<Item = (OrderId, Unplaced)>>(iter: I) -> Reasons {
-        Reasons(iter.into_iter().collect())
+        let mut reasons = Reasons::default();
+        for (order, reason) in iter {
+            reasons.push(order, reason);
+        }
+        reasons
     }
 }
 
 impl Serialize for Reasons {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut sorted: Vec<&(OrderId, Unplaced)> = self.0.iter().collect();
+        let mut sorted: Vec<(OrderId, u32)> = self.orders.clone();
         sorted.sort_unstable_by_key(|(id, _)| *id);
-        serializer.collect_map(sorted.into_iter().map(|(id, r)| (id, r)))
+        serializer.collect_map(sorted.iter().map(|(id, index)| (id, &self.distinct[*index as usize])))
     }
 }
 
 impl<'de> Deserialize<'de> for Reasons {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Reasons, D::Error> {
         let map = BTreeMap::<OrderId, Unplaced>::deserialize(deserializer)?;
-        Ok(Reasons(map.into_iter().collect()))
+        Ok(map.into_iter().collect())
     }
 }
 
@@ -505,5 +544,40 @@ mod tests {
         assert_eq!(reasons[&OrderId(4)], map[&OrderId(4)]);
         assert!(!reasons.contains_key(&OrderId(5)));
         assert_eq!(reasons.values().count(), 3);
+    }
+
+    /// An order given an earlier order's reason reads, compares and
+    /// serializes as if it held its own copy.
+    #[test]
+    fn a_shared_reason_reads_as_a_copy() {
+        let too_few = Unplaced::TooFewNodes {
+            demand: demand(&[]),
+            nodes_with_room: 2,
+        };
+        let waiting = Unplaced::WaitingForPreemption {
+            leases: vec![LeaseId(9)],
+        };
+        let mut shared = Reasons::default();
+        shared.push(OrderId(8), too_few.clone());
+        shared.push(OrderId(3), waiting.clone());
+        shared.push_same(OrderId(5), 0);
+        shared.push_same(OrderId(1), 2);
+        let copies: Reasons = [
+            (OrderId(8), too_few.clone()),
+            (OrderId(3), waiting),
+            (OrderId(5), too_few.clone()),
+            (OrderId(1), too_few.clone()),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(shared, copies);
+        assert_eq!(shared.len(), 4);
+        assert_eq!(shared[&OrderId(1)], too_few);
+        let ids: Vec<OrderId> = shared.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, [OrderId(8), OrderId(3), OrderId(5), OrderId(1)], "service order");
+        assert_eq!(
+            serde_json::to_string(&shared).expect("serializes"),
+            serde_json::to_string(&copies).expect("serializes")
+        );
     }
 }
