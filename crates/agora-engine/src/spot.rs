@@ -4,9 +4,10 @@
 //!
 //! # Model
 //!
-//! The engine knows sites, not regions: the caller passes `region_of`, which
-//! maps a site to its region. A *class* is (GPU model, region of the node's
-//! site); a class exists in a round when it has at least one online node.
+//! A *class* ([`SpotClass`]) is (GPU model, region of the node's site, as
+//! [`SiteSpec::region`](crate::market::SiteSpec::region) gives it; None for a
+//! site without one); a class exists in a round when it has at least one
+//! online node.
 //!
 //! - `floor`: the lowest ask among the class's online nodes.
 //! - `supply_gpus`: GPUs `0..gpus` of its online nodes, minus those held by
@@ -71,10 +72,12 @@
 //!
 //! # Cost
 //!
-//! One pass over the nodes (one `region_of` call and one class lookup each),
-//! one over the leases (a binary search per allocation), and one over the
-//! pending spot orders (one `accepts` per model and order, then a floor and
-//! size check per class of an accepted model). Orders are never ranked one by
+//! The market keeps each class's floor, online and free GPUs as leases start
+//! and end, so a round reads one entry per class, not every node; without
+//! spot work (no spot lease, no spot order) that is all. With spot work: one
+//! pass over the leases (a node and a class lookup per allocation), and one
+//! over the pending spot orders (one `accepts` per model and order, then a
+//! floor and size check per class of an accepted model). Orders are never ranked one by
 //! one: a class keeps their GPUs per bid (and the lowest id at each bid), so a
 //! scarce class sorts only its incumbents and its distinct bids. Nothing is
 //! quadratic. Measured once (`tests/spot.rs`, release build, on a shared
@@ -89,10 +92,13 @@
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
 
-use agora_types::{GpuModel, LeaseId, NodeId, OrderId, PricePerGpuHour, SiteId, Tier};
+use agora_types::{GpuModel, LeaseId, NodeId, OrderId, PricePerGpuHour, RegionId, Tier};
 use serde::{Deserialize, Serialize};
 
 use crate::market::{Lease, Market, OrderSpec};
+
+/// A GPU model in a region (None: sites without a region).
+pub type SpotClass = (GpuModel, Option<RegionId>);
 
 /// One class's spot market in one round.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,8 +131,8 @@ impl SpotQuote {
 }
 
 /// The spot quote of every class (GPU model, region) with an online node.
-pub fn spot_quotes<R: Ord>(market: &Market, region_of: impl Fn(SiteId) -> R) -> BTreeMap<(GpuModel, R), SpotQuote> {
-    let mut book = Book::new(market, region_of);
+pub fn spot_quotes(market: &Market) -> BTreeMap<SpotClass, SpotQuote> {
+    let mut book = Book::new(market);
     if market.has_spot_work() {
         book.add_leases(market);
         book.add_orders(market);
@@ -144,11 +150,7 @@ pub fn spot_quotes<R: Ord>(market: &Market, region_of: impl Fn(SiteId) -> R) -> 
 /// Running, not stopping, spot leases that their class's quote outbids
 /// ([`SpotQuote::outbids`]: bid below the price, or at it and rationed out),
 /// ascending id. A lease whose class has no quote is not listed.
-pub fn below_spot_price<R: Ord>(
-    market: &Market,
-    quotes: &BTreeMap<(GpuModel, R), SpotQuote>,
-    region_of: impl Fn(SiteId) -> R,
-) -> Vec<LeaseId> {
+pub fn below_spot_price(market: &Market, quotes: &BTreeMap<SpotClass, SpotQuote>) -> Vec<LeaseId> {
     if !market.has_spot_leases() {
         return Vec::new();
     }
@@ -156,7 +158,7 @@ pub fn below_spot_price<R: Ord>(
         .leases()
         .filter(|l| l.tier == Tier::Spot && !l.stopping)
         .filter(|l| {
-            spot_class(market, l, &region_of)
+            spot_class(market, l)
                 .and_then(|class| quotes.get(&class))
                 .is_some_and(|q| q.outbids(l.id, l.bid))
         })
@@ -165,9 +167,9 @@ pub fn below_spot_price<R: Ord>(
 }
 
 /// The class a lease is priced in: that of its first allocation's node.
-pub fn spot_class<R>(market: &Market, lease: &Lease, region_of: impl Fn(SiteId) -> R) -> Option<(GpuModel, R)> {
+pub fn spot_class(market: &Market, lease: &Lease) -> Option<SpotClass> {
     let node = market.node(lease.allocations.first()?.node)?;
-    Some((node.spec().model, region_of(node.spec().site)))
+    Some((node.spec().model, node.region()))
 }
 
 /// A running, not stopping, spot lease's claim on its class.
@@ -199,8 +201,7 @@ enum Accepted {
 /// One class being tallied.
 #[derive(Debug, Default)]
 struct Class {
-    /// None while the class has no online node (it was only named by an offline one).
-    floor: Option<PricePerGpuHour>,
+    floor: PricePerGpuHour,
     online_gpus: u64,
     /// Free GPUs of online nodes (what the supply is when no spot work exists).
     free_gpus: u64,
@@ -224,7 +225,7 @@ impl Class {
 
     /// Whether a pending order with this bid and size claims this class.
     fn admits(&self, bid: PricePerGpuHour, gpus: u64) -> bool {
-        self.floor.is_some_and(|floor| floor <= bid) && gpus <= self.supply_gpus
+        self.floor <= bid && gpus <= self.supply_gpus
     }
 
     fn add_order(&mut self, order: &OrderSpec) {
@@ -240,8 +241,8 @@ impl Class {
         }
     }
 
-    fn quote(mut self) -> Option<SpotQuote> {
-        let floor = self.floor?;
+    fn quote(mut self) -> SpotQuote {
+        let floor = self.floor;
         let supply_gpus = self.supply_gpus;
         let scarce = self.demand_gpus > supply_gpus;
         let mut quote = SpotQuote {
@@ -253,7 +254,7 @@ impl Class {
             rationed_above: None,
         };
         if !scarce {
-            return Some(quote);
+            return quote;
         }
         // Lease ids are unique, so the unstable sort is deterministic.
         self.incumbents.sort_unstable_by_key(|c| (Reverse(c.bid), c.id));
@@ -278,7 +279,7 @@ impl Class {
                 _ => None,
             };
         }
-        Some(quote)
+        quote
     }
 
     /// Walks the claims in rank order (bid from the highest, incumbents by
@@ -326,81 +327,42 @@ fn merge_level(level: &mut OrderLevel, gpus: u64, first: (OrderId, u64)) {
     }
 }
 
-/// Facts of one node that leases are resolved against.
-#[derive(Debug, Clone, Copy)]
-struct NodeFacts {
-    id: NodeId,
-    class: usize,
-    online: bool,
-    gpus: u32,
-}
-
-/// The tally of one round: classes and the nodes that map to them.
-struct Book<R> {
-    index: BTreeMap<(GpuModel, R), usize>,
+/// The tally of one round: the classes, from the market's tallies.
+struct Book {
+    index: BTreeMap<SpotClass, usize>,
     classes: Vec<Class>,
-    /// In ascending id, as [`Market::nodes`] yields them, for binary search.
-    nodes: Vec<NodeFacts>,
     /// Per model, the classes that have an online node, so an order checks
     /// `accepts` once per model rather than once per class.
     by_model: BTreeMap<GpuModel, Vec<usize>>,
 }
 
-impl<R: Ord> Book<R> {
-    fn new(market: &Market, region_of: impl Fn(SiteId) -> R) -> Book<R> {
+impl Book {
+    fn new(market: &Market) -> Book {
         let mut index = BTreeMap::new();
         let mut classes: Vec<Class> = Vec::new();
-        let mut nodes = Vec::new();
-        // A site's nodes are often consecutive (a large provider's thousands):
-        // the last node's class is at hand, without asking for its region.
-        let mut last: Option<(SiteId, GpuModel, usize)> = None;
-        for node in market.nodes() {
-            let spec = node.spec();
-            let class = match last {
-                Some((site, model, class)) if site == spec.site && model == spec.model => class,
-                _ => {
-                    let next = classes.len();
-                    let class = *index.entry((spec.model, region_of(spec.site))).or_insert(next);
-                    if class == next {
-                        classes.push(Class::default());
-                    }
-                    last = Some((spec.site, spec.model, class));
-                    class
-                }
-            };
-            if node.online() {
-                let c = &mut classes[class];
-                c.floor = Some(c.floor.map_or(spec.ask, |f| f.min(spec.ask)));
-                c.online_gpus += u64::from(spec.gpus);
-                c.free_gpus += u64::from(node.free_gpus());
-            }
-            nodes.push(NodeFacts {
-                id: spec.id,
-                class,
-                online: node.online(),
-                gpus: spec.gpus,
-            });
-        }
         let mut by_model: BTreeMap<GpuModel, Vec<usize>> = BTreeMap::new();
-        for (&(model, _), &class) in &index {
-            if classes[class].floor.is_some() {
-                by_model.entry(model).or_default().push(class);
-            }
+        for (model, region, tally) in market.class_tallies() {
+            by_model.entry(model).or_default().push(classes.len());
+            index.insert((model, region), classes.len());
+            classes.push(Class {
+                floor: tally.floor(),
+                online_gpus: tally.gpus_total,
+                free_gpus: tally.gpus_free,
+                ..Class::default()
+            });
         }
         Book {
             index,
             classes,
-            nodes,
             by_model,
         }
     }
 
-    fn node(&self, id: NodeId) -> &NodeFacts {
-        let at = self
-            .nodes
-            .binary_search_by_key(&id, |n| n.id)
-            .expect("a lease's nodes exist");
-        &self.nodes[at]
+    /// The class of an online node, with its GPU count; None for an offline or unknown node.
+    fn node(&self, market: &Market, id: NodeId) -> Option<(usize, u32)> {
+        let node = market.node(id).filter(|n| n.online())?;
+        let class = self.index.get(&(node.spec().model, node.region()))?;
+        Some((*class, node.spec().gpus))
     }
 
     /// Non-spot leases take GPUs out of the supply; running spot leases become incumbents.
@@ -414,22 +376,26 @@ impl<R: Ord> Book<R> {
             let Some(first) = lease.allocations.first() else {
                 continue;
             };
-            let home = self.node(first.node).class;
+            // The class of the first node, online or not (None: no online
+            // node of that model in that region, and so no quote to join).
+            let home = market
+                .node(first.node)
+                .and_then(|n| self.index.get(&(n.spec().model, n.region())))
+                .copied();
             let mut home_gpus = 0;
             for alloc in &lease.allocations {
-                let node = *self.node(alloc.node);
-                if !node.online {
+                let Some((class, gpus)) = self.node(market, alloc.node) else {
                     continue;
-                }
+                };
                 // Indices past a shrunk node's count are never offered again.
-                let held = alloc.gpu_indices.iter().filter(|&&g| g < node.gpus).count() as u64;
+                let held = alloc.gpu_indices.iter().filter(|&&g| g < gpus).count() as u64;
                 if !spot {
-                    self.classes[node.class].non_spot_gpus += held;
-                } else if node.class == home {
+                    self.classes[class].non_spot_gpus += held;
+                } else if Some(class) == home {
                     home_gpus += held;
                 }
             }
-            if spot {
+            if let (true, Some(home)) = (spot, home) {
                 let class = &mut self.classes[home];
                 class.demand_gpus += home_gpus;
                 class.incumbents.push(Incumbent {
@@ -462,14 +428,11 @@ impl<R: Ord> Book<R> {
         }
     }
 
-    fn quotes(self) -> BTreeMap<(GpuModel, R), SpotQuote> {
-        let mut classes: Vec<Option<Class>> = self.classes.into_iter().map(Some).collect();
+    fn quotes(self) -> BTreeMap<SpotClass, SpotQuote> {
+        // Classes were numbered in the index's own order (model, then region).
         self.index
-            .into_iter()
-            .filter_map(|(key, class)| {
-                let class = classes[class].take().expect("each class is indexed once");
-                class.quote().map(|q| (key, q))
-            })
+            .into_keys()
+            .zip(self.classes.into_iter().map(Class::quote))
             .collect()
     }
 }

@@ -5,11 +5,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
-use agora_engine::market::{Allocation, Market, NodeSpec, OrderSpec, Placement};
-use agora_engine::spot::{SpotQuote, below_spot_price, spot_class, spot_quotes};
+use agora_engine::market::{Allocation, Market, NodeSpec, OrderSpec, Placement, SiteSpec};
+use agora_engine::spot::{SpotClass, SpotQuote, below_spot_price, spot_class, spot_quotes};
 use agora_types::{
-    AgentId, DomainId, GpuModel, JobId, LeaseId, Micros, NodeId, OrderId, PricePerGpuHour, ProviderId, SiteId,
-    TenantId, Tier,
+    AgentId, DomainId, GpuModel, JobId, LeaseId, Micros, NodeId, OrderId, PricePerGpuHour, ProviderId, RegionId,
+    SiteId, TenantId, Tier,
 };
 use proptest::prelude::*;
 
@@ -24,6 +24,39 @@ fn h100() -> GpuModel {
 /// Sites 1 and 2 are in `east`, the others in `west`.
 fn region(site: SiteId) -> &'static str {
     if site.0 <= 2 { "east" } else { "west" }
+}
+
+const EAST: RegionId = RegionId(1);
+const WEST: RegionId = RegionId(2);
+
+fn site_in(id: u64, region: RegionId) -> SiteSpec {
+    SiteSpec {
+        id: SiteId(id),
+        provider: ProviderId(1),
+        power_budget_w: None,
+        node_overhead_w: 0,
+        orbital: false,
+        region: Some(region),
+    }
+}
+
+/// A market whose sites 0–63 are in the regions [`region`] names.
+fn market() -> Market {
+    let mut m = Market::new();
+    for id in 0..64 {
+        m.upsert_site(site_in(id, if region(SiteId(id)) == "east" { EAST } else { WEST }));
+    }
+    m
+}
+
+/// A class with its region's name.
+fn named((model, region): SpotClass) -> (GpuModel, &'static str) {
+    let name = match region {
+        Some(EAST) => "east",
+        Some(WEST) => "west",
+        other => panic!("no region {other:?} in these tests"),
+    };
+    (model, name)
 }
 
 fn node_at(id: u64, model: GpuModel, gpus: u32, ask: &str, site: u64) -> NodeSpec {
@@ -93,7 +126,7 @@ fn run(m: &mut Market, id: u64, tier: Tier, bid: &str, on: &[(u64, u32)]) {
 }
 
 fn quotes(m: &Market) -> BTreeMap<(GpuModel, &'static str), SpotQuote> {
-    spot_quotes(m, region)
+    spot_quotes(m).into_iter().map(|(class, q)| (named(class), q)).collect()
 }
 
 fn east(m: &Market) -> SpotQuote {
@@ -101,15 +134,12 @@ fn east(m: &Market) -> SpotQuote {
 }
 
 fn below(m: &Market) -> Vec<u64> {
-    below_spot_price(m, &quotes(m), region)
-        .into_iter()
-        .map(|l| l.0)
-        .collect()
+    below_spot_price(m, &spot_quotes(m)).into_iter().map(|l| l.0).collect()
 }
 
 #[test]
 fn plentiful_class_prices_at_the_floor() {
-    let mut m = Market::new();
+    let mut m = market();
     m.upsert_node(node(1, 8, "1.50"));
     m.upsert_node(node(2, 8, "1.00"));
     run(&mut m, 1, Tier::Spot, "3.00", &[(1, 4)]);
@@ -131,7 +161,7 @@ fn plentiful_class_prices_at_the_floor() {
 
 #[test]
 fn scarce_class_prices_at_the_marginal_accepted_bid() {
-    let mut m = Market::new();
+    let mut m = market();
     m.upsert_node(node(1, 8, "1.00"));
     run(&mut m, 1, Tier::Spot, "1.50", &[(1, 4)]);
     run(&mut m, 2, Tier::Spot, "1.20", &[(1, 4)]);
@@ -145,9 +175,34 @@ fn scarce_class_prices_at_the_marginal_accepted_bid() {
     assert_eq!(below(&m), vec![2]);
 }
 
+/// A node named before its site is priced without a region until the site
+/// is upserted; a site moved to another region takes its nodes (and the GPUs
+/// leases hold on them) along.
+#[test]
+fn a_site_moved_to_another_region_takes_its_nodes_along() {
+    let mut m = Market::new();
+    m.upsert_node(node_at(1, h100(), 8, "1.00", 7));
+    m.upsert_node(node_at(2, h100(), 4, "2.00", 8));
+    m.upsert_site(site_in(8, WEST));
+    let supply = |m: &Market| -> Vec<(Option<RegionId>, String, u64)> {
+        spot_quotes(m)
+            .into_iter()
+            .map(|((_, region), q)| (region, q.floor.to_string(), q.supply_gpus))
+            .collect()
+    };
+    let (one, two) = (price("1.00").to_string(), price("2.00").to_string());
+    assert_eq!(supply(&m), [(None, one.clone(), 8), (Some(WEST), two.clone(), 4)]);
+    m.upsert_site(site_in(7, WEST));
+    assert_eq!(supply(&m), [(Some(WEST), one.clone(), 12)]);
+    run(&mut m, 1, Tier::OnDemand, "3.00", &[(1, 3)]);
+    assert_eq!(supply(&m), [(Some(WEST), one.clone(), 9)]);
+    m.upsert_site(site_in(7, EAST));
+    assert_eq!(supply(&m), [(Some(EAST), one, 5), (Some(WEST), two, 4)]);
+}
+
 #[test]
 fn two_regions_of_one_model_are_priced_apart() {
-    let mut m = Market::new();
+    let mut m = market();
     m.upsert_node(node_at(1, h100(), 8, "1.00", 1));
     m.upsert_node(node_at(2, h100(), 8, "1.00", 2));
     m.upsert_node(node_at(3, h100(), 8, "0.80", 3));
@@ -169,7 +224,7 @@ fn two_regions_of_one_model_are_priced_apart() {
 
 #[test]
 fn stopping_and_on_demand_leases_are_never_listed() {
-    let mut m = Market::new();
+    let mut m = market();
     m.upsert_node(node(1, 8, "1.00"));
     run(&mut m, 1, Tier::Spot, "1.10", &[(1, 2)]);
     run(&mut m, 2, Tier::Spot, "1.10", &[(1, 2)]);
@@ -186,7 +241,7 @@ fn stopping_and_on_demand_leases_are_never_listed() {
 
 #[test]
 fn supply_excludes_gpus_of_on_demand_and_reserved_leases() {
-    let mut m = Market::new();
+    let mut m = market();
     m.upsert_node(node(1, 8, "1.00"));
     run(&mut m, 1, Tier::OnDemand, "1.00", &[(1, 4)]);
     run(&mut m, 2, Tier::Reserved, "1.00", &[(1, 2)]);
@@ -203,7 +258,7 @@ fn supply_excludes_gpus_of_on_demand_and_reserved_leases() {
 
 #[test]
 fn offline_nodes_count_in_neither_floor_nor_supply() {
-    let mut m = Market::new();
+    let mut m = market();
     m.upsert_node(node(1, 8, "2.00"));
     m.upsert_node(node(2, 8, "1.00"));
     m.upsert_node(node_at(3, h100(), 8, "1.00", 3));
@@ -225,7 +280,7 @@ fn offline_nodes_count_in_neither_floor_nor_supply() {
 /// incumbents tied at that bid all stayed, and the higher bidder never ran.
 #[test]
 fn equal_bids_do_not_stall_a_higher_spot_bidder() {
-    let mut m = Market::new();
+    let mut m = market();
     m.upsert_node(node(1, 8, "1.00"));
     run(&mut m, 1, Tier::Spot, "2.00", &[(1, 4)]);
     run(&mut m, 2, Tier::Spot, "2.00", &[(1, 4)]);
@@ -237,7 +292,7 @@ fn equal_bids_do_not_stall_a_higher_spot_bidder() {
 
 #[test]
 fn an_incumbent_keeps_its_gpus_against_an_equal_newcomer() {
-    let mut m = Market::new();
+    let mut m = market();
     m.upsert_node(node(1, 8, "1.00"));
     run(&mut m, 1, Tier::Spot, "2.00", &[(1, 8)]);
     m.add_order(order(1, Tier::Spot, "2.00", 8));
@@ -249,7 +304,7 @@ fn an_incumbent_keeps_its_gpus_against_an_equal_newcomer() {
 
 #[test]
 fn an_order_larger_than_the_class_claims_nothing_there() {
-    let mut m = Market::new();
+    let mut m = market();
     m.upsert_node(node(1, 8, "1.00"));
     run(&mut m, 1, Tier::Spot, "1.10", &[(1, 8)]);
     let mut gang = order(1, Tier::Spot, "9.00", 8);
@@ -262,7 +317,7 @@ fn an_order_larger_than_the_class_claims_nothing_there() {
 
 #[test]
 fn orders_bidding_under_the_floor_add_no_demand() {
-    let mut m = Market::new();
+    let mut m = market();
     m.upsert_node(node(1, 8, "1.00"));
     run(&mut m, 1, Tier::Spot, "1.10", &[(1, 8)]);
     m.add_order(order(1, Tier::Spot, "0.90", 8));
@@ -272,7 +327,7 @@ fn orders_bidding_under_the_floor_add_no_demand() {
 
 #[test]
 fn a_lease_bidding_under_a_raised_floor_is_outbid_even_when_plentiful() {
-    let mut m = Market::new();
+    let mut m = market();
     m.upsert_node(node(1, 8, "1.00"));
     run(&mut m, 1, Tier::Spot, "1.50", &[(1, 2)]);
     m.upsert_node(node(1, 8, "2.00"));
@@ -283,7 +338,7 @@ fn a_lease_bidding_under_a_raised_floor_is_outbid_even_when_plentiful() {
 
 #[test]
 fn a_marginal_bid_under_the_floor_prices_at_the_floor() {
-    let mut m = Market::new();
+    let mut m = market();
     m.upsert_node(node(1, 8, "1.00"));
     run(&mut m, 1, Tier::Spot, "1.50", &[(1, 4)]);
     run(&mut m, 2, Tier::Spot, "1.00", &[(1, 2)]);
@@ -297,7 +352,7 @@ fn a_marginal_bid_under_the_floor_prices_at_the_floor() {
 
 #[test]
 fn a_multi_model_order_is_counted_in_every_class_it_could_use() {
-    let mut m = Market::new();
+    let mut m = market();
     let a100 = GpuModel::resolve("a100-80gb").unwrap();
     let l4 = GpuModel::resolve("l4").unwrap();
     m.upsert_node(node_at(1, h100(), 8, "2.00", 1));
@@ -315,12 +370,12 @@ fn a_multi_model_order_is_counted_in_every_class_it_could_use() {
 
 #[test]
 fn a_gang_lease_is_priced_in_the_class_of_its_first_node() {
-    let mut m = Market::new();
+    let mut m = market();
     m.upsert_node(node_at(1, h100(), 8, "1.00", 3));
     m.upsert_node(node_at(2, h100(), 8, "1.00", 1));
     run(&mut m, 1, Tier::Spot, "1.20", &[(1, 8), (2, 8)]);
     let lease = m.lease(LeaseId(1)).unwrap();
-    assert_eq!(spot_class(&m, lease, region), Some((h100(), "west")));
+    assert_eq!(spot_class(&m, lease).map(named), Some((h100(), "west")));
     let all = quotes(&m);
     assert_eq!(all[&(h100(), "west")].demand_gpus, 8);
     assert_eq!(all[&(h100(), "east")].demand_gpus, 0);
@@ -441,7 +496,7 @@ fn order_spec(id: u64, g: &OrderGen) -> OrderSpec {
 }
 
 fn build(g: &MarketGen) -> Market {
-    let mut m = Market::new();
+    let mut m = market();
     for (i, n) in g.nodes.iter().enumerate() {
         m.upsert_node(node_spec(i, n));
     }
@@ -528,8 +583,8 @@ proptest! {
     fn the_price_clears_every_class(g in market_gen()) {
         let m = build(&g);
         let quotes = quotes(&m);
-        prop_assert_eq!(&quotes, &spot_quotes(&m.clone(), region), "same market, same quotes");
-        let below: BTreeSet<LeaseId> = below_spot_price(&m, &quotes, region).into_iter().collect();
+        prop_assert_eq!(&spot_quotes(&m), &spot_quotes(&m.clone()), "same market, same quotes");
+        let below: BTreeSet<LeaseId> = below_spot_price(&m, &spot_quotes(&m)).into_iter().collect();
 
         // Classes recomputed GPU by GPU: online GPUs, floor, and non-spot GPUs.
         let mut expected: BTreeMap<(GpuModel, &'static str), (PricePerGpuHour, u64)> = BTreeMap::new();
@@ -559,7 +614,7 @@ proptest! {
             let incumbents: Vec<(LeaseId, PricePerGpuHour, u64)> = m
                 .leases()
                 .filter(|l| l.tier == Tier::Spot && !l.stopping)
-                .filter(|l| spot_class(&m, l, region).as_ref() == Some(class))
+                .filter(|l| spot_class(&m, l).map(named).as_ref() == Some(class))
                 .map(|l| (l.id, l.bid, held_in(&m, l.id, class)))
                 .collect();
             let pending: Vec<(PricePerGpuHour, u64, OrderId)> = m
@@ -606,7 +661,7 @@ fn quotes_a_fleet_sized_market_in_one_pass() {
         .iter()
         .map(|n| GpuModel::resolve(n).unwrap())
         .collect();
-    let mut m = Market::new();
+    let mut m = market();
     let nodes = 30_000u64;
     for i in 0..nodes {
         m.upsert_node(NodeSpec {
@@ -661,12 +716,14 @@ fn quotes_a_fleet_sized_market_in_one_pass() {
         o.nodes = if i % 10 == 0 { 4 } else { 1 };
         m.add_order(o);
     }
-    let region_of = |s: SiteId| s.0 % 5;
+    for id in 1..=40 {
+        m.upsert_site(site_in(id, RegionId(id % 5 + 1)));
+    }
 
     let started = Instant::now();
-    let quotes = spot_quotes(&m, region_of);
+    let quotes = spot_quotes(&m);
     let quoted = started.elapsed();
-    let below = below_spot_price(&m, &quotes, region_of);
+    let below = below_spot_price(&m, &quotes);
     let listed = started.elapsed() - quoted;
     println!(
         "spot on {nodes} nodes, {lease} leases, 50000 orders: spot_quotes {quoted:?}, below_spot_price {listed:?}; \
@@ -711,6 +768,6 @@ proptest! {
             prop_assert_eq!((q.price, q.floor, q.supply_gpus, q.demand_gpus), (floor, floor, supply, 0));
             prop_assert!(!q.scarce && q.rationed_above.is_none());
         }
-        prop_assert!(below_spot_price(&m, &quotes, region).is_empty());
+        prop_assert!(below_spot_price(&m, &spot_quotes(&m)).is_empty());
     }
 }

@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use agora_engine::market::OrderSpec;
-use agora_engine::spot::{SpotQuote, below_spot_price, spot_quotes};
+use agora_engine::spot::{SpotClass, SpotQuote, below_spot_price, spot_quotes};
 use agora_proto::api::{SpotPricePoint, SpotView};
 use agora_types::{GpuModel, PricePerGpuHour, RegionId, SiteId, Tier, UnixMs};
 
@@ -34,18 +34,12 @@ pub struct SpotBoard {
     pub history: BTreeMap<Class, VecDeque<(UnixMs, PricePerGpuHour)>>,
     /// `quotes` by region number, as the engine computed them (for the
     /// outbid check, which looks up every spot lease's class).
-    by_region_id: BTreeMap<(GpuModel, Option<RegionId>), SpotQuote>,
-}
-
-/// A site's region by number (cheap to compare, unlike its name); None for
-/// a site without a region or unknown.
-fn region_of(ex: &Exchange) -> impl Fn(SiteId) -> Option<RegionId> + '_ {
-    |site| ex.sites.get(&site).and_then(|s| s.region_id)
+    by_region_id: BTreeMap<SpotClass, SpotQuote>,
 }
 
 /// Prices every class from the state now and records changed prices.
 pub fn price(txn: &mut Txn<'_>) {
-    let by_region_id = spot_quotes(&txn.ex.market, region_of(txn.ex));
+    let by_region_id = spot_quotes(&txn.ex.market);
     let names: BTreeMap<RegionId, &str> = txn.ex.regions.iter().map(|(name, id)| (*id, name.as_str())).collect();
     let quotes: BTreeMap<Class, SpotQuote> = by_region_id
         .iter()
@@ -121,7 +115,7 @@ pub fn site_prices(ex: &Exchange, board: &SpotBoard) -> BTreeMap<(SiteId, GpuMod
 
 /// Signals every spot lease the current prices outbid to stop.
 pub fn preempt_outbid(txn: &mut Txn<'_>) {
-    let outbid = below_spot_price(&txn.ex.market, &txn.vol.spot.by_region_id, region_of(txn.ex));
+    let outbid = below_spot_price(&txn.ex.market, &txn.vol.spot.by_region_id);
     for lease in outbid {
         tracing::info!(%lease, "preempting spot lease outbid by the spot price");
         txn.emit(Event::StopRequested {

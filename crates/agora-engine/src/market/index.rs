@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use agora_types::{DomainId, GpuModel, NodeId, PricePerGpuHour, ProviderId, SiteId};
+use agora_types::{DomainId, GpuModel, NodeId, PricePerGpuHour, ProviderId, RegionId, SiteId};
 
 use super::AskSummary;
 
@@ -23,6 +23,8 @@ pub(crate) struct IndexEntry {
     pub(crate) ask: PricePerGpuHour,
     pub(crate) provider: ProviderId,
     pub(crate) site: SiteId,
+    /// The site's region (None: unknown), which spot prices are quoted by.
+    pub(crate) region: Option<RegionId>,
     pub(crate) domain: DomainId,
     pub(crate) gpus: u32,
     /// Free GPUs in `0..gpus`.
@@ -44,15 +46,23 @@ impl IndexEntry {
     /// Whether both entries sit under the same keys wherever they count or
     /// not: everything but free, reclaimable and busy is equal.
     pub(crate) fn same_place(&self, other: &IndexEntry) -> bool {
-        (self.model, self.ask, self.provider, self.site, self.domain, self.gpus)
-            == (
-                other.model,
-                other.ask,
-                other.provider,
-                other.site,
-                other.domain,
-                other.gpus,
-            )
+        (
+            self.model,
+            self.ask,
+            self.provider,
+            self.site,
+            self.region,
+            self.domain,
+            self.gpus,
+        ) == (
+            other.model,
+            other.ask,
+            other.provider,
+            other.site,
+            other.region,
+            other.domain,
+            other.gpus,
+        )
     }
 
     /// The key of the node in the reclaim index, if it has anything to reclaim.
@@ -293,6 +303,24 @@ pub(crate) struct ModelNodes {
     pub(crate) sizes: BTreeMap<u32, u64>,
     pub(crate) gpus_total: u64,
     pub(crate) gpus_free: u64,
+    /// The model's online nodes region by region: what spot quotes read
+    /// every round, without walking the nodes.
+    pub(crate) by_region: BTreeMap<Option<RegionId>, ClassTally>,
+}
+
+/// The online nodes of one model in one region (a spot class).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ClassTally {
+    /// The nodes' asks as a multiset: the floor is the first key.
+    asks: BTreeMap<PricePerGpuHour, u32>,
+    pub(crate) gpus_total: u64,
+    pub(crate) gpus_free: u64,
+}
+
+impl ClassTally {
+    pub(crate) fn floor(&self) -> PricePerGpuHour {
+        *self.asks.keys().next().expect("a tallied class has a node")
+    }
 }
 
 /// Every index of the market.
@@ -323,6 +351,10 @@ impl Indexes {
         *m.sizes.entry(e.gpus).or_insert(0) += 1;
         m.gpus_total += u64::from(e.gpus);
         m.gpus_free += u64::from(e.free);
+        let class = m.by_region.entry(e.region).or_default();
+        *class.asks.entry(e.ask).or_insert(0) += 1;
+        class.gpus_total += u64::from(e.gpus);
+        class.gpus_free += u64::from(e.free);
     }
 
     pub(crate) fn remove(&mut self, id: NodeId, e: &IndexEntry) {
@@ -342,6 +374,17 @@ impl Indexes {
         }
         m.gpus_total -= u64::from(e.gpus);
         m.gpus_free -= u64::from(e.free);
+        let class = m.by_region.get_mut(&e.region).expect("indexed node's class is tallied");
+        let asks = class.asks.get_mut(&e.ask).expect("indexed node's ask is tallied");
+        *asks -= 1;
+        if *asks == 0 {
+            class.asks.remove(&e.ask);
+        }
+        class.gpus_total -= u64::from(e.gpus);
+        class.gpus_free -= u64::from(e.free);
+        if class.asks.is_empty() {
+            m.by_region.remove(&e.region);
+        }
         if m.by_ask.is_empty() {
             self.models.remove(&e.model);
         }
@@ -369,6 +412,13 @@ impl Indexes {
                 }
                 let m = self.models.get_mut(&new.model).expect("indexed model exists");
                 m.gpus_free = m.gpus_free - u64::from(old.free) + u64::from(new.free);
+                if old.free != new.free {
+                    let class = m
+                        .by_region
+                        .get_mut(&new.region)
+                        .expect("indexed node's class is tallied");
+                    class.gpus_free = class.gpus_free - u64::from(old.free) + u64::from(new.free);
+                }
             }
             _ => {
                 if let Some(old) = old {
@@ -415,6 +465,7 @@ mod tests {
             ask: PricePerGpuHour(Micros(i128::from(place / 2 % 2) * 1_000_000)),
             provider: ProviderId(1),
             site: SiteId(u64::from(place / 4 % 2)),
+            region: Some(RegionId(u64::from(place / 4 % 2))),
             domain: DomainId(1),
             gpus,
             free: free.min(gpus),

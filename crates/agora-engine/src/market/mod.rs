@@ -363,6 +363,8 @@ impl Lease {
 pub struct Node {
     spec: NodeSpec,
     online: bool,
+    /// The region of the node's site, as last upserted (None: unknown).
+    region: Option<RegionId>,
     /// The lease holding each GPU index. Longer than `spec.gpus` only when the
     /// node shrank under running leases: those indices are kept until the
     /// lease ends and are never offered again.
@@ -425,6 +427,11 @@ impl SiteState {
 impl Node {
     pub fn spec(&self) -> &NodeSpec {
         &self.spec
+    }
+
+    /// The region of the node's site (None: unknown or no site upserted).
+    pub fn region(&self) -> Option<RegionId> {
+        self.region
     }
 
     pub fn online(&self) -> bool {
@@ -564,9 +571,11 @@ impl Market {
     /// beyond the new count stay held until the lease ends.
     pub fn upsert_node(&mut self, spec: NodeSpec) {
         let id = spec.id;
+        let region = self.site(spec.site).and_then(|s| s.region);
         match self.nodes.get_mut(&id) {
             Some(node) => {
                 node.spec = spec;
+                node.region = region;
                 resize_owners(node);
             }
             None => {
@@ -583,6 +592,7 @@ impl Market {
                     Node {
                         spec,
                         online: true,
+                        region,
                         owners,
                         indexed: None,
                         drawn,
@@ -601,7 +611,22 @@ impl Market {
         } else {
             self.orbital_sites.remove(&spec.id);
         }
-        self.sites.entry(spec.id).or_default().spec = Some(spec);
+        let (id, region) = (spec.id, spec.region);
+        let before = self.site(id).and_then(|s| s.region);
+        self.sites.entry(id).or_default().spec = Some(spec);
+        if region != before {
+            // Rare (an operator moves a site): find its nodes by walking them all.
+            let moved: Vec<NodeId> = self
+                .nodes
+                .iter()
+                .filter(|(_, n)| n.spec.site == id)
+                .map(|(id, _)| *id)
+                .collect();
+            for node in moved {
+                self.nodes.get_mut(&node).expect("listed").region = region;
+                self.refresh(node);
+            }
+        }
     }
 
     /// Sets the latency matrix that bounds cross-provider gangs: milliseconds
@@ -855,6 +880,16 @@ impl Market {
                 .is_some_and(|(tier, ..)| *tier == Tier::Spot)
     }
 
+    /// Online nodes of each model in each region (their floor ask and GPUs),
+    /// by model, then region: kept as leases start and end, so that pricing
+    /// every round reads one entry per class, not every node.
+    pub(crate) fn class_tallies(&self) -> impl Iterator<Item = (GpuModel, Option<RegionId>, &index::ClassTally)> {
+        self.indexes
+            .models
+            .iter()
+            .flat_map(|(model, m)| m.by_region.iter().map(move |(region, tally)| (*model, *region, tally)))
+    }
+
     /// Whether any lease, stopping or not, is of the spot tier.
     pub fn has_spot_leases(&self) -> bool {
         self.spot_leases > 0
@@ -1068,6 +1103,7 @@ fn entry_of(node: &Node, leases: &IdMap<LeaseId, Lease>) -> Option<IndexEntry> {
         ask: node.spec.ask,
         provider: node.spec.provider,
         site: node.spec.site,
+        region: node.region,
         domain: node.spec.domain,
         gpus: node.spec.gpus,
         free: node.free_gpus(),

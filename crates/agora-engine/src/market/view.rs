@@ -247,6 +247,7 @@ mod tests {
             ask: PricePerGpuHour(Micros(i128::from((i / 2 % 2) as u8) * 1_000_000)),
             provider: ProviderId(i / 4 % 2),
             site: SiteId(0),
+            region: None,
             domain: DomainId(i / 8 % 2),
             gpus: 8,
             free: 8,
