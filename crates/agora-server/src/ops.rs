@@ -1067,16 +1067,29 @@ pub fn tick(txn: &mut Txn<'_>) {
 fn rank_tenants(txn: &mut Txn<'_>) {
     let now = txn.now;
     let from = UnixMs(now.0 - i64::try_from(txn.cfg.fair_share_window_s).unwrap_or(i64::MAX / 2) * 1000);
-    let mut gpu_ms: BTreeMap<TenantId, i128> = BTreeMap::new();
-    for l in txn.ex.leases.values().rev() {
-        let Some(start) = l.running_at else { continue };
-        let end = l.ended_at.unwrap_or(now);
-        if end.0 <= from.0 {
-            continue;
+    let used = |leases: &mut dyn Iterator<Item = &Lease>| {
+        let mut gpu_ms: BTreeMap<TenantId, i128> = BTreeMap::new();
+        for l in leases {
+            let Some(start) = l.running_at else { continue };
+            let end = l.ended_at.unwrap_or(now);
+            if end.0 <= from.0 {
+                continue;
+            }
+            let ms = i128::from(end.0.min(now.0) - start.0.max(from.0)).max(0);
+            *gpu_ms.entry(l.tenant).or_default() += ms * i128::from(l.gpus);
         }
-        let ms = i128::from(end.0.min(now.0) - start.0.max(from.0)).max(0);
-        *gpu_ms.entry(l.tenant).or_default() += ms * i128::from(l.gpus);
-    }
+        gpu_ms
+    };
+    // Leases live or ended within the window, not every lease ever; those
+    // that ended a window before it are forgotten (a margin for a clock
+    // set back).
+    let forget_before = UnixMs(from.0.saturating_sub(now.0 - from.0));
+    let gpu_ms = used(&mut txn.ex.leases_since(from, forget_before));
+    debug_assert_eq!(
+        gpu_ms,
+        used(&mut txn.ex.leases.values()),
+        "the window's leases are all counted"
+    );
     let mut changed = Vec::new();
     for tenant in txn.ex.tenants.keys() {
         let unit_ms = i128::from(txn.cfg.fair_share_unit_gpu_s.max(1)) * 1000;
@@ -1217,9 +1230,17 @@ fn start_leases(txn: &mut Txn<'_>, group: Vec<Placement>, reasons: &mut BTreeMap
 
 /// Concentration of capacity (online GPUs) and of allocated GPUs (live leases).
 fn compute_health(txn: &mut Txn<'_>) {
-    let mut h = Holdings::default();
-    for n in txn.ex.nodes.values().filter(|n| n.online) {
-        *h.capacity.entry(n.provider).or_insert(0) += u64::from(n.gpus);
+    let mut h = Holdings {
+        capacity: txn.ex.online_gpus().clone(),
+        ..Holdings::default()
+    };
+    #[cfg(debug_assertions)]
+    {
+        let mut counted: BTreeMap<ProviderId, u64> = BTreeMap::new();
+        for n in txn.ex.nodes.values().filter(|n| n.online) {
+            *counted.entry(n.provider).or_insert(0) += u64::from(n.gpus);
+        }
+        debug_assert_eq!(h.capacity, counted, "online GPUs by provider kept as nodes change");
     }
     for id in &txn.ex.live_leases {
         let l = &txn.ex.leases[id];

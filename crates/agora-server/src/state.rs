@@ -250,6 +250,10 @@ pub struct Exchange {
     pub nodes: BTreeMap<NodeId, Node>,
     #[serde(skip)]
     node_by_name: BTreeMap<(AgentId, String), NodeId>,
+    /// GPUs of online nodes by provider (providers without any are absent):
+    /// the capacity that concentration is measured on every round.
+    #[serde(skip)]
+    online_gpus: BTreeMap<ProviderId, u64>,
     /// Every fabric domain ever reported: its provider and name. Kept (not
     /// derived from today's nodes) so a name keeps its id for good.
     pub domains: BTreeMap<DomainId, (ProviderId, String)>,
@@ -261,6 +265,10 @@ pub struct Exchange {
     /// Leases not yet terminal, for the periodic checks.
     #[serde(skip)]
     pub live_leases: BTreeSet<LeaseId>,
+    /// Ended leases that ran, by end time, for fair share's window
+    /// ([`Exchange::leases_since`] forgets the oldest).
+    #[serde(skip)]
+    ended_by_time: BTreeSet<(UnixMs, LeaseId)>,
     /// Per agent, the parts of live leases it runs that have not exited, in
     /// (lease, rank) order: a heartbeat looks at its agent's parts only.
     #[serde(skip)]
@@ -315,6 +323,9 @@ impl Exchange {
             ex.market.upsert_site(site.spec());
         }
         for n in ex.nodes.values() {
+            if n.online {
+                *ex.online_gpus.entry(n.provider).or_insert(0) += u64::from(n.gpus);
+            }
             ex.node_by_name.insert((n.agent, n.name.clone()), n.id);
             ex.market.upsert_node(NodeSpec {
                 id: n.id,
@@ -338,6 +349,11 @@ impl Exchange {
         }
         // Holdings before leases: starting a lease counts its reserved use.
         ex.restore_reservations();
+        for l in ex.leases.values().filter(|l| l.running_at.is_some()) {
+            if let Some(end) = l.ended_at {
+                ex.ended_by_time.insert((end, l.id));
+            }
+        }
         for l in ex.leases.values().filter(|l| !l.is_terminal()) {
             ex.live_leases.insert(l.id);
             for p in l.parts.iter().filter(|p| !p.exited) {
@@ -587,6 +603,7 @@ impl Exchange {
                 fabric_domain,
                 ..
             } => {
+                self.count_online(*node, -1);
                 self.nodes.insert(
                     *node,
                     Node {
@@ -605,6 +622,7 @@ impl Exchange {
                         online: true,
                     },
                 );
+                self.count_online(*node, 1);
                 self.node_by_name.insert((*agent, name.clone()), *node);
                 self.domains
                     .entry(*domain)
@@ -736,12 +754,50 @@ impl Exchange {
 
     /// Marks a node online or offline; the market offers it only while its site is available too.
     fn set_node_online(&mut self, node: NodeId, online: bool) {
+        self.count_online(node, -1);
         if let Some(n) = self.nodes.get_mut(&node) {
             n.online = online;
             let site = n.site;
+            self.count_online(node, 1);
             let open = self.site_open(site);
             self.market.set_node_online(node, online && open);
         }
+    }
+
+    /// Adds (`sign` 1) or takes back (-1) a node's GPUs in the capacity by
+    /// provider, if it is online; nothing for an unknown node.
+    fn count_online(&mut self, node: NodeId, sign: i8) {
+        let Some(n) = self.nodes.get(&node).filter(|n| n.online) else {
+            return;
+        };
+        let gpus = self.online_gpus.entry(n.provider).or_insert(0);
+        if sign > 0 {
+            *gpus += u64::from(n.gpus);
+        } else {
+            *gpus -= u64::from(n.gpus);
+            if *gpus == 0 {
+                self.online_gpus.remove(&n.provider);
+            }
+        }
+    }
+
+    /// The leases that may have run after `from`: those not ended and those
+    /// that ran and ended after it. Forgets the leases that ended before
+    /// `forget_before` (a later call's `from` must not be earlier).
+    pub fn leases_since(&mut self, from: UnixMs, forget_before: UnixMs) -> impl Iterator<Item = &Lease> {
+        let kept = self.ended_by_time.split_off(&(forget_before.min(from), LeaseId(0)));
+        self.ended_by_time = kept;
+        let leases = &self.leases;
+        let ended = self
+            .ended_by_time
+            .range((UnixMs(from.0.saturating_add(1)), LeaseId(0))..)
+            .map(|(_, id)| id);
+        self.live_leases.iter().chain(ended).map(move |id| &leases[id])
+    }
+
+    /// GPUs of online nodes by provider; a provider with none is absent.
+    pub fn online_gpus(&self) -> &BTreeMap<ProviderId, u64> {
+        &self.online_gpus
     }
 
     /// Tells the market which of a site's nodes it may offer: online ones, while the site is available.
@@ -1013,6 +1069,9 @@ impl Exchange {
         };
         transition_lease(l, final_state);
         l.ended_at = Some(at);
+        if l.running_at.is_some() {
+            self.ended_by_time.insert((at, lease));
+        }
         l.exit_code = l.parts.iter().filter_map(|p| p.exit_code).find(|c| *c != 0);
         let due = l.due_until(at);
         let (order, job) = (l.order, l.job);
