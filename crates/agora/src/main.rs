@@ -250,8 +250,33 @@ fn init_logs(default: &str) {
         .try_init();
 }
 
+/// A command whose output goes through a pipe (`agora jobs | head`) ends
+/// quietly, with status 0, when the reader leaves, as other command-line
+/// tools do, instead of reporting a panic: printing to a closed pipe is the
+/// only panic this recognises. Not for the long-running commands, whose
+/// output is logs.
+fn quiet_on_closed_pipe(command: &Command) {
+    if matches!(command, Command::Up(_) | Command::Serve(_) | Command::Agent { .. }) {
+        return;
+    }
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("(os error 32)") {
+            std::process::exit(0);
+        }
+        report(info);
+    }));
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    quiet_on_closed_pipe(&cli.command);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
