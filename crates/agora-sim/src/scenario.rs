@@ -630,6 +630,10 @@ pub enum TraceFormat {
     /// Alibaba cluster-trace-gpu-v2023 pods (see `traces::parse_alibaba_pods`).
     #[serde(rename = "alibaba-2023-pods")]
     Alibaba2023Pods,
+    /// Alibaba cluster-trace-gpu-v2025 inference instances, each replica a
+    /// job (see `traces::ServiceTrace::as_jobs`).
+    #[serde(rename = "alibaba-2025-instances")]
+    Alibaba2025Instances,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]

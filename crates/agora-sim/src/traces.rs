@@ -316,6 +316,37 @@ impl ServiceTrace {
     pub fn instances(&self) -> usize {
         self.services.iter().map(|s| s.instances.len()).sum()
     }
+
+    /// When the trace ends: its latest time (creation, start or deletion).
+    pub fn end_s(&self) -> u64 {
+        self.services
+            .iter()
+            .flat_map(|s| &s.instances)
+            .map(|i| i.end_s.unwrap_or(i.start_s).max(i.submit_s))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Every instance as a job for trace replay, by submission: submitted
+    /// when created, running as long as it ran in the trace (from its
+    /// scheduling to its deletion; one still running when the trace ends
+    /// runs until then, at least a second). A replay places replicas as
+    /// independent jobs: a service's `max_per_node` is not applied.
+    pub fn as_jobs(&self) -> Vec<TraceJob> {
+        let end = self.end_s();
+        let mut jobs: Vec<TraceJob> = self
+            .services
+            .iter()
+            .flat_map(|s| &s.instances)
+            .map(|i| TraceJob {
+                submit_s: i.submit_s,
+                duration_s: i.end_s.unwrap_or(end).saturating_sub(i.start_s).max(1),
+                gpus: i.gpus,
+            })
+            .collect();
+        jobs.sort_by_key(|j| j.submit_s);
+        jobs
+    }
 }
 
 /// Alibaba `cluster-trace-gpu-v2025` inference instances
@@ -547,5 +578,17 @@ instance_3,HN,app_7,12,12,0.5,0.5,25,25,120.0,120.0,640.0,800.0,-1,NaN,NaN,1000.
         assert_eq!(t.services[1].instances[0].gpus, 1);
         let e = parse_alibaba_instances(&INSTANCES.replace(",0.5,0.5,", ",many,0.5,")).unwrap_err();
         assert!(e.to_string().contains("line 5: gpu_request: `many`"), "{e}");
+    }
+
+    /// For replay, instances are jobs that run as long as they ran in the
+    /// trace; one never deleted runs until the trace's last time.
+    #[test]
+    fn alibaba_instances_replay_as_jobs_by_submission() {
+        let t = parse_alibaba_instances(INSTANCES).unwrap();
+        assert_eq!(t.end_s(), 91_730);
+        let jobs: Vec<(u64, u64, u32)> = t.as_jobs().iter().map(|j| (j.submit_s, j.duration_s, j.gpus)).collect();
+        // app_0's first instance runs from 0 to the end; app_7's from 0 to
+        // its deletion at 1,000; app_0's second from 623 to 91,730.
+        assert_eq!(jobs, [(0, 91_730, 1), (0, 1_000, 1), (475, 91_107, 1)]);
     }
 }

@@ -56,6 +56,11 @@ pub(crate) enum TraceFormat {
     /// Alibaba cluster-trace-gpu-v2023 pods (`openb_pod_list_*.csv`); see `--fractional`.
     #[value(name = "alibaba-2023-pods")]
     Alibaba2023Pods,
+    /// Alibaba cluster-trace-gpu-v2025 inference instances
+    /// (`disaggregated_DLRM_trace.csv`): each service replica a job running
+    /// as long as it ran in the trace.
+    #[value(name = "alibaba-2025-instances")]
+    Alibaba2025Instances,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -86,6 +91,18 @@ fn read_jobs(
                 t.undisclosed_only
             );
             t.jobs
+        }
+        scenario::TraceFormat::Alibaba2025Instances => {
+            let t = traces::read_alibaba_instances(file)?;
+            eprintln!(
+                "{} GPU instances of {} services as jobs ({} running when the trace starts); left out: {} CPU-only; \
+                 replicas are placed independently (no per-node limit)",
+                t.instances(),
+                t.services.len(),
+                t.running_at_start,
+                t.cpu_only
+            );
+            t.as_jobs()
         }
     })
 }
@@ -350,6 +367,7 @@ fn replay_trace(cmd: SimCommand) -> anyhow::Result<u8> {
         TraceFormat::MsItp => scenario::TraceFormat::MsItp,
         TraceFormat::Philly => scenario::TraceFormat::Philly,
         TraceFormat::Alibaba2023Pods => scenario::TraceFormat::Alibaba2023Pods,
+        TraceFormat::Alibaba2025Instances => scenario::TraceFormat::Alibaba2025Instances,
     };
     let fractional = match fractional {
         FractionalArg::RoundUp => traces::Fractional::RoundUp,
