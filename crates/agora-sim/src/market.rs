@@ -161,6 +161,11 @@ pub struct Summary {
     pub concentration: Concentration,
     /// Agents' hosts that failed (`agent_mtbf`).
     pub agent_failures: u64,
+    /// Single nodes that failed inside running agents (`node_mtbf`).
+    pub node_failures: u64,
+    /// Leases whose processes were lost (a failed host or node, an agent
+    /// the exchange gave up on): their work was requeued.
+    pub leases_lost: u64,
     /// What reservation contracts' charges asked of their tenants (in `spend`
     /// too; a tenant short of funds may have paid less, and is then ended).
     pub contract_charges: Micros,
@@ -272,6 +277,24 @@ struct HollowAgent {
     /// Cut off from the exchange by a partition: its processes keep running
     /// (a crashed host's or an outage's die).
     partitioned: bool,
+    /// Nodes (indices into `reg.nodes`) that failed and are not repaired:
+    /// the agent leaves them out when it registers.
+    down: BTreeSet<u32>,
+}
+
+impl HollowAgent {
+    /// The agent's registration as it would send it now: without its failed nodes.
+    fn inventory(&self) -> RegisterAgent {
+        let mut reg = self.reg.clone();
+        if !self.down.is_empty() {
+            reg.nodes = (0u32..)
+                .zip(&self.reg.nodes)
+                .filter(|(n, _)| !self.down.contains(n))
+                .map(|(_, node)| node.clone())
+                .collect();
+        }
+        reg
+    }
 }
 
 struct SimTenant {
@@ -311,6 +334,10 @@ struct Sim<'s> {
     faults: SplitMix64,
     failures: BTreeSet<(u64, AgentId)>,
     agent_failures: u64,
+    /// Single nodes' failures and repairs: (when, agent, node index), earliest first.
+    node_failures: BTreeSet<(u64, AgentId, u32)>,
+    node_repairs: BTreeSet<(u64, AgentId, u32)>,
+    node_failures_seen: u64,
     /// Which of the scenario's contracts were recorded.
     contracts_made: Vec<bool>,
     refused: u64,
@@ -410,6 +437,9 @@ fn simulate(sc: &Scenario, seed: u64, checks: bool, progress: &mut dyn FnMut(u64
         faults: SplitMix64::new(seed ^ 0x6661_756c_7473),
         failures: BTreeSet::new(),
         agent_failures: 0,
+        node_failures: BTreeSet::new(),
+        node_repairs: BTreeSet::new(),
+        node_failures_seen: 0,
         contracts_made: vec![false; sc.contracts.len()],
         refused: 0,
         rounds: 0,
@@ -435,6 +465,7 @@ fn simulate(sc: &Scenario, seed: u64, checks: bool, progress: &mut dyn FnMut(u64
         sim.memberships(now)?;
         sim.reserve(now)?;
         sim.fail(now);
+        sim.fail_nodes(now)?;
         sim.heartbeats(now)?;
         sim.off.tick(at(now))?;
         sim.rounds += 1;
@@ -571,9 +602,13 @@ impl Sim<'_> {
                     alive: true,
                     back_at: None,
                     partitioned: false,
+                    down: BTreeSet::new(),
                 },
             );
             self.schedule_failure(agent, now);
+            for node in 0..self.agents[&agent].reg.nodes.len() as u32 {
+                self.schedule_node_failure(agent, node, now);
+            }
         }
         Ok(())
     }
@@ -625,6 +660,83 @@ impl Sim<'_> {
             let when = after + self.faults.exponential(mtbf.0 * 1000).max(1);
             self.failures.insert((when, agent));
         }
+    }
+
+    /// The node's next failure, if its group has a node MTBF.
+    fn schedule_node_failure(&mut self, agent: AgentId, node: u32, after: u64) {
+        let group = self.providers[self.agents[&agent].index].group;
+        if let Some(mtbf) = self.sc.providers[group].node_mtbf {
+            let when = after + self.faults.exponential(mtbf.0 * 1000).max(1);
+            self.node_failures.insert((when, agent, node));
+        }
+    }
+
+    /// Nodes that fail now inside running agents: their processes die (the
+    /// agent no longer reports them, so the exchange finds them vanished)
+    /// and the agent registers again without the node; repaired nodes are
+    /// reported again. A node whose agent is down or cut off fails later.
+    fn fail_nodes(&mut self, now: u64) -> anyhow::Result<()> {
+        let mut changed = BTreeSet::new();
+        while let Some(&(when, agent, node)) = self.node_repairs.first() {
+            if when > now {
+                break;
+            }
+            self.node_repairs.pop_first();
+            self.agents
+                .get_mut(&agent)
+                .expect("a scheduled agent")
+                .down
+                .remove(&node);
+            changed.insert(agent);
+            self.schedule_node_failure(agent, node, when);
+        }
+        while let Some(&(when, agent, node)) = self.node_failures.first() {
+            if when > now {
+                break;
+            }
+            self.node_failures.pop_first();
+            if self.providers[self.agents[&agent].index].left_ms.is_some() {
+                continue;
+            }
+            let a = &self.agents[&agent];
+            if !a.alive || a.partitioned {
+                let later = a.back_at.unwrap_or(now).max(now) + 1;
+                self.schedule_node_failure(agent, node, later);
+                continue;
+            }
+            let name = a.reg.nodes[node as usize].name.clone();
+            let ex = &self.off.ex;
+            let dead: Vec<PartRef> = a
+                .running
+                .iter()
+                .filter(|part| {
+                    ex.leases
+                        .get(&part.lease)
+                        .and_then(|l| l.parts.get(part.rank as usize))
+                        .is_some_and(|p| ex.nodes.get(&p.node).is_some_and(|n| n.name == name))
+                })
+                .copied()
+                .collect();
+            let a = self.agents.get_mut(&agent).expect("a scheduled agent");
+            for part in &dead {
+                a.running.remove(part);
+            }
+            a.down.insert(node);
+            self.node_failures_seen += 1;
+            let group = self.providers[a.index].group;
+            self.node_repairs
+                .insert((now + self.sc.providers[group].node_repair.0 * 1000, agent, node));
+            changed.insert(agent);
+        }
+        for agent in changed {
+            let a = &self.agents[&agent];
+            if a.alive && !a.partitioned {
+                let (provider, reg) = (a.provider, a.inventory());
+                self.register(provider, reg, now)?;
+                self.dirty.insert(agent);
+            }
+        }
+        Ok(())
     }
 
     /// Hosts that fail now: their processes die and their agents fall silent
@@ -762,8 +874,9 @@ impl Sim<'_> {
                 let regs = self.inventories(&self.providers[i]);
                 for (agent, reg) in self.providers[i].agents.clone().into_iter().zip(regs) {
                     let a = self.agents.get_mut(&agent).expect("a provider's agent");
-                    a.reg = reg.clone();
+                    a.reg = reg;
                     if a.alive {
+                        let reg = a.inventory();
                         self.register(id, reg, now)?;
                     }
                 }
@@ -1168,7 +1281,7 @@ impl Sim<'_> {
                 a.running.clear();
                 a.pending.clear();
             }
-            let (provider, reg) = (a.provider, a.reg.clone());
+            let (provider, reg) = (a.provider, a.inventory());
             // Registering again brings the nodes back online (at asks changed
             // meanwhile); the next heartbeat tells the exchange which of its
             // parts ran on, ended or vanished.
@@ -1391,6 +1504,12 @@ impl Sim<'_> {
                 cr4_delivered_bps: delivered_c.cr4_bps,
             },
             agent_failures: self.agent_failures,
+            node_failures: self.node_failures_seen,
+            leases_lost: ex
+                .leases
+                .values()
+                .filter(|l| l.state == agora_engine::lifecycle::LeaseState::Lost)
+                .count() as u64,
             contract_charges,
             resold_gpu_hours: round3(resold_gpu_hours),
             ledger_verified: ex.ledger.verify().is_ok(),

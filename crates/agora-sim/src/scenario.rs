@@ -26,6 +26,9 @@
 //!     agent_mtbf: 30d          # optional: each agent's host fails after an exponential
 //!                              # time of this mean: its processes die, it is silent
 //!     agent_repair: 1h         # for this long (default 1h, at least 3 rounds), then registers again
+//!     node_mtbf: 90d           # optional: each node fails alone after an exponential time
+//!                              # of this mean: its processes die, its agent reports it gone
+//!     node_repair: 4h          # for this long (default 1h, at least a round), then reports it again
 //! tenants:
 //!   - name: small-lab
 //!     count: 20
@@ -205,6 +208,14 @@ pub struct ProviderGroup {
     /// How long a failed host stays down before its agent registers again.
     #[serde(default = "hour")]
     pub agent_repair: Secs,
+    /// Mean time between failures of one node (exponential), inside a
+    /// running agent: the node's processes die and the agent registers
+    /// again without it. None: nodes fail only with their agent's host.
+    #[serde(default)]
+    pub node_mtbf: Option<Secs>,
+    /// How long a failed node stays out before its agent reports it again.
+    #[serde(default = "hour")]
+    pub node_repair: Secs,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -402,6 +413,12 @@ impl Scenario {
                     f("agent_repair"),
                     "must be at least 3 rounds (the agents' timeout)",
                 ));
+            }
+            if p.node_mtbf.is_some_and(|m| m.0 < self.round.0) {
+                return Err(invalid(f("node_mtbf"), "must be at least one round"));
+            }
+            if p.node_repair.0 < self.round.0 {
+                return Err(invalid(f("node_repair"), "must be at least one round"));
             }
             if p.regions.is_empty() || p.regions.iter().any(|r| check_name(r).is_err()) {
                 return Err(invalid(f("regions"), "must list region names ([A-Za-z0-9._-], 1..=64)"));

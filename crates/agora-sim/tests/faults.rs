@@ -97,6 +97,66 @@ fn invariants_hold_through_host_failures_partitions_and_a_restart() {
     assert_eq!(online(3 * 60 + 30), online(2 * 60 + 30));
 }
 
+/// Single nodes of one agent's 8-node cluster fail and are repaired while
+/// the agent runs on: the work on a failed node is lost and requeued (never
+/// counted as done), the node's GPUs leave the market until it is back, and
+/// the invariants hold over several seeds.
+const NODE_FAULTS: &str = "
+name: node-faults
+duration: 16h
+round: 60s
+metrics_every: 10m
+snapshot_every_events: 300
+providers:
+  - name: cluster
+    regions: [us-east]
+    gpu_model: h100
+    nodes: 8
+    gpus_per_node: 8
+    price: 2.5
+    node_mtbf: 6h
+    node_repair: 1h
+tenants:
+  - name: lab
+    count: 3
+    budget: 20000
+    arrival_every: 10m
+    gpus: [8, 16]
+    duration: {min: 20m, max: 2h}
+    max_price: 3.00
+    gpu_models: [h100]
+";
+
+#[test]
+fn nodes_fail_alone_inside_a_running_agent() {
+    let sc = Scenario::from_yaml(NODE_FAULTS).unwrap();
+    let failed = market::check(&sc, 1..4);
+    assert!(failed.is_empty(), "{failed:?}");
+    let out = market::run(&sc, 1, &mut |_| {}).unwrap();
+    let s = &out.summary;
+    assert!(s.ledger_verified);
+    assert_eq!(s.agent_failures, 0, "the agent itself never fails");
+    assert!(s.node_failures >= 5, "8 nodes with a 6 h MTBF over 16 h: {s:?}");
+    assert!(s.leases_lost > 0, "work on a failed node is lost: {s:?}");
+    assert!(s.jobs.succeeded > 10, "{:?}", s.jobs);
+    let online: Vec<u64> = out.timeseries.iter().map(|r| r.gpus_online).collect();
+    assert!(online.iter().all(|g| g % 8 == 0 && *g <= 64), "{online:?}");
+    assert!(
+        online.iter().any(|g| *g < 64),
+        "a failed node leaves the market: {online:?}"
+    );
+    assert!(
+        online.iter().filter(|g| **g == 64).count() > 1,
+        "repaired nodes return: {online:?}"
+    );
+    // Without node failures nothing is lost and every node stays online.
+    let mut calm = sc.clone();
+    calm.providers[0].node_mtbf = None;
+    let out = market::run(&calm, 1, &mut |_| {}).unwrap();
+    assert_eq!((out.summary.node_failures, out.summary.leases_lost), (0, 0));
+    assert!(out.timeseries.iter().all(|r| r.gpus_online == 64));
+}
+
 #[test]
 fn fault_settings_name_their_field() {
     let cases = [
@@ -107,6 +167,14 @@ fn fault_settings_name_their_field() {
         (
             FAULTY.replace("agent_repair: 1h", "agent_repair: 0"),
             "providers[0].agent_repair",
+        ),
+        (
+            FAULTY.replace("agent_repair: 1h", "agent_repair: 1h\n    node_mtbf: 1s"),
+            "providers[0].node_mtbf",
+        ),
+        (
+            FAULTY.replace("agent_repair: 1h", "agent_repair: 1h\n    node_repair: 0"),
+            "providers[0].node_repair",
         ),
         (
             FAULTY.replacen("group: cluster, for: 2m", "group: nobody, for: 2m", 1),
