@@ -261,12 +261,7 @@ fn quiet_on_closed_pipe(command: &Command) {
     }
     let report = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        let payload = info.payload();
-        let message = payload
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| payload.downcast_ref::<&str>().copied())
-            .unwrap_or_default();
+        let message = info.payload_as_str().unwrap_or_default();
         if message.starts_with("failed printing to stdout") && message.contains("(os error 32)") {
             std::process::exit(0);
         }
