@@ -80,7 +80,7 @@ pub fn issue_token(txn: &mut Txn<'_>, principal: Principal) -> String {
 
 pub fn create_tenant(txn: &mut Txn<'_>, name: &str, initial: Micros) -> Result<(TenantId, String), ApiError> {
     validate_name("name", name)?;
-    if txn.ex.tenants.values().any(|t| t.name == name) {
+    if txn.ex.tenant_named(name) {
         return Err(ApiError::conflict(format!("a tenant named `{name}` exists")));
     }
     if initial.is_negative() {
@@ -106,7 +106,7 @@ pub fn create_tenant(txn: &mut Txn<'_>, name: &str, initial: Micros) -> Result<(
 
 pub fn create_provider(txn: &mut Txn<'_>, name: &str) -> Result<(ProviderId, String), ApiError> {
     validate_name("name", name)?;
-    if txn.ex.providers.values().any(|p| p.name == name) {
+    if txn.ex.provider_named(name) {
         return Err(ApiError::conflict(format!("a provider named `{name}` exists")));
     }
     let id = txn.ex.next_provider_id();

@@ -236,6 +236,12 @@ pub struct Exchange {
     pub rules: MarketRules,
     pub tenants: BTreeMap<TenantId, Tenant>,
     pub providers: BTreeMap<ProviderId, Provider>,
+    /// Names taken, so that creating the 10,000th provider does not compare
+    /// its name with every other.
+    #[serde(skip)]
+    tenant_names: BTreeSet<String>,
+    #[serde(skip)]
+    provider_names: BTreeSet<String>,
     /// Token SHA-256 → principal. A BTreeMap so a snapshot's bytes are a function of the state.
     tokens: BTreeMap<String, Principal>,
     pub agents: BTreeMap<AgentId, Agent>,
@@ -300,6 +306,8 @@ impl Exchange {
     /// derived from them, the engine's market included.
     pub fn restore(bytes: &[u8]) -> Result<Exchange, serde_json::Error> {
         let mut ex: Exchange = serde_json::from_slice(bytes)?;
+        ex.tenant_names = ex.tenants.values().map(|t| t.name.clone()).collect();
+        ex.provider_names = ex.providers.values().map(|p| p.name.clone()).collect();
         for a in ex.agents.values() {
             ex.agent_by_name.insert((a.provider, a.name.clone()), a.id);
         }
@@ -484,6 +492,7 @@ impl Exchange {
             }
             Event::TenantCreated { tenant, name, .. } => {
                 assert_eq!(*tenant, self.next_tenant_id(), "tenant ids are sequential");
+                self.tenant_names.insert(name.clone());
                 self.tenants.insert(
                     *tenant,
                     Tenant {
@@ -494,6 +503,7 @@ impl Exchange {
             }
             Event::ProviderCreated { provider, name, .. } => {
                 assert_eq!(*provider, self.next_provider_id(), "provider ids are sequential");
+                self.provider_names.insert(name.clone());
                 self.providers.insert(
                     *provider,
                     Provider {
@@ -793,6 +803,16 @@ impl Exchange {
             .range((UnixMs(from.0.saturating_add(1)), LeaseId(0))..)
             .map(|(_, id)| id);
         self.live_leases.iter().chain(ended).map(move |id| &leases[id])
+    }
+
+    /// Whether a tenant has this name.
+    pub fn tenant_named(&self, name: &str) -> bool {
+        self.tenant_names.contains(name)
+    }
+
+    /// Whether a provider has this name.
+    pub fn provider_named(&self, name: &str) -> bool {
+        self.provider_names.contains(name)
     }
 
     /// GPUs of online nodes by provider; a provider with none is absent.

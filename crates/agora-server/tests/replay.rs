@@ -182,3 +182,26 @@ async fn replay_and_snapshots_rebuild_the_live_state() {
     }
     server.stop().await;
 }
+
+/// The names taken by tenants and providers are an index of the state: a
+/// restored snapshot knows them as the live state did.
+#[test]
+fn names_taken_survive_a_restore() {
+    let mut ex = Exchange::new();
+    let at = agora_types::UnixMs(1_000);
+    ex.apply(&Event::TenantCreated {
+        tenant: TenantId(1),
+        name: "lab".into(),
+        at,
+    });
+    ex.apply(&Event::ProviderCreated {
+        provider: ProviderId(1),
+        name: "acme".into(),
+        at,
+    });
+    let restored = Exchange::restore(&ex.snapshot()).unwrap();
+    for e in [&ex, &restored] {
+        assert!(e.tenant_named("lab") && e.provider_named("acme"));
+        assert!(!e.tenant_named("acme") && !e.provider_named("lab"));
+    }
+}
