@@ -334,10 +334,10 @@ struct Sim<'s> {
     faults: SplitMix64,
     failures: BTreeSet<(u64, AgentId)>,
     agent_failures: u64,
-    /// Single nodes' failures and repairs: (when, agent, node index), earliest first.
-    node_failures: BTreeSet<(u64, AgentId, u32)>,
-    node_repairs: BTreeSet<(u64, AgentId, u32)>,
-    node_failures_seen: u64,
+    /// Single nodes' failures and repairs due: (when, agent, node index), earliest first.
+    node_failures_due: BTreeSet<(u64, AgentId, u32)>,
+    node_repairs_due: BTreeSet<(u64, AgentId, u32)>,
+    node_failures: u64,
     /// Which of the scenario's contracts were recorded.
     contracts_made: Vec<bool>,
     refused: u64,
@@ -437,9 +437,9 @@ fn simulate(sc: &Scenario, seed: u64, checks: bool, progress: &mut dyn FnMut(u64
         faults: SplitMix64::new(seed ^ 0x6661_756c_7473),
         failures: BTreeSet::new(),
         agent_failures: 0,
-        node_failures: BTreeSet::new(),
-        node_repairs: BTreeSet::new(),
-        node_failures_seen: 0,
+        node_failures_due: BTreeSet::new(),
+        node_repairs_due: BTreeSet::new(),
+        node_failures: 0,
         contracts_made: vec![false; sc.contracts.len()],
         refused: 0,
         rounds: 0,
@@ -667,7 +667,7 @@ impl Sim<'_> {
         let group = self.providers[self.agents[&agent].index].group;
         if let Some(mtbf) = self.sc.providers[group].node_mtbf {
             let when = after + self.faults.exponential(mtbf.0 * 1000).max(1);
-            self.node_failures.insert((when, agent, node));
+            self.node_failures_due.insert((when, agent, node));
         }
     }
 
@@ -677,11 +677,11 @@ impl Sim<'_> {
     /// reported again. A node whose agent is down or cut off fails later.
     fn fail_nodes(&mut self, now: u64) -> anyhow::Result<()> {
         let mut changed = BTreeSet::new();
-        while let Some(&(when, agent, node)) = self.node_repairs.first() {
+        while let Some(&(when, agent, node)) = self.node_repairs_due.first() {
             if when > now {
                 break;
             }
-            self.node_repairs.pop_first();
+            self.node_repairs_due.pop_first();
             self.agents
                 .get_mut(&agent)
                 .expect("a scheduled agent")
@@ -690,11 +690,11 @@ impl Sim<'_> {
             changed.insert(agent);
             self.schedule_node_failure(agent, node, when);
         }
-        while let Some(&(when, agent, node)) = self.node_failures.first() {
+        while let Some(&(when, agent, node)) = self.node_failures_due.first() {
             if when > now {
                 break;
             }
-            self.node_failures.pop_first();
+            self.node_failures_due.pop_first();
             if self.providers[self.agents[&agent].index].left_ms.is_some() {
                 continue;
             }
@@ -704,8 +704,8 @@ impl Sim<'_> {
                 self.schedule_node_failure(agent, node, later);
                 continue;
             }
-            let name = a.reg.nodes[node as usize].name.clone();
             let ex = &self.off.ex;
+            let id = ex.node_named(agent, &a.reg.nodes[node as usize].name);
             let dead: Vec<PartRef> = a
                 .running
                 .iter()
@@ -713,7 +713,7 @@ impl Sim<'_> {
                     ex.leases
                         .get(&part.lease)
                         .and_then(|l| l.parts.get(part.rank as usize))
-                        .is_some_and(|p| ex.nodes.get(&p.node).is_some_and(|n| n.name == name))
+                        .is_some_and(|p| Some(p.node) == id)
                 })
                 .copied()
                 .collect();
@@ -722,9 +722,9 @@ impl Sim<'_> {
                 a.running.remove(part);
             }
             a.down.insert(node);
-            self.node_failures_seen += 1;
+            self.node_failures += 1;
             let group = self.providers[a.index].group;
-            self.node_repairs
+            self.node_repairs_due
                 .insert((now + self.sc.providers[group].node_repair.0 * 1000, agent, node));
             changed.insert(agent);
         }
@@ -1504,7 +1504,7 @@ impl Sim<'_> {
                 cr4_delivered_bps: delivered_c.cr4_bps,
             },
             agent_failures: self.agent_failures,
-            node_failures: self.node_failures_seen,
+            node_failures: self.node_failures,
             leases_lost: ex
                 .leases
                 .values()

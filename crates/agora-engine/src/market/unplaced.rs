@@ -53,6 +53,9 @@ impl Demand {
 /// [`Reasons::get`] and indexing scan the list: meant for tests and single
 /// look-ups. A caller that looks up many ids builds a map with
 /// [`Reasons::by_id`].
+///
+/// Two lists are equal when they give the same orders the same reasons, in
+/// any order, as the map they serialize to would be.
 #[derive(Debug, Clone, Default)]
 pub struct Reasons {
     /// Each order with the index of its reason in `distinct`, in service order.
